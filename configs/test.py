@@ -1,0 +1,30 @@
+"""The tests' config: a ResNet-10 of width 1/8 over five 24 px branches, a few steps.
+
+    python -m pytest -q tests
+
+Not a research config: small enough that a train step compiles and runs in seconds on two
+CPU cores. Tests set data.manual_dir and data.tfds_dir to the committed sample.
+"""
+
+from configs import default
+
+
+def get_config():
+  config = default.get_config()
+  config.data.tfds_dir = ""
+  config.data.crops.size = 24
+  config.model.depth = 10
+  config.model.width = 0.125
+  config.model.stem = "small_strided"
+  config.model.attention_hidden = 8
+  config.model.branch_axis = "fold"
+  config.batch_size = 16
+  config.eval_batch_size = 32
+  config.num_train_steps = 6
+  config.optimizer.learning_rate = 0.01
+  config.optimizer.schedule = "constant"
+  config.log_every_steps = 2
+  config.eval_every_steps = 3
+  config.checkpoint_every_steps = 3
+  config.plots = False
+  return config

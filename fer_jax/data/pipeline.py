@@ -1,0 +1,289 @@
+"""The input pipeline: grain over `tfds.data_source`, from a prepared split to batches.
+
+Training: seeded shuffle (reshuffled every epoch), repeat, per-process shard, batches of
+`global_batch / process_count` that drop the remainder, and an iterator whose position Orbax
+checkpoints. Evaluation: every kept example exactly once, in order, padded to whole global
+batches with `mask = 0` rows, and sharded the same way.
+
+Each example carries `index`: in training its position in the global shuffled stream, in
+evaluation its position in the TFDS split. Crop randomness is keyed by it
+(`crops.example_keys`), so an example's crops do not depend on the process count, on the
+batch it falls in, or on whether they are cut in the host workers (`crops_on='host'`) or inside
+the jitted step (`crops_on='device'`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import pathlib
+from typing import Any, Iterator, Sequence
+
+from absl import flags
+from absl import logging
+import grain
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fer_jax.data import crops as crops_lib
+from fer_jax.data import ferplus
+from fer_jax.data import labels as labels_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """A prepared split after label processing.
+
+  Attributes:
+    name: the split (or list file) name.
+    source: the TFDS data source (random access to examples).
+    indices: [n] positions in `source` of the kept examples.
+    targets: [n, 8] float32 target distributions (label mode).
+    labels: [n] int32 evaluation labels (majority vote, or a list file's labels).
+  """
+  name: str
+  source: Any
+  indices: np.ndarray
+  targets: np.ndarray
+  labels: np.ndarray
+
+  def __len__(self):
+    return len(self.indices)
+
+
+def dataset_dir(tfds_dir: str, landmarks: str) -> pathlib.Path:
+  return pathlib.Path(tfds_dir).expanduser() / "fer_plus" / landmarks / str(ferplus.FerPlus.VERSION)
+
+
+def data_sources(tfds_dir: str, landmarks: str) -> dict[str, Any]:
+  """split -> TFDS data source of a prepared dataset, or an error that says how to prepare it."""
+  path = dataset_dir(tfds_dir, landmarks)
+  if not (path / "dataset_info.json").exists():
+    raise FileNotFoundError(
+        f"no prepared FERPlus dataset at {path}. Build it with: python main.py "
+        f"--config=configs/default.py --mode=prepare --config.data.manual_dir=DIR "
+        f"--config.data.tfds_dir={tfds_dir}")
+  return ferplus.builder(tfds_dir, landmarks).as_data_source()
+
+
+def resolve_tfds_dir(tfds_dir: str, workdir: str) -> str:
+  """`config.data.tfds_dir`, with "" meaning WORKDIR/tfds."""
+  return tfds_dir or str(pathlib.Path(workdir).expanduser() / "tfds")
+
+
+def open_sources(tfds_dir: str, landmarks: str, manual_dir: str = "",
+                 prepare_if_missing: bool = True) -> dict[str, Any]:
+  """The prepared dataset's data sources, preparing it from `manual_dir` first if needed."""
+  if not (dataset_dir(tfds_dir, landmarks) / "dataset_info.json").exists():
+    if prepare_if_missing and manual_dir:
+      logging.info("no prepared dataset in %s: preparing it from %s", tfds_dir, manual_dir)
+      sizes = ferplus.prepare(manual_dir, tfds_dir, landmarks)
+      logging.info("prepared %s", sizes)
+  return data_sources(tfds_dir, landmarks)
+
+
+def all_votes(source) -> np.ndarray:
+  n = len(source)
+  if n == 0:
+    return np.zeros((0, labels_lib.NUM_VOTES), np.int32)
+  return np.stack([source[i]["votes"] for i in range(n)])
+
+
+def load_split(sources: dict[str, Any], split: str, label_mode: str, for_eval: bool) -> Split:
+  """Keeps the examples of `split` that the label mode keeps.
+
+  Evaluation always uses the majority-vote protocol (Microsoft's, and every FERPlus paper's):
+  the kept examples and their labels are the majority-vote ones.
+  """
+  if split not in sources:
+    raise KeyError(f"split {split!r} is not in the prepared dataset (it has "
+                   f"{sorted(sources)}); a split whose files were absent from the manual dir "
+                   f"was not built")
+  source = sources[split]
+  votes = all_votes(source)
+  mode = "majority" if for_eval else label_mode
+  kept, targets = labels_lib.targets_for_split(votes, mode)
+  idx = np.flatnonzero(kept)
+  return Split(split, source, idx.astype(np.int64), targets[idx],
+               np.argmax(targets[idx], -1).astype(np.int32))
+
+
+def split_from_list(sources: dict[str, Any], list_path: str) -> Split:
+  """A split made of the images that a list file names, in RAN's formats.
+
+  Each line starts with `<label>_<name>.<ext>` or `<label>/<name>.<ext>` (anything after the
+  first whitespace is ignored); `<label>` is the class index (`labels.CLASS_NAMES` order) and
+  `<name>` a FERPlus image name (`fer0032222`), looked up in every prepared split.
+  """
+  path = pathlib.Path(list_path)
+  if not path.exists():
+    raise FileNotFoundError(f"eval list {path} does not exist")
+  where: dict[str, tuple[str, int]] = {}
+  for split, source in sources.items():
+    for i in range(len(source)):
+      name = source[i]["name"]
+      name = name.decode() if isinstance(name, bytes) else str(name)
+      where[pathlib.PurePath(name).stem] = (split, i)
+  entries, missing = [], []
+  for line_no, line in enumerate(path.read_text().splitlines(), 1):
+    token = line.strip().split()[0] if line.strip() else ""
+    if not token:
+      continue
+    if "/" in token:
+      label_txt, file_name = token.split("/")[-2], token.split("/")[-1]
+    elif "_" in token:
+      label_txt, file_name = token.split("_", 1)
+    else:
+      raise ValueError(f"{path} line {line_no}: {token!r} is neither <label>_<name> nor "
+                       f"<label>/<name>")
+    try:
+      label = int(label_txt)
+    except ValueError:
+      raise ValueError(f"{path} line {line_no}: label {label_txt!r} is not a class index") from None
+    if not 0 <= label < labels_lib.NUM_CLASSES:
+      raise ValueError(f"{path} line {line_no}: label {label} is not in [0, "
+                       f"{labels_lib.NUM_CLASSES})")
+    stem = pathlib.PurePath(file_name).stem
+    if stem not in where:
+      missing.append(f"{file_name} (line {line_no})")
+      continue
+    entries.append((where[stem], label))
+  if missing:
+    shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+    raise FileNotFoundError(f"eval list {path} names {len(missing)} image(s) that are not in the "
+                            f"prepared dataset (splits {sorted(sources)}): {shown}")
+  splits = {s for (s, _), _ in entries}
+  if len(splits) > 1:
+    raise ValueError(f"eval list {path} mixes images of splits {sorted(splits)}")
+  if not entries:
+    raise ValueError(f"eval list {path} names no images")
+  split = splits.pop()
+  idx = np.array([i for (_, i), _ in entries], np.int64)
+  lab = np.array([l for _, l in entries], np.int32)
+  return Split(path.stem, sources[split], idx, np.eye(labels_lib.NUM_CLASSES, dtype=np.float32)[lab], lab)
+
+
+class Records:
+  """Random access to decoded examples of a `Split` (what grain's MapDataset reads)."""
+
+  def __init__(self, split: Split, pad_to: int | None = None):
+    self.split = split
+    self.length = max(pad_to or 0, len(split))
+
+  def __len__(self):
+    return self.length
+
+  def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+    n = len(self.split)
+    real = i < n
+    j = i if real else 0
+    ex = self.split.source[int(self.split.indices[j])]
+    return dict(
+        image=ferplus.decode_png(ex["image"]),
+        landmarks=np.asarray(ex["landmarks"], np.float32),
+        target=self.split.targets[j],
+        label=np.int32(self.split.labels[j]),
+        source_index=np.int32(self.split.indices[j]),
+        mask=np.float32(real),
+    )
+
+
+def _with_index(i: int, ex: dict) -> dict:
+  return {**ex, "index": np.int32(i)}
+
+
+def _eval_index(ex: dict) -> dict:
+  return {**ex, "index": ex["source_index"]}
+
+
+class HostCrops:
+  """A batch transform that cuts the crops on the host CPU (in grain's workers)."""
+
+  def __init__(self, cfg: crops_lib.CropConfig, seed: int, train: bool):
+    self.cfg, self.seed, self.train = cfg, seed, train
+    self._fn = None
+
+  def __call__(self, batch: dict) -> dict:
+    if self._fn is None:
+      cpu = jax.devices("cpu")[0]
+      fn = jax.jit(functools.partial(crops_lib.batch_crops, cfg=self.cfg, train=self.train))
+      self._fn = lambda *a: jax.device_put(fn(*jax.device_put(a, cpu)), cpu)
+    keys = crops_lib.example_keys(jax.random.key(self.seed), jnp.asarray(batch["index"]))
+    out = {k: v for k, v in batch.items() if k not in ("image", "landmarks")}
+    out["crops"] = np.asarray(self._fn(batch["image"], batch["landmarks"], keys))
+    return out
+
+
+def worker_init(worker_index: int, worker_count: int) -> None:
+  """Runs first in each grain worker: absl flags parsed, JAX on the CPU only."""
+  del worker_index, worker_count
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  jax.config.update("jax_platforms", "cpu")
+
+
+def _finish(ds: grain.MapDataset, worker_count: int, prefetch: int) -> grain.IterDataset:
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, prefetch), prefetch_buffer_size=prefetch))
+  if worker_count > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_count),
+                        worker_init_fn=worker_init)
+  return it
+
+
+def check_batch(global_batch: int, process_count: int, device_count: int) -> int:
+  """The per-process batch, or an error naming the numbers that do not divide."""
+  if global_batch % device_count:
+    raise ValueError(f"config.batch_size={global_batch} is not divisible by the "
+                     f"{device_count} devices of this run")
+  if global_batch % process_count:
+    raise ValueError(f"config.batch_size={global_batch} is not divisible by the "
+                     f"{process_count} processes of this run")
+  return global_batch // process_count
+
+
+def train_dataset(split: Split, *, global_batch: int, seed: int, process_index: int = 0,
+                  process_count: int = 1, num_epochs: int | None = None,
+                  host_crops: crops_lib.CropConfig | None = None, worker_count: int = 0,
+                  prefetch: int = 2, start_batch: int = 0) -> grain.IterDataset:
+  """Shuffled, repeated, sharded training batches (remainder dropped).
+
+  Local batch t of every process holds its share of global batch t, whatever the process
+  count, so `start_batch=step` puts the data where a run at `step` left it.
+
+  Batches hold `image` uint8 [b, F, F, 1], `landmarks` [b, 68, 2], `target` [b, 8], `label`,
+  `index` (position in the global shuffled stream) and `mask`; with `host_crops`, `crops`
+  [b, nb, S, S, 1] replaces `image` and `landmarks`.
+  """
+  if len(split) == 0:
+    raise ValueError(f"split {split.name!r} keeps no examples")
+  per_process = global_batch // process_count
+  ds = grain.MapDataset.source(Records(split)).seed(seed).shuffle().repeat(num_epochs)
+  ds = ds.map_with_index(_with_index)[process_index::process_count]
+  ds = ds.batch(per_process, drop_remainder=True)
+  if start_batch:
+    ds = ds[start_batch:]
+  if host_crops is not None:
+    ds = ds.map(HostCrops(host_crops, seed, train=True))
+  return _finish(ds, worker_count, prefetch)
+
+
+def eval_dataset(split: Split, *, global_batch: int, process_index: int = 0,
+                 process_count: int = 1, host_crops: crops_lib.CropConfig | None = None,
+                 seed: int = 0, worker_count: int = 0, prefetch: int = 2) -> grain.IterDataset:
+  """Every example of `split` exactly once, padded to whole global batches (`mask` 0 rows).
+
+  `index` is the example's position in the TFDS split, which keys its (deterministic) occluder.
+  """
+  per_process = global_batch // process_count
+  total = math.ceil(len(split) / global_batch) * global_batch
+  ds = grain.MapDataset.source(Records(split, pad_to=total)).map(_eval_index)
+  ds = ds[process_index::process_count].batch(per_process, drop_remainder=False)
+  if host_crops is not None:
+    ds = ds.map(HostCrops(host_crops, seed, train=False))
+  return _finish(ds, worker_count, prefetch)
+
+
+def steps_per_epoch(split: Split, global_batch: int) -> int:
+  return max(len(split) // global_batch, 1)

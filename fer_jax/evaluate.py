@@ -1,0 +1,146 @@
+"""Evaluation: a checkpoint (or a live train state) over a split or a list file.
+
+`evaluate_split` runs the jitted, data-parallel forward pass over every example exactly once and
+computes accuracy, per-class accuracy, the confusion matrix and the mean branch weights.
+`evaluate` (`--mode=eval`) restores a checkpoint into a state shaped from the config and writes
+`WORKDIR/eval/<name>.json`, a confusion-matrix PNG and a branch-weight PNG.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import parallel
+from fer_jax import plots
+from fer_jax import state as state_lib
+from fer_jax.data import crops as crops_lib
+from fer_jax.data import labels as labels_lib
+from fer_jax.data import pipeline
+
+
+def eval_step(variables, batch, *, model, crop_cfg, crops_on: str, occluder_seed: int):
+  """Per-device forward pass: class probabilities and branch weights of each example."""
+  if crops_on == "device":
+    keys = crops_lib.example_keys(jax.random.key(occluder_seed), batch["index"])
+    images = batch["image"].astype(jnp.float32) / 255.0
+    x = crops_lib.batch_crops(images, batch["landmarks"], keys, crop_cfg, train=False)
+  else:
+    x = batch["crops"]
+  out = model.apply(variables, x, train=False)
+  return dict(probs=jax.nn.softmax(out["logits"].astype(jnp.float32)), mu=out["mu"])
+
+
+def make_eval_step(config: ml_collections.ConfigDict, mesh):
+  model = state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS)
+  fn = functools.partial(eval_step, model=model, crop_cfg=state_lib.crop_config(config),
+                         crops_on=config.data.crops_on,
+                         occluder_seed=config.data.eval_occluder_seed)
+  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
+                         out_specs=P(parallel.DATA_AXIS), check_vma=False)
+  return jax.jit(mapped)
+
+
+def summarize(probs: np.ndarray, mu: np.ndarray, labels: np.ndarray,
+              branch_names: list[str]) -> dict[str, Any]:
+  """Metrics of one evaluation from per-example outputs (padding already removed)."""
+  pred = probs.argmax(-1)
+  cm = np.zeros((labels_lib.NUM_CLASSES,) * 2, np.int64)
+  np.add.at(cm, (labels, pred), 1)
+  per_class = {name: (float(cm[i, i] / cm[i].sum()) if cm[i].sum() else None)
+               for i, name in enumerate(labels_lib.CLASS_NAMES)}
+  return dict(
+      accuracy=float((pred == labels).mean()) if len(labels) else float("nan"),
+      per_class_accuracy=per_class,
+      confusion_matrix=cm.tolist(),
+      num_examples=int(len(labels)),
+      mean_branch_weights={n: float(mu[:, i].mean()) for i, n in enumerate(branch_names)},
+  )
+
+
+def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline.Split, mesh,
+                   step_fn=None) -> tuple[dict[str, Any], np.ndarray]:
+  """Runs over every example of `split` once; returns (metrics, per-example mu [N, nb])."""
+  step_fn = step_fn or make_eval_step(config, mesh)
+  host_crops = state_lib.crop_config(config) if config.data.crops_on == "host" else None
+  ds = pipeline.eval_dataset(split, global_batch=config.eval_batch_size,
+                             process_index=jax.process_index(),
+                             process_count=jax.process_count(), host_crops=host_crops,
+                             seed=config.data.eval_occluder_seed,
+                             worker_count=config.data.worker_count, prefetch=config.data.prefetch)
+  probs, mus, labs, masks = [], [], [], []
+  start = time.time()
+  for batch in ds:
+    meta = {k: batch[k] for k in ("label", "mask")}
+    inputs = {k: v for k, v in batch.items()
+              if k in ("image", "landmarks", "crops", "index")}
+    out = parallel.to_host(step_fn(variables, parallel.global_batch(inputs, mesh)))
+    meta = parallel.to_host(parallel.global_batch(meta, mesh))
+    probs.append(out["probs"])
+    mus.append(out["mu"])
+    labs.append(meta["label"])
+    masks.append(meta["mask"])
+  keep = np.concatenate(masks) > 0
+  probs, mu = np.concatenate(probs)[keep], np.concatenate(mus)[keep]
+  labels = np.concatenate(labs)[keep]
+  metrics = summarize(probs, mu, labels, list(config.data.crops.branches))
+  logging.info("evaluated %d examples of %s in %.1fs: accuracy %.4f", len(labels), split.name,
+               time.time() - start, metrics["accuracy"])
+  return metrics, mu
+
+
+def write_results(workdir: str, name: str, metrics: dict[str, Any], mu: np.ndarray,
+                  branch_names: list[str], make_plots: bool = True) -> pathlib.Path:
+  """WORKDIR/eval/<name>.json, <name>_confusion.png and <name>_branch_weights.png."""
+  out_dir = pathlib.Path(workdir).expanduser() / "eval"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  path = out_dir / f"{name}.json"
+  path.write_text(json.dumps(metrics, indent=1))
+  if make_plots:
+    title = f"{name}, step {metrics.get('checkpoint_step')}: accuracy {metrics['accuracy']:.4f}"
+    plots.confusion_matrix(np.array(metrics["confusion_matrix"]), labels_lib.CLASS_NAMES,
+                           out_dir / f"{name}_confusion.png", title)
+    plots.branch_weights(mu, branch_names, out_dir / f"{name}_branch_weights.png", title)
+  return path
+
+
+def load_eval_split(config: ml_collections.ConfigDict, sources) -> pipeline.Split:
+  if config.data.eval_list:
+    return pipeline.split_from_list(sources, config.data.eval_list)
+  return pipeline.load_split(sources, config.data.eval_split, config.data.label_mode,
+                             for_eval=True)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
+             ) -> dict[str, Any]:
+  """`--mode=eval`: restores a checkpoint and evaluates `data.eval_split` or `data.eval_list`."""
+  mesh = parallel.make_mesh()
+  sources = pipeline.open_sources(pipeline.resolve_tfds_dir(config.data.tfds_dir, workdir),
+                                  config.data.landmarks, config.data.manual_dir,
+                                  prepare_if_missing=False)
+  split = load_eval_split(config, sources)
+  mgr = ckpt_lib.manager(workdir, read_only=True)
+  step = ckpt_lib.resolve_step(mgr, which)
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                       sharding=parallel.replicated(mesh)),
+                        state_lib.abstract_train_state(config))
+  state = ckpt_lib.restore_state(mgr, step, target)
+  metrics, mu = evaluate_split(config, state.variables(), split, mesh)
+  metrics["checkpoint_step"] = int(step)
+  if parallel.is_main():
+    path = write_results(workdir, split.name, metrics, mu, list(config.data.crops.branches),
+                         config.plots)
+    logging.info("wrote %s (accuracy %.4f over %d examples, checkpoint step %d)", path,
+                 metrics["accuracy"], metrics["num_examples"], step)
+  return metrics

@@ -1,0 +1,94 @@
+"""Devices, processes and the data-parallel mesh.
+
+One mesh axis, `data`, spans every device of every process. Steps are written per device (pmap
+semantics: `lax.pmean` over `data`) and mapped with `jax.shard_map` under `jax.jit`. The train
+state is replicated; a batch is split along its first axis, each process contributing the rows
+it read (`jax.make_array_from_process_local_data`), so Orbax saves global arrays on any number
+of hosts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from absl import logging
+import jax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec as P
+import ml_collections
+import numpy as np
+
+DATA_AXIS = "data"
+
+def initialize(mh: ml_collections.ConfigDict) -> None:
+  """Starts `jax.distributed` when the config (or the cluster) asks for several processes.
+
+  - `coordinator_address` set: explicit (address, num_processes, process_id);
+  - `auto`: `jax.distributed.initialize()` reads SLURM, Open MPI or TPU pod environments.
+  Local CPU processes use gloo collectives.
+  """
+  if jax.distributed.is_initialized():
+    return
+  if mh.coordinator_address:
+    if mh.num_processes < 1 or not 0 <= mh.process_id < mh.num_processes:
+      raise ValueError(f"config.multihost: process_id {mh.process_id} is not in "
+                       f"[0, num_processes={mh.num_processes})")
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    jax.distributed.initialize(coordinator_address=mh.coordinator_address,
+                               num_processes=mh.num_processes, process_id=mh.process_id)
+  elif mh.auto:
+    jax.distributed.initialize()
+  else:
+    return
+  logging.info("jax.distributed: process %d of %d, %d local of %d devices",
+               jax.process_index(), jax.process_count(), jax.local_device_count(),
+               jax.device_count())
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def data_sharded(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicate(tree: Any, mesh) -> Any:
+  """Places a host pytree (identical on every process) on every device."""
+  sharding = replicated(mesh)
+  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
+                      tree)
+
+
+def global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
+  """This process's rows -> one global array per key, split along the data axis."""
+  sharding = data_sharded(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
+          for k, v in local.items()}
+
+
+def to_host(tree: Any) -> Any:
+  """Global arrays -> numpy on every process (all rows, gathered across processes)."""
+  if jax.process_count() == 1:
+    return jax.tree.map(np.asarray, tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def is_main() -> bool:
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if `flag` is True on any (a collective: call it on all)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))

@@ -1,0 +1,143 @@
+"""Every matplotlib figure of fer_jax in one place (Agg backend, PNG files)."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np
+
+
+def _save(fig, path) -> str:
+  path = pathlib.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return str(path)
+
+
+def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path, title: str = "") -> str:
+  """Row-normalised confusion matrix (rows: true class), counts in each cell."""
+  cm = np.asarray(cm, np.float64)
+  norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+  fig, ax = plt.subplots(figsize=(6.4, 5.6))
+  im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+  for i in range(cm.shape[0]):
+    for j in range(cm.shape[1]):
+      ax.text(j, i, f"{int(cm[i, j])}", ha="center", va="center", fontsize=8,
+              color="white" if norm[i, j] > 0.5 else "black")
+  ax.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+  ax.set_yticks(range(len(class_names)), class_names)
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  ax.set_title(title or "confusion matrix (row-normalised colours, counts)")
+  fig.colorbar(im, ax=ax, fraction=0.046)
+  return _save(fig, path)
+
+
+def branch_weights(mu: np.ndarray, branch_names: Sequence[str], path, title: str = "") -> str:
+  """Distribution of each branch's attention weight mu over the evaluated faces."""
+  mu = np.asarray(mu)
+  fig, ax = plt.subplots(figsize=(6.4, 4))
+  ax.violinplot([mu[:, i] for i in range(mu.shape[1])], showmeans=True)
+  ax.set_xticks(range(1, len(branch_names) + 1), branch_names)
+  ax.set_ylabel("mu (sigmoid weight)")
+  ax.set_ylim(0, 1)
+  ax.set_title(title or f"branch weights over {len(mu)} faces")
+  return _save(fig, path)
+
+
+def training_curves(metrics_jsonl, path) -> str | None:
+  """Loss, accuracy, learning rate and mean branch weights against step, from metrics.jsonl."""
+  rows = [json.loads(l) for l in pathlib.Path(metrics_jsonl).read_text().splitlines() if l.strip()]
+  train = [r for r in rows if r.get("kind") == "train"]
+  evals = [r for r in rows if r.get("kind") == "eval"]
+  if not train:
+    return None
+  fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+  steps = [r["step"] for r in train]
+  for key in ("loss", "ce", "constraint"):
+    axes[0].plot(steps, [r.get(key, np.nan) for r in train], label=key)
+  axes[0].set_yscale("log")
+  axes[0].legend()
+  axes[0].set_title("training loss")
+  axes[1].plot(steps, [r.get("accuracy", np.nan) for r in train], label="train (batch)")
+  if evals:
+    axes[1].plot([r["step"] for r in evals], [r["accuracy"] for r in evals], "o-",
+                 label="validation")
+  axes[1].legend()
+  axes[1].set_title("accuracy")
+  axes[2].plot(steps, [r.get("learning_rate", np.nan) for r in train])
+  axes[2].set_yscale("log")
+  axes[2].set_title("learning rate")
+  mu_keys = sorted({k for r in train for k in r if k.startswith("mu/")})
+  for k in mu_keys:
+    axes[3].plot(steps, [r.get(k, np.nan) for r in train], label=k[3:])
+  axes[3].set_ylim(0, 1)
+  axes[3].legend(fontsize=7)
+  axes[3].set_title("mean branch weight")
+  for ax in axes:
+    ax.set_xlabel("step")
+  return _save(fig, path)
+
+
+def crops_grid(faces: Sequence[dict], branch_names: Sequence[str], path, title: str = "") -> str:
+  """One row per face: the face with its landmarks and branch boxes, then each crop.
+
+  Each face dict holds `image` [F, F, 1|3] (0-1 or uint8, view coordinates), `landmarks`,
+  `boxes` [nb, 4], `occluder` [4], `crops` [nb, S, S, C] and an optional `caption`.
+  """
+  n, nb = len(faces), len(branch_names)
+  fig, axes = plt.subplots(n, nb + 1, figsize=(1.6 * (nb + 1), 1.7 * n), squeeze=False)
+  colours = plt.cm.tab10(np.arange(nb))
+  for r, face in enumerate(faces):
+    img = np.asarray(face["image"], np.float32)
+    img = img / 255.0 if img.max() > 1.5 else img
+    ax = axes[r, 0]
+    ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray", vmin=0, vmax=1)
+    lm = np.asarray(face["landmarks"])
+    ax.scatter(lm[:, 0], lm[:, 1], s=3, c="red")
+    for b, (name, box) in enumerate(zip(branch_names, np.asarray(face["boxes"]))):
+      if name in ("face", "occluded"):
+        continue
+      ax.add_patch(plt.Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
+                                 fill=False, color=colours[b], lw=1))
+    if "occluder" in face and "occluded" in branch_names:
+      o = np.asarray(face["occluder"])
+      ax.add_patch(plt.Rectangle((o[0], o[1]), o[2] - o[0], o[3] - o[1], fill=False,
+                                 color=colours[list(branch_names).index("occluded")], lw=1,
+                                 ls="--"))
+    ax.set_title(face.get("caption", ""), fontsize=7)
+    for c, name in enumerate(branch_names):
+      crop = np.asarray(face["crops"][c], np.float32)
+      axes[r, c + 1].imshow(crop[..., 0] if crop.shape[-1] == 1 else crop, cmap="gray")
+      if r == 0:
+        axes[r, c + 1].set_title(name, fontsize=8, color=colours[c])
+  for ax in axes.ravel():
+    ax.set_xticks([])
+    ax.set_yticks([])
+  if title:
+    fig.suptitle(title, fontsize=9)
+  return _save(fig, path)
+
+
+def track_timeline(times: np.ndarray, probs: np.ndarray, eye_weight: np.ndarray,
+                   class_names: Sequence[str], path, title: str = "") -> str:
+  """One tracked face over a video: expression probabilities (stacked) and the eye weight."""
+  fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True,
+                                 gridspec_kw=dict(height_ratios=[2, 1]))
+  ax1.stackplot(times, np.asarray(probs).T, labels=class_names, alpha=0.85)
+  ax1.set_ylim(0, 1)
+  ax1.set_ylabel("expression probability")
+  ax1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  ax2.plot(times, eye_weight, "k.-")
+  ax2.set_ylim(0, 1)
+  ax2.set_ylabel("eye weight (mu)")
+  ax2.set_xlabel("time (s)")
+  ax1.set_title(title)
+  return _save(fig, path)

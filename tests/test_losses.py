@@ -1,0 +1,59 @@
+"""Cross-entropy and the eyes-over-occluded constraint against hand-computed values."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fer_jax import losses
+
+
+def test_cross_entropy_hand_computed():
+  # Uniform logits over 8 classes: ln 8.
+  np.testing.assert_allclose(losses.hard_cross_entropy(jnp.zeros((1, 8)), jnp.array([3])),
+                             math.log(8), rtol=1e-6)
+  # logits (ln 3, 0 x 7): p0 = 3 / 10.
+  logits = jnp.array([[math.log(3.0)] + [0.0] * 7])
+  np.testing.assert_allclose(losses.hard_cross_entropy(logits, jnp.array([0])),
+                             -math.log(0.3), rtol=1e-6)
+  # Soft target (1/2, 1/2, 0, ...): -(ln 0.3 + ln 0.1) / 2.
+  soft = jnp.array([[0.5, 0.5] + [0.0] * 6])
+  np.testing.assert_allclose(losses.cross_entropy(logits, soft),
+                             -(math.log(0.3) + math.log(0.1)) / 2, rtol=1e-6)
+  # Weighted mean: a zero-weight row does not count.
+  both = jnp.concatenate([logits, jnp.zeros((1, 8))])
+  np.testing.assert_allclose(
+      losses.hard_cross_entropy(both, jnp.array([0, 0]), jnp.array([1.0, 0.0])),
+      -math.log(0.3), rtol=1e-6)
+
+
+def test_multi_target_loss_hand_computed():
+  logits = jnp.array([[math.log(3.0)] + [0.0] * 7])
+  targets = jnp.array([[0.6, 0.4] + [0.0] * 6])
+  np.testing.assert_allclose(losses.multi_target_per_example(logits, targets), -math.log(0.4),
+                             rtol=1e-6)
+
+
+def test_constraint_hand_computed():
+  # Branch order face, eyes, nose, mouth, occluded: hi = 1, lo = 4.
+  mu = jnp.array([[0.5, 0.60, 0.5, 0.5, 0.58],    # gap 0.02 < 0.03: loss 0.01
+                  [0.5, 0.70, 0.5, 0.5, 0.50],    # gap 0.20: loss 0
+                  [0.5, 0.40, 0.5, 0.5, 0.45]])   # gap -0.05: loss 0.08
+  np.testing.assert_allclose(losses.constraint_per_example(mu, 1, 4, 0.03), [0.01, 0.0, 0.08],
+                             atol=1e-7)
+  np.testing.assert_allclose(losses.constraint_loss(mu, 1, 4, 0.03), 0.03, atol=1e-7)
+  total, parts = losses.total_loss(jnp.zeros((3, 8)), mu, jax.nn.one_hot(jnp.array([0, 1, 2]), 8),
+                                   hi=1, lo=4, margin=0.03, constraint_weight=2.0)
+  np.testing.assert_allclose(parts["ce"], math.log(8), rtol=1e-6)
+  np.testing.assert_allclose(total, math.log(8) + 2 * 0.03, rtol=1e-6)
+
+
+def test_constraint_gradient_zero_when_margin_holds():
+  mu = jnp.array([[0.5, 0.70, 0.5, 0.5, 0.50], [0.1, 0.9, 0.2, 0.3, 0.1]])
+  g = jax.grad(lambda m: losses.constraint_loss(m, 1, 4, 0.03))(mu)
+  np.testing.assert_array_equal(g, np.zeros_like(mu))
+  # Where it is violated, the gradient pushes eyes up and occluded down (-1/B and +1/B).
+  g = jax.grad(lambda m: losses.constraint_loss(m, 1, 4, 0.03))(mu.at[0, 4].set(0.69))
+  np.testing.assert_allclose(g[0], [0, -0.5, 0, 0, 0.5])
+  np.testing.assert_array_equal(g[1], np.zeros(5))

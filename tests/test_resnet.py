@@ -1,0 +1,68 @@
+"""The fast CPU lowerings change no result: im2col convolutions and the strided-view max pool
+against XLA's convolution and reduce_window, outputs and gradients."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+import pytest
+
+from fer_jax.models import resnet
+
+
+def xla_conv(x, k, strides):
+  return lax.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@pytest.mark.parametrize("size,kernel,stride,cin,cout", [
+    (7, 3, 1, 3, 4), (8, 3, 2, 2, 5), (5, 3, 2, 4, 4), (2, 3, 1, 8, 8), (1, 3, 1, 4, 4),
+    (12, 7, 2, 1, 6), (9, 1, 2, 3, 5), (6, 1, 1, 3, 2)])
+def test_conv_as_matmul_equals_xla(size, kernel, stride, cin, cout):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, cin))
+  k = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, cout))
+  s = (stride, stride)
+  np.testing.assert_allclose(jax.jit(resnet.conv_as_matmul, static_argnums=2)(x, k, s),
+                             xla_conv(x, k, s), rtol=1e-5, atol=1e-5)
+  g = lambda f: jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(f(x, k, s))), argnums=(0, 1)))(x, k)
+  for a, b in zip(g(resnet.conv_as_matmul), g(xla_conv)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size", [8, 7, 3])
+def test_max_pool_equals_reduce_window(size):
+  x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+  np.testing.assert_array_equal(jax.jit(resnet.max_pool_3x3_s2)(x),
+                                nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"))
+  ga = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(resnet.max_pool_3x3_s2(x)))))(x)
+  gb = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(nn.max_pool(x, (3, 3), (2, 2), "SAME")))))(x)
+  np.testing.assert_allclose(ga, gb, rtol=1e-6, atol=1e-6)  # no ties in random data
+
+
+@pytest.mark.parametrize("depth,stem,size", [(10, "imagenet", 48), (50, "small_strided", 24)])
+def test_backbone_lowerings_agree(depth, stem, size):
+  x = jax.random.normal(jax.random.key(0), (3, size, size, 1))
+  make = lambda impl, pixels=0: resnet.ResNet(depth=depth, width=0.125, stem=stem, conv_impl=impl,
+                                              matmul_max_pixels=pixels)
+  variables = jax.jit(lambda k: make("xla").init(k, x, train=False))(jax.random.key(1))
+
+  def grads(model):
+    def loss(params):
+      out, _ = model.apply({**variables, "params": params}, x, train=True,
+                           mutable=["batch_stats"])
+      return jnp.sum(out ** 2), out
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+  (la, fa), ga = grads(make("xla"))
+  for model in (make("matmul"), make("matmul", 4)):
+    (lb, fb), gb = grads(model)
+    np.testing.assert_allclose(fb, fa, rtol=1e-4, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):  # float32 rounding, BN-amplified
+      np.testing.assert_allclose(b, a, rtol=1e-2, atol=1e-3 * float(np.abs(a).max()))
+
+
+def test_same_parameters_under_every_lowering():
+  x = jnp.zeros((1, 24, 24, 1))
+  shapes = lambda impl: jax.tree.map(jnp.shape, jax.eval_shape(
+      resnet.ResNet(depth=10, width=0.25, conv_impl=impl).init, jax.random.key(0), x)["params"])
+  assert shapes("xla") == shapes("matmul")
