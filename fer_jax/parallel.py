@@ -45,8 +45,10 @@ def initialize(mh: ml_collections.ConfigDict) -> None:
                jax.device_count())
 
 
-def make_mesh() -> jax.sharding.Mesh:
-  return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+  """A 1-D mesh named `data` over `devices` (default: every device of every process)."""
+  devices = list(devices) if devices is not None else jax.devices()
+  return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
 def replicated(mesh) -> NamedSharding:

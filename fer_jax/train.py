@@ -89,7 +89,8 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
   metrics = lax.pmean(metrics, axis_name)
   metrics["learning_rate"] = lr_fn(state.step)
   metrics["grad_norm"] = optax.global_norm(grads)
-  finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+  finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"]) &
+            jnp.isfinite(optax.global_norm((params, batch_stats))))
   metrics["finite"] = finite
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
@@ -262,6 +263,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     ckpt_lib.save(mgr, step, state, data_iter, config_json,
                   None if metrics is None else dict(accuracy=metrics["accuracy"]), force=force)
 
+  def check_finite(done_step: int, done: dict) -> None:
+    if not bool(done["finite"]):
+      raise NonFiniteLossError(
+          f"the training loss became {float(done['loss'])} at step {done_step} (learning rate "
+          f"{float(done['learning_rate']):.3g}); stopped without saving. The last good "
+          f"checkpoint in {mgr.directory} is step {mgr.latest_step()}")
+
   step = start
   last_eval = None
   pending, window = [], []
@@ -274,14 +282,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state, metrics = p_step(state, inputs)
         step += 1
         pending.append((step, metrics))
-        if len(pending) > 1:  # check the previous step while this one runs
+        # Check the previous step while this one runs; check everything before a save.
+        drain = (step % eval_every == 0 or step % ckpt_every == 0 or step == num_steps
+                 or step % config.log_every_steps == 0)
+        while len(pending) > (0 if drain else 1):
           done_step, done = pending.pop(0)
-          if not bool(done["finite"]):
-            raise NonFiniteLossError(
-                f"the training loss became {float(done['loss'])} at step {done_step} "
-                f"(learning rate {float(done['learning_rate']):.3g}); stopped without "
-                f"saving. The last good checkpoint in {mgr.directory} is step "
-                f"{mgr.latest_step()}")
+          check_finite(done_step, done)
           window.append(done)
         if step % config.log_every_steps == 0 or step == num_steps:
           host = jax.device_get(window)
@@ -304,17 +310,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if (step % ckpt_every == 0 or evaluated) and step < num_steps:
           save(step, evaluated[0] if evaluated else None)
         if preemption.should_stop():
+          for done_step, done in pending:
+            check_finite(done_step, done)
           logging.warning("preempted at step %d: saving and exiting", step)
           save(step, force=True)
           mgr.wait_until_finished()
           writer.close()
           return dict(preempted=True, step=step)
-      for done_step, done in pending:
-        if not bool(done["finite"]):
-          raise NonFiniteLossError(
-              f"the training loss became {float(done['loss'])} at step {done_step}; stopped "
-              f"without saving. The last good checkpoint in {mgr.directory} is step "
-              f"{mgr.latest_step()}")
       final = run_eval(step) if config.eval_at_end else None
       if mgr.latest_step() != step:
         save(step, final[0] if final else None, force=True)

@@ -8,7 +8,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import jax  # pylint: disable=g-import-not-at-top
 import pytest  # pylint: disable=g-import-not-at-top
+
+# Identical programs (the same tiny model in several tests) compile once per session.
+_CACHE = pathlib.Path(os.environ.get("FER_JAX_TEST_CACHE", "/tmp/fer_jax_test_compile_cache"))
+jax.config.update("jax_compilation_cache_dir", str(_CACHE))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 SAMPLE = ROOT / "tests" / "data" / "ferplus_sample"
 SHARED_FERPLUS = ROOT.parent / "shared" / "data" / "ferplus"

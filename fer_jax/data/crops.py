@@ -165,6 +165,7 @@ def branch_boxes(landmarks: jax.Array, face_size: int, cfg: CropConfig) -> jax.A
 
 def flip_landmarks(landmarks: jax.Array, width: int) -> jax.Array:
   """Mirror 68 landmarks left-right: x -> W - 1 - x, and left and right points swap names."""
+  landmarks = jnp.asarray(landmarks)
   mirrored = landmarks.at[:, 0].set(width - 1 - landmarks[:, 0])
   return mirrored[MIRROR]
 
@@ -274,7 +275,8 @@ def paint_occluder(crop: jax.Array, box: jax.Array, face_size: int, key: jax.Arr
   return jnp.where(mask, value.astype(crop.dtype), crop)
 
 
-def standardize(crop: jax.Array, eps: float = 1e-3) -> jax.Array:
+def standardize(crop: jax.Array, eps: float = 1e-5) -> jax.Array:
+  """Zero mean, unit variance per crop (eps keeps a flat crop finite)."""
   mean = crop.mean()
   return (crop - mean) / jnp.sqrt(jnp.mean(jnp.square(crop - mean)) + eps)
 

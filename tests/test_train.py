@@ -1,0 +1,164 @@
+"""Training, checkpoints and evaluation, end to end on the committed FERPlus sample."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import evaluate, parallel, state as state_lib, train
+from fer_jax.data import crops, pipeline
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def metrics_rows(workdir, kind="train"):
+  rows = [json.loads(l) for l in (pathlib.Path(workdir) / "metrics.jsonl").read_text().splitlines()]
+  return [r for r in rows if r["kind"] == kind]
+
+
+def host_params(workdir, config, step="latest"):
+  mgr = ckpt_lib.manager(str(workdir), read_only=True)
+  s = ckpt_lib.resolve_step(mgr, step)
+  mesh = parallel.make_mesh()
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                       sharding=parallel.replicated(mesh)),
+                        state_lib.abstract_train_state(config))
+  return s, jax.device_get(ckpt_lib.restore_state(mgr, s, target))
+
+
+def test_step_on_real_faces_lowers_the_loss(test_config, prepared):
+  """Sixteen real faces, no augmentation: thirty SGD steps must fit them."""
+  config = test_config
+  config.data.crops.flip = False
+  config.data.crops.max_rotation = config.data.crops.max_scale = config.data.crops.max_shift = 0.0
+  config.optimizer.learning_rate = 0.05
+  split = pipeline.load_split(prepared[1], "train", "majority", False)
+  batch = next(iter(pipeline.train_dataset(split, global_batch=16, seed=1)))
+  batch = {k: v for k, v in batch.items() if k in train.STEP_INPUTS}
+  mesh = parallel.make_mesh()
+  tx, lr = state_lib.make_optimizer(config, 10)
+  state = train.init_state(config, mesh, tx)
+  step = train.make_train_step(config, mesh, tx, lr)
+  losses = []
+  for _ in range(30):
+    state, m = step(state, parallel.global_batch(batch, mesh))
+    losses.append(float(m["loss"]))
+  assert abs(losses[0] - (np.log(8) + config.loss.margin * 0.5)) < 0.1  # a zero classifier
+  assert np.mean(losses[-3:]) < 0.6 * losses[0], losses
+
+
+def test_training_run_checkpoints_evaluates_and_resumes(test_config, tmp_path, monkeypatch):
+  """The full loop on the sample; then the same run interrupted at step 4 and resumed."""
+  config = test_config
+  config.num_train_steps = 8
+  full = tmp_path / "full"
+  result = train.train_and_evaluate(config, str(full))
+  rows = metrics_rows(full)
+  assert [r["step"] for r in rows] == [2, 4, 6, 8]
+  for key in ("loss", "ce", "constraint", "accuracy", "learning_rate", "grad_norm",
+              "steps_per_second", "mu/eyes", "mu/occluded"):
+    assert key in rows[0], key
+  assert sorted(int(p.name) for p in (full / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6, 8]
+  assert (full / "eval" / "validation.json").exists() and result["num_examples"] == 87
+  assert (full / "tensorboard").exists()
+
+  # The same run, stopped after step 4 (as SIGTERM would) and started again.
+  calls = {"n": 0}
+
+  def stop_at_four(self):
+    calls["n"] += 1
+    return calls["n"] == 4
+
+  resumed = tmp_path / "resumed"
+  monkeypatch.setattr(train.Preemption, "should_stop", stop_at_four)
+  out = train.train_and_evaluate(config, str(resumed))
+  assert out == dict(preempted=True, step=4)
+  monkeypatch.undo()
+  train.train_and_evaluate(config, str(resumed))
+  step_a, a = host_params(full, config)
+  step_b, b = host_params(resumed, config)
+  assert step_a == step_b == 8
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  # metrics.jsonl holds each step once, the redone steps not duplicated.
+  assert [r["step"] for r in metrics_rows(resumed)] == [2, 4, 6, 8]
+
+
+def test_checkpoint_round_trips_exactly(test_config, tmp_path):
+  config = test_config
+  mesh = parallel.make_mesh()
+  tx, _ = state_lib.make_optimizer(config, 10)
+  state = train.init_state(config, mesh, tx)
+  # Move away from the initial values so that every leaf is distinct.
+  state = state.replace(params=jax.tree.map(lambda p: p + 0.123, state.params), step=state.step + 7)
+  mgr = ckpt_lib.manager(str(tmp_path))
+  ckpt_lib.save(mgr, 7, state, None, config.to_json(), dict(accuracy=0.5))
+  mgr.wait_until_finished()
+  restored = ckpt_lib.restore_state(ckpt_lib.manager(str(tmp_path), read_only=True), 7,
+                                    train.init_state(config, mesh, tx))
+  for x, y in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  assert ckpt_lib.read_meta(mgr, 7)["metrics"] == {"accuracy": 0.5}
+
+
+def test_eval_json_matches_a_direct_computation(test_config, tmp_path, prepared):
+  config = test_config
+  config.num_train_steps = 4
+  workdir = tmp_path / "run"
+  train.train_and_evaluate(config, str(workdir))
+  config.plots = True
+  metrics = evaluate.evaluate(config, str(workdir), "latest")
+  saved = json.loads((workdir / "eval" / "validation.json").read_text())
+  assert set(saved) == {"accuracy", "per_class_accuracy", "confusion_matrix", "num_examples",
+                        "mean_branch_weights", "checkpoint_step"}
+  assert saved["checkpoint_step"] == 4 and saved["num_examples"] == 87
+  assert set(saved["mean_branch_weights"]) == set(config.data.crops.branches)
+  assert np.array(saved["confusion_matrix"]).sum() == 87
+  for png in ("validation_confusion.png", "validation_branch_weights.png"):
+    assert (workdir / "eval" / png).stat().st_size > 1000
+
+  # Directly: restore, cut each face's evaluation crops, run the model, compare to majority.
+  _, state = host_params(workdir, config)
+  split = pipeline.load_split(prepared[1], "validation", "majority", True)
+  model = state_lib.build_model(config)
+  cfg = crops.from_config(config.data.crops.to_dict())
+  correct = 0
+  for i, label in zip(split.indices, split.labels):
+    ex = split.source[int(i)]
+    img = pipeline.ferplus.decode_png(ex["image"]).astype(np.float32) / 255.0
+    key = jax.random.fold_in(jax.random.key(config.data.eval_occluder_seed), int(i))
+    x = crops.five_crops(img, ex["landmarks"], key, cfg, train=False)["crops"][None]
+    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x,
+                         train=False)["logits"]
+    correct += int(jnp.argmax(logits[0]) == label)
+  assert abs(saved["accuracy"] - correct / len(split)) < 1e-9
+  assert metrics["accuracy"] == saved["accuracy"]
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(test_config, tmp_path):
+  config = test_config
+  config.optimizer.learning_rate = 1e12
+  config.checkpoint_every_steps = 1
+  config.eval_every_steps = 100
+  with pytest.raises(train.NonFiniteLossError, match=r"at step (\d+)") as e:
+    train.train_and_evaluate(config, str(tmp_path))
+  import re  # pylint: disable=g-import-not-at-top
+  bad_step = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+  step, state = host_params(tmp_path, config)
+  assert step == bad_step - 1
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
+
+
+def test_one_step_over_four_devices_equals_one_device(prepared):
+  out = subprocess.run([sys.executable, str(ROOT / "tests" / "multidevice_step.py"), prepared[0]],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+  assert out.returncode == 0, out.stderr[-3000:]
+  diffs = json.loads(out.stdout.strip().splitlines()[-1])
+  assert diffs["params"] < 1e-5 * diffs["param_scale"] and diffs["batch_stats"] < 1e-5
+  assert abs(diffs["loss"][0] - diffs["loss"][1]) < 1e-5
