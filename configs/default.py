@@ -61,9 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
   model.stem = "imagenet"  # imagenet | small | small_strided
   model.attention_hidden = 128
   model.fusion = "weighted_sum"  # weighted_sum (paper) | weighted_mean (RAN)
-  model.branch_axis = "vmap"  # vmap | fold
-  model.conv_impl = "auto"  # auto (matmul on CPU, xla elsewhere) | xla | matmul
-  model.matmul_max_pixels = 0  # with matmul: lower maps of at most this many pixels (0 = all)
+  model.branch_axis = "auto"  # auto (fold on CPU, vmap elsewhere) | vmap | fold
+  model.conv_impl = "auto"  # auto (the measured best on CPU, xla elsewhere) | xla | matmul | hybrid
+  model.small_conv_impl = "matmul"  # on CPU, for convolutions whose output map is small:
+  model.small_map_pixels = 4  # at most this many pixels (XLA:CPU is slowest there)
   model.bn_momentum = 0.9
   model.sync_batch_stats = True  # BatchNorm statistics over the global batch
   model.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
@@ -98,6 +99,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_batch_size = 128
   config.eval_at_end = True
   config.plots = True
+
+  # ---- prediction (--mode=predict): photos and videos; the model comes from the checkpoint
+  config.predict = pred = ml_collections.ConfigDict()
+  pred.landmarks = "face_alignment"  # face_alignment (dlib when its weights are absent) | dlib
+  pred.face_alignment_dir = ""  # folder holding face-alignment's weight files ("" = torch hub)
+  pred.frame_stride = 1  # video: process every n-th frame
+  pred.min_face_size = 24  # px: smaller detected boxes (shorter side) are ignored
+  pred.max_faces = 30  # per frame, largest first
+  pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
+  pred.detector_upsample = 1  # dlib: times the frame is doubled to find small faces
+  pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
+  pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen
+  pred.annotate = True  # write <stem>_annotated.jpg / annotated.mp4
 
   # ---- several processes (see README, multi-host)
   config.multihost = ml_collections.ConfigDict()

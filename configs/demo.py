@@ -30,7 +30,6 @@ def get_config():
   config.batch_size = 32
   config.eval_batch_size = 32
   config.num_epochs = 15
-  config.model.branch_axis = "fold"  # measured faster on CPU (bench/RESULTS.md)
   config.optimizer.learning_rate = 0.01
   config.optimizer.schedule = "cosine"
   config.optimizer.warmup_epochs = 1

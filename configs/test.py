@@ -17,7 +17,6 @@ def get_config():
   config.model.width = 0.125
   config.model.stem = "small_strided"
   config.model.attention_hidden = 8
-  config.model.branch_axis = "fold"
   config.batch_size = 16
   config.eval_batch_size = 32
   config.num_train_steps = 6

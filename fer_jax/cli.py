@@ -7,7 +7,32 @@ import pathlib
 from absl import logging
 import ml_collections
 
-MODES = ("prepare", "train", "eval", "train_eval", "predict")
+MODES = ("prepare", "train", "eval", "predict", "crops")
+
+# Errors that name their culprit well enough to be shown without a traceback.
+EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError)
+
+
+def exit_status(error: BaseException) -> int:
+  """1 for a run that failed on its own (non-finite loss), 2 for bad input."""
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  return 1 if isinstance(error, train.NonFiniteLossError) else 2
+
+
+class _QuietThirdParty(logging.logging.Filter):
+  """Keeps INFO lines from fer_jax and drops the library chatter (Orbax, TFDS, grain)."""
+
+  def filter(self, record):
+    if record.levelno >= logging.logging.WARNING:
+      return True
+    return "fer_jax" in record.pathname or record.pathname.endswith("main.py")
+
+
+def setup_logging() -> None:
+  logging.set_verbosity(logging.INFO)
+  quiet = _QuietThirdParty()
+  for handler in logging.logging.getLogger().handlers + [logging.get_absl_handler().python_handler]:
+    handler.addFilter(quiet)
 
 
 class UsageError(ValueError):
@@ -31,8 +56,16 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     for split, s in sizes.items():
       print(f"{split}: {s['examples']:,} examples, {s['majority']:,} kept by majority vote")
     return sizes
-  workdir = _need(workdir, "--workdir", mode)
-  if mode in ("train", "train_eval"):
+  if mode != "crops":
+    workdir = _need(workdir, "--workdir", mode)
+  from fer_jax import parallel  # pylint: disable=g-import-not-at-top
+  parallel.initialize(config.multihost)
+  if mode == "crops":
+    from fer_jax import preview  # pylint: disable=g-import-not-at-top
+    path = preview.crops_preview(config, workdir, _need(output, "--output", mode))
+    logging.info("wrote %s", path)
+    return path
+  if mode == "train":
     from fer_jax import train  # pylint: disable=g-import-not-at-top
     return train.train_and_evaluate(config, workdir)
   if mode == "eval":

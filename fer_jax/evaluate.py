@@ -32,12 +32,7 @@ from fer_jax.data import pipeline
 
 def eval_step(variables, batch, *, model, crop_cfg, crops_on: str, occluder_seed: int):
   """Per-device forward pass: class probabilities and branch weights of each example."""
-  if crops_on == "device":
-    keys = crops_lib.example_keys(jax.random.key(occluder_seed), batch["index"])
-    images = batch["image"].astype(jnp.float32) / 255.0
-    x = crops_lib.batch_crops(images, batch["landmarks"], keys, crop_cfg, train=False)
-  else:
-    x = batch["crops"]
+  x = crops_lib.model_inputs(batch, crop_cfg, occluder_seed, False, crops_on)
   out = model.apply(variables, x, train=False)
   return dict(probs=jax.nn.softmax(out["logits"].astype(jnp.float32)), mu=out["mu"])
 

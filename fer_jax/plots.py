@@ -112,6 +112,8 @@ def crops_grid(faces: Sequence[dict], branch_names: Sequence[str], path, title: 
       ax.add_patch(plt.Rectangle((o[0], o[1]), o[2] - o[0], o[3] - o[1], fill=False,
                                  color=colours[list(branch_names).index("occluded")], lw=1,
                                  ls="--"))
+    ax.set_xlim(-0.5, img.shape[1] - 0.5)
+    ax.set_ylim(img.shape[0] - 0.5, -0.5)
     ax.set_title(face.get("caption", ""), fontsize=7)
     for c, name in enumerate(branch_names):
       crop = np.asarray(face["crops"][c], np.float32)
@@ -121,6 +123,7 @@ def crops_grid(faces: Sequence[dict], branch_names: Sequence[str], path, title: 
   for ax in axes.ravel():
     ax.set_xticks([])
     ax.set_yticks([])
+  fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (1.7 * n)) if title else None)
   if title:
     fig.suptitle(title, fontsize=9)
   return _save(fig, path)

@@ -36,12 +36,25 @@ class TrainState:
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
+CPU_CONV_IMPL = "matmul"  # the measured best on CPU (bench/RESULTS.md, bench/conv_lowering.py)
+
+
 def conv_impl_for(model_cfg: ml_collections.ConfigDict, platform: str) -> str:
-  """Resolves `model.conv_impl = 'auto'`: im2col matmuls on CPU, XLA's convolution elsewhere."""
+  """Resolves `model.conv_impl = 'auto'`: the measured best lowering on CPU, XLA elsewhere."""
   impl = model_cfg.conv_impl
   if impl == "auto":
-    return "matmul" if platform == "cpu" else "xla"
+    return CPU_CONV_IMPL if platform == "cpu" else "xla"
   return impl
+
+
+def branch_axis_for(model_cfg: ml_collections.ConfigDict, platform: str) -> str:
+  """Resolves `model.branch_axis = 'auto'`: `fold` on CPU (measured faster there: XLA:CPU
+  transposes every activation in BatchNorm's backward under the vmapped branch axis), `vmap`
+  elsewhere. Both compute the same function with the same parameters."""
+  axis = model_cfg.branch_axis
+  if axis == "auto":
+    return "fold" if platform == "cpu" else "vmap"
+  return axis
 
 
 def build_model(config: ml_collections.ConfigDict, *, platform: str | None = None,
@@ -54,9 +67,10 @@ def build_model(config: ml_collections.ConfigDict, *, platform: str | None = Non
   platform = platform or jax.default_backend()
   return branch_attention.BranchAttentionNet(
       num_classes=labels_lib.NUM_CLASSES, depth=m.depth, width=m.width, stem=m.stem,
-      conv_impl=conv_impl_for(m, platform), matmul_max_pixels=m.matmul_max_pixels,
+      conv_impl=conv_impl_for(m, platform), small_conv_impl=m.small_conv_impl,
+      small_map_pixels=m.small_map_pixels if platform == "cpu" else 0,
       bn_momentum=m.bn_momentum, attention_hidden=m.attention_hidden, fusion=m.fusion,
-      branch_axis=m.branch_axis,
+      branch_axis=branch_axis_for(m, platform),
       data_axis_name=data_axis_name if m.sync_batch_stats else None, dtype=dtypes[m.dtype])
 
 

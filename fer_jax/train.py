@@ -54,12 +54,7 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
   `metrics['finite']`), so that the state the loop holds is always the last good one.
   """
   step_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-  if crops_on == "device":
-    keys = crops_lib.example_keys(jax.random.key(crop_seed), batch["index"])
-    images = batch["image"].astype(jnp.float32) / 255.0
-    x = crops_lib.batch_crops(images, batch["landmarks"], keys, crop_cfg, train=True)
-  else:
-    x = batch["crops"]
+  x = crops_lib.model_inputs(batch, crop_cfg, crop_seed, True, crops_on)
   targets = batch["target"]
   if label_mode == "probability":  # Microsoft's: a one-hot sample of the vote distribution
     label_keys = crops_lib.example_keys(step_key, batch["index"])

@@ -34,6 +34,26 @@ def prepared(tmp_path_factory):
   return tfds_dir, pipeline.data_sources(tfds_dir, "dlib")
 
 
+@pytest.fixture(scope="session")
+def with_test_split(tmp_path_factory):
+  """The sample plus a FER2013Test/ split made of 24 of its validation files (the real test
+  split is withheld): (manual dir, tfds_dir)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import ferplus
+  manual = tmp_path_factory.mktemp("manual_with_test")
+  for folder in ("FER2013Train", "FER2013Valid"):
+    shutil.copytree(SAMPLE / folder, manual / folder)
+  rows = (SAMPLE / "FER2013Valid" / "label.csv").read_text().splitlines()[:24]
+  (manual / "FER2013Test").mkdir()
+  (manual / "FER2013Test" / "label.csv").write_text("\n".join(rows) + "\n")
+  for row in rows:
+    name = row.split(",")[0]
+    shutil.copy(SAMPLE / "FER2013Valid" / name, manual / "FER2013Test" / name)
+  tfds_dir = str(tmp_path_factory.mktemp("tfds_with_test"))
+  ferplus.prepare(str(manual), tfds_dir, "template")
+  return manual, tfds_dir
+
+
 @pytest.fixture()
 def test_config(prepared):
   from configs import test as test_config_module
@@ -41,3 +61,13 @@ def test_config(prepared):
   config.data.manual_dir = str(SAMPLE)
   config.data.tfds_dir = prepared[0]
   return config
+
+
+@pytest.fixture(scope="session")
+def reference_run(prepared, tmp_path_factory):
+  """`runs.REFERENCE_FLAGS` run once, uninterrupted, by main.py in a subprocess."""
+  import runs  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path_factory.mktemp("reference") / "run"
+  r = runs.run(workdir, prepared[0], *runs.REFERENCE_FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  return workdir

@@ -77,3 +77,18 @@ def test_bad_votes_are_named():
     labels.vote_distribution(CASES[1][0], "plurality")
   with pytest.raises(ValueError, match=">= 0"):
     labels.vote_distribution([-1] + [0] * 9, "majority")
+
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data" / "ferplus"
+
+
+@pytest.mark.skipif(not (SHARED / "FER2013Train" / "label.csv").exists(),
+                    reason="../shared/data/ferplus is not beside this checkout")
+def test_majority_counts_on_the_full_label_files():
+  """Microsoft's protocol keeps 25,045 training and 3,191 validation faces."""
+  import csv  # pylint: disable=g-import-not-at-top
+  for folder, want in (("FER2013Train", 25_045), ("FER2013Valid", 3_191)):
+    votes = np.array([[int(v) for v in r[2:12]]
+                      for r in csv.reader(open(SHARED / folder / "label.csv"))])
+    kept, _ = labels.targets_for_split(votes, "majority")
+    assert kept.sum() == want

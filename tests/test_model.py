@@ -19,11 +19,20 @@ def n_params(tree):
   return sum(x.size for x in jax.tree.leaves(tree))
 
 
+def init(model, x):
+  return jax.jit(lambda k: model.init(k, x, train=False))(jax.random.key(1))
+
+
+def apply(model, variables, x, train):
+  fn = lambda v, x: model.apply(v, x, train=train, mutable=["batch_stats"] if train else False)
+  return jax.jit(fn)(variables, x)
+
+
 def test_parameter_count_is_one_backbone(inputs):
   model = branch_attention.BranchAttentionNet(**KW)
-  variables = model.init(jax.random.key(1), inputs, train=False)
-  one = resnet.ResNet(depth=10, width=0.125, stem="small_strided").init(
-      jax.random.key(1), inputs[:, 0], train=False)
+  variables = jax.eval_shape(lambda k: model.init(k, inputs, train=False), jax.random.key(1))
+  one = jax.eval_shape(lambda k: resnet.ResNet(depth=10, width=0.125, stem="small_strided").init(
+      k, inputs[:, 0], train=False), jax.random.key(1))
   assert n_params(variables["params"]["backbone"]) == n_params(one["params"])
   d = resnet.feature_dim(10, 0.125)
   head = (d * 8 + 8) + (8 * 1 + 1) + (d * 8 + 8)  # W1, W2, classifier (with biases)
@@ -32,8 +41,8 @@ def test_parameter_count_is_one_backbone(inputs):
 
 def test_mu_in_open_unit_interval_and_shapes(inputs):
   model = branch_attention.BranchAttentionNet(**KW)
-  variables = model.init(jax.random.key(1), inputs, train=False)
-  out, _ = model.apply(variables, inputs * 10, train=True, mutable=["batch_stats"])
+  variables = init(model, inputs)
+  out, _ = apply(model, variables, inputs * 10, True)
   assert out["logits"].shape == (4, 8) and out["mu"].shape == (4, 5)
   assert out["features"].shape == (4, 5, resnet.feature_dim(10, 0.125))
   assert bool(jnp.all((out["mu"] > 0) & (out["mu"] < 1)))
@@ -49,12 +58,12 @@ def test_fusion_hand_computed():
 @pytest.mark.parametrize("fusion", branch_attention.FUSIONS)
 def test_model_output_is_the_fusion_of_its_features(inputs, fusion):
   model = branch_attention.BranchAttentionNet(fusion=fusion, **KW)
-  variables = model.init(jax.random.key(1), inputs, train=False)
+  variables = init(model, inputs)
   # A non-zero classifier, so that the logits depend on the fusion.
   params = jax.tree.map(lambda x: x, variables["params"])
   params["classifier"]["kernel"] = jax.random.normal(jax.random.key(2),
                                                      params["classifier"]["kernel"].shape)
-  out = model.apply({**variables, "params": params}, inputs, train=False)
+  out = apply(model, {**variables, "params": params}, inputs, False)
   mu, f = np.asarray(out["mu"]), np.asarray(out["features"])
   fused = (mu[..., None] * f).sum(1)
   if fusion == "weighted_mean":
@@ -67,11 +76,11 @@ def test_model_output_is_the_fusion_of_its_features(inputs, fusion):
 def test_vmap_and_fold_compute_the_same_function(inputs):
   vm = branch_attention.BranchAttentionNet(branch_axis="vmap", **KW)
   fo = branch_attention.BranchAttentionNet(branch_axis="fold", **KW)
-  variables = vm.init(jax.random.key(1), inputs, train=False)
-  assert jax.tree.structure(variables) == jax.tree.structure(fo.init(jax.random.key(1), inputs,
-                                                                     train=False))
-  a, sa = vm.apply(variables, inputs, train=True, mutable=["batch_stats"])
-  b, sb = fo.apply(variables, inputs, train=True, mutable=["batch_stats"])
+  variables = init(vm, inputs)
+  assert jax.tree.structure(variables) == jax.tree.structure(
+      jax.eval_shape(lambda k: fo.init(k, inputs, train=False), jax.random.key(1)))
+  a, sa = apply(vm, variables, inputs, True)
+  b, sb = apply(fo, variables, inputs, True)
   np.testing.assert_allclose(a["features"], b["features"], rtol=1e-5, atol=1e-5)
   for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
@@ -80,12 +89,12 @@ def test_vmap_and_fold_compute_the_same_function(inputs):
 def test_branch_count_comes_from_the_input():
   model = branch_attention.BranchAttentionNet(**KW)
   x = jnp.zeros((2, 3, 24, 24, 1))
-  variables = model.init(jax.random.key(1), x, train=False)
-  assert model.apply(variables, x, train=False)["mu"].shape == (2, 3)
+  variables = jax.eval_shape(lambda k: model.init(k, x, train=False), jax.random.key(1))
+  assert jax.eval_shape(lambda v: model.apply(v, x, train=False), variables)["mu"].shape == (2, 3)
 
 
 def test_bad_configuration_is_named():
   with pytest.raises(ValueError, match="depth"):
-    resnet.ResNet(depth=20).init(jax.random.key(0), jnp.zeros((1, 24, 24, 1)))
+    jax.eval_shape(resnet.ResNet(depth=20).init, jax.random.key(0), jnp.zeros((1, 24, 24, 1)))
   with pytest.raises(ValueError, match="fusion"):
     branch_attention.fuse(jnp.ones((1, 2)), jnp.ones((1, 2, 3)), "max")

@@ -141,6 +141,25 @@ def test_eval_json_matches_a_direct_computation(test_config, tmp_path, prepared)
   assert metrics["accuracy"] == saved["accuracy"]
 
 
+def test_eval_on_the_test_split(test_config, with_test_split, tmp_path):
+  """`--config.data.eval_split=test` works when the manual dir has FER2013Test/."""
+  manual, tfds_dir = with_test_split
+  config = test_config
+  config.data.manual_dir, config.data.tfds_dir = str(manual), tfds_dir
+  config.data.landmarks = "template"
+  config.num_train_steps = 2
+  config.eval_at_end = False
+  train.train_and_evaluate(config, str(tmp_path))
+  config.data.eval_split = "test"
+  metrics = evaluate.evaluate(config, str(tmp_path), "latest")
+  saved = json.loads((tmp_path / "eval" / "test.json").read_text())
+  import csv  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import labels  # pylint: disable=g-import-not-at-top
+  rows = list(csv.reader(open(manual / "FER2013Test" / "label.csv")))
+  majority = sum(labels.majority_label([int(v) for v in r[2:12]]) is not None for r in rows)
+  assert saved["num_examples"] == metrics["num_examples"] == majority
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(test_config, tmp_path):
   config = test_config
   config.optimizer.learning_rate = 1e12

@@ -298,7 +298,8 @@ def five_crops(image: jax.Array, landmarks: jax.Array, key: jax.Array, cfg: Crop
 
   Returns:
     dict with `crops` [num_branches, S, S, C] float32, `boxes` [num_branches, 4] (view coords),
-    `landmarks` [68, 2] (view coords) and `occluder` [4] (view coords).
+    `landmarks` [68, 2] (view coords), `occluder` [4] (view coords) and `affine` [2, 3]
+    (original -> view coordinates).
   """
   face_size = image.shape[0]
   if image.shape[0] != image.shape[1]:
@@ -324,7 +325,7 @@ def five_crops(image: jax.Array, landmarks: jax.Array, key: jax.Array, cfg: Crop
   crops = jnp.stack(crops)
   if cfg.standardize:
     crops = jax.vmap(standardize)(crops)
-  return dict(crops=crops, boxes=boxes, landmarks=lm_view, occluder=occ)
+  return dict(crops=crops, boxes=boxes, landmarks=lm_view, occluder=occ, affine=affine)
 
 
 def batch_crops(images: jax.Array, landmarks: jax.Array, keys: jax.Array, cfg: CropConfig,
@@ -335,6 +336,17 @@ def batch_crops(images: jax.Array, landmarks: jax.Array, keys: jax.Array, cfg: C
   """
   fn = lambda im, lm, k: five_crops(im, lm, k, cfg, train)["crops"]
   return jax.vmap(fn)(images, landmarks, keys)
+
+
+def model_inputs(batch: Mapping[str, jax.Array], cfg: CropConfig, seed: int, train: bool,
+                 crops_on: str) -> jax.Array:
+  """The model's input [B, nb, S, S, C] for a batch: its `crops` when the host cut them, else
+  the crops of its uint8 `image`s and `landmarks`, keyed by `index` (see `example_keys`)."""
+  if crops_on == "host":
+    return batch["crops"]
+  keys = example_keys(jax.random.key(seed), batch["index"])
+  images = batch["image"].astype(jnp.float32) / 255.0
+  return batch_crops(images, batch["landmarks"], keys, cfg, train)
 
 
 def example_keys(seed_key: jax.Array, indices: jax.Array) -> jax.Array:

@@ -41,7 +41,8 @@ class BranchAttentionNet(nn.Module):
 
   Attributes:
     num_classes: output classes (8 for FERPlus).
-    depth, width, stem, conv_impl, matmul_max_pixels, bn_momentum: the backbone (`ResNet`).
+    depth, width, stem, conv_impl, small_conv_impl, small_map_pixels, bn_momentum: the
+      backbone (`ResNet`).
     attention_hidden: width of W1.
     fusion: `weighted_sum` (the paper) or `weighted_mean` (RAN).
     branch_axis: `vmap` or `fold` (see the module docstring).
@@ -54,7 +55,8 @@ class BranchAttentionNet(nn.Module):
   width: float = 1.0
   stem: str = "imagenet"
   conv_impl: str = "xla"
-  matmul_max_pixels: int = 0
+  small_conv_impl: str = "matmul"
+  small_map_pixels: int = 0
   bn_momentum: float = 0.9
   attention_hidden: int = 128
   fusion: str = "weighted_sum"
@@ -72,7 +74,8 @@ class BranchAttentionNet(nn.Module):
       raise ValueError(f"branch_axis must be one of {BRANCH_AXES}, got {self.branch_axis!r}")
     b, nb = x.shape[:2]
     backbone_kwargs = dict(depth=self.depth, width=self.width, stem=self.stem,
-                           conv_impl=self.conv_impl, matmul_max_pixels=self.matmul_max_pixels,
+                           conv_impl=self.conv_impl, small_conv_impl=self.small_conv_impl,
+                           small_map_pixels=self.small_map_pixels,
                            bn_momentum=self.bn_momentum, dtype=self.dtype)
     data_axes = () if self.data_axis_name is None else (self.data_axis_name,)
     if self.branch_axis == "vmap":

@@ -1,0 +1,118 @@
+"""The paper's model on one accelerator: samples/s, model FLOP utilisation, and how long the
+paper's 30-epoch recipe would take. Runs in under five minutes on one GPU.
+
+    python bench/gpu.py                       # ResNet-50, five 112 px branches, bf16, batch 256
+    python bench/gpu.py --dtype=float32 --batch=128
+    python bench/gpu.py --smoke               # tiny shapes: checks the script on a CPU
+
+fer_jax's real train step (`train.make_train_step`, crops cut inside the step from 48 px faces,
+`configs/default.py` with the overrides below) runs on synthetic faces. Model FLOPs come from
+XLA's cost analysis of the compiled step; utilisation divides the achieved FLOP/s by the
+device's peak dense rate for the compute dtype (`--peak_tflops`, else a table of known chips).
+The 30-epoch estimate uses the 25,045 majority-vote training faces of FERPlus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Peak dense TFLOP/s per chip: (bfloat16, float32 or TF32 as XLA uses it).
+PEAKS = {"H200": (989.0, 494.0), "H100": (989.0, 494.0), "A100": (312.0, 156.0),
+         "L4": (121.0, 60.0), "TPU v4": (275.0, 275.0), "TPU v5 lite": (197.0, 197.0),
+         "TPU v5p": (459.0, 459.0), "TPU v6 lite": (918.0, 918.0)}
+TRAIN_FACES = 25_045
+EPOCHS = 30
+
+
+def peak_for(device, dtype: str, given: float) -> float | None:
+  if given > 0:
+    return given
+  kind = getattr(device, "device_kind", "")
+  for name, (bf16, f32) in PEAKS.items():
+    if name.lower() in kind.lower():
+      return bf16 if dtype == "bfloat16" else f32
+  return None
+
+
+def main() -> None:
+  p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  p.add_argument("--batch", type=int, default=256)
+  p.add_argument("--size", type=int, default=112)
+  p.add_argument("--depth", type=int, default=50)
+  p.add_argument("--dtype", default="bfloat16")
+  p.add_argument("--steps", type=int, default=30)
+  p.add_argument("--peak_tflops", type=float, default=0.0)
+  p.add_argument("--smoke", action="store_true", help="tiny shapes, to check the script")
+  args = p.parse_args()
+  if args.smoke:
+    args.batch, args.size, args.depth, args.steps = 8, 32, 18, 2
+
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import landmarks  # pylint: disable=g-import-not-at-top
+
+  config = default.get_config()
+  config.model.depth, config.model.dtype = args.depth, args.dtype
+  config.data.crops.size = args.size
+  config.batch_size = args.batch
+  devices = jax.devices()
+  mesh = parallel.make_mesh()
+  platform = jax.default_backend()
+  print(f"# {len(devices)} x {devices[0].device_kind} ({platform}), jax {jax.__version__}; "
+        f"ResNet-{args.depth}, 5 branches of {args.size} px, {args.dtype}, global batch "
+        f"{args.batch}; conv_impl={state_lib.conv_impl_for(config.model, platform)}, "
+        f"branch_axis={state_lib.branch_axis_for(config.model, platform)}", flush=True)
+
+  tx, lr = state_lib.make_optimizer(config, TRAIN_FACES // args.batch)
+  state = train.init_state(config, mesh, tx)
+  step = train.make_train_step(config, mesh, tx, lr)
+  rng = np.random.default_rng(0)
+  batch = parallel.global_batch(dict(
+      image=rng.integers(0, 255, (args.batch, 48, 48, 1), dtype=np.uint8),
+      landmarks=np.tile(landmarks.template_landmarks(48)[None], (args.batch, 1, 1)),
+      index=np.arange(args.batch, dtype=np.int32),
+      target=np.eye(8, dtype=np.float32)[rng.integers(0, 8, args.batch)]), mesh)
+
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", 0.0)) if cost else 0.0
+  first = None
+  for _ in range(3):
+    state, m = step(state, batch)
+    first = float(m["loss"]) if first is None else first
+  jax.block_until_ready(m)
+  t0 = time.perf_counter()
+  for _ in range(args.steps):
+    state, m = step(state, batch)
+  jax.block_until_ready(m)
+  dt = (time.perf_counter() - t0) / args.steps
+  sps = args.batch / dt
+  print(f"step {dt * 1e3:.1f} ms, {sps:,.0f} samples/s (a sample: one face, five crops); "
+        f"compile {compile_s:.0f} s; loss {first:.3f} at the first step, {float(m['loss']):.3f} "
+        f"after {args.steps + 3} steps on one repeated batch", flush=True)
+  peak = peak_for(devices[0], args.dtype, args.peak_tflops)
+  if flops:
+    achieved = flops / dt / 1e12  # cost analysis counts the whole (per-device) program
+    per_sample = flops / (args.batch / len(devices)) / 1e9
+    mfu = f"{100 * achieved / peak:.1f}% of {peak:.0f} TFLOP/s" if peak else "peak unknown"
+    print(f"model FLOPs {per_sample:.2f} GFLOP per sample (train step), {achieved:.3g} "
+          f"TFLOP/s per device, MFU {mfu}", flush=True)
+  hours = TRAIN_FACES * EPOCHS / sps / 3600
+  print(f"the paper's recipe ({EPOCHS} epochs of {TRAIN_FACES:,} faces) would take "
+        f"{hours:.2f} h at this rate ({hours * 60 / EPOCHS:.1f} min per epoch, evaluation "
+        f"excluded)", flush=True)
+
+
+if __name__ == "__main__":
+  main()

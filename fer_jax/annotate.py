@@ -1,0 +1,96 @@
+"""Drawing predictions onto frames (OpenCV, BGR uint8): a box per face, its label with the
+probability, and a small bar chart of the branch weights next to the face."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+# One colour (BGR) per FERPlus class, in `labels.CLASS_NAMES` order.
+CLASS_COLOURS = ((200, 200, 200), (0, 200, 255), (255, 200, 0), (255, 90, 40), (40, 40, 230),
+                 (40, 160, 40), (200, 60, 200), (120, 120, 255))
+EDGE_COLOUR = (0, 140, 255)
+
+
+def _font_scale(frame_shape) -> float:
+  return float(np.clip(min(frame_shape[:2]) / 900.0, 0.35, 0.9))
+
+
+def _clip_box(box, shape) -> tuple[int, int, int, int]:
+  h, w = shape[:2]
+  x0, y0, x1, y1 = [int(round(v)) for v in box]
+  return (min(max(x0, 0), w - 1), min(max(y0, 0), h - 1), min(max(x1, 0), w - 1),
+          min(max(y1, 0), h - 1))
+
+
+def _label(image: np.ndarray, text: str, x: int, y: int, colour, scale: float) -> None:
+  """Text on a filled box whose bottom-left corner is (x, y), kept inside the image."""
+  thick = max(1, int(round(scale * 2)))
+  (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+  h, w = image.shape[:2]
+  x = int(np.clip(x, 0, max(w - tw - 4, 0)))
+  y = int(np.clip(y, th + base + 2, h - 1))
+  cv2.rectangle(image, (x, y - th - base - 2), (x + tw + 4, y), colour, -1)
+  cv2.putText(image, text, (x + 2, y - base), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), thick,
+              cv2.LINE_AA)
+
+
+def weight_bars(image: np.ndarray, weights: Sequence[float], names: Sequence[str], box,
+                colour) -> None:
+  """A bar per branch weight (0..1), in a panel beside `box` (right of it, else left)."""
+  h, w = image.shape[:2]
+  x0, y0, x1, y1 = _clip_box(box, image.shape)
+  n = len(weights)
+  ph = int(np.clip((y1 - y0) * 0.8, 30, 90))
+  bw = max(ph // 8, 4)
+  pw = n * (bw + 2) + 4
+  px = x1 + 4 if x1 + 4 + pw < w else max(x0 - 4 - pw, 0)
+  py = int(np.clip(y0, 0, max(h - ph, 0)))
+  roi = image[py:py + ph, px:px + pw]
+  roi[:] = (roi.astype(np.uint16) // 3).astype(np.uint8)  # darken the panel's background
+  cv2.rectangle(image, (px, py), (px + pw - 1, py + ph - 1), colour, 1)
+  scale = max(bw / 22.0, 0.25)
+  text_h = int(round(12 * scale / 0.5)) + 2
+  top, bottom = py + 3, py + ph - text_h - 2
+  for i, (mu, name) in enumerate(zip(weights, names)):
+    bx = px + 3 + i * (bw + 2)
+    height = int(round(float(np.clip(mu, 0, 1)) * max(bottom - top, 1)))
+    cv2.rectangle(image, (bx, bottom - height), (bx + bw - 1, bottom), colour, -1)
+    cv2.putText(image, name[:1], (bx, py + ph - 3), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def draw_faces(frame: np.ndarray, faces: Sequence[dict], branch_names: Sequence[str],
+               class_names: Sequence[str]) -> np.ndarray:
+  """A copy of `frame` (BGR uint8) with each face drawn.
+
+  Each face dict holds `box` (x0, y0, x1, y1), `label_index`, `prob`, `weights` (one per branch)
+  and optionally `track`, `landmarks` [68, 2] and `edge`.
+  """
+  out = np.ascontiguousarray(frame.copy())
+  scale = _font_scale(out.shape)
+  for face in faces:
+    colour = CLASS_COLOURS[int(face["label_index"]) % len(CLASS_COLOURS)]
+    x0, y0, x1, y1 = _clip_box(face["box"], out.shape)
+    cv2.rectangle(out, (x0, y0), (x1, y1), EDGE_COLOUR if face.get("edge") else colour,
+                  max(1, int(round(scale * 3))))
+    if face.get("landmarks") is not None and (x1 - x0) >= 60:
+      for x, y in np.asarray(face["landmarks"]):
+        cv2.circle(out, (int(round(x)), int(round(y))), 1, colour, -1)
+    text = f"{class_names[int(face['label_index'])]} {face['prob']:.2f}"
+    if face.get("track") is not None:
+      text = f"#{face['track']} " + text
+    if face.get("edge"):
+      text += " (edge)"
+    _label(out, text, x0, y0 - 2, colour, scale)
+    weight_bars(out, face["weights"], branch_names, face["box"], colour)
+  return out
+
+
+def no_face(frame: np.ndarray) -> np.ndarray:
+  """A copy of `frame` marked as holding no face."""
+  out = np.ascontiguousarray(frame.copy())
+  _label(out, "no face", 4, 4 + 30, (200, 200, 200), _font_scale(out.shape))
+  return out

@@ -1,0 +1,58 @@
+"""Two local CPU processes (gloo over 127.0.0.1) against one: same losses for the same global
+batch, and checkpoints that move between process counts."""
+
+import json
+import pathlib
+
+import pytest
+
+import runs
+
+
+@pytest.fixture(scope="module")
+def one_and_two(prepared, reference_run, tmp_path_factory):
+  tfds_dir = prepared[0]
+  root = tmp_path_factory.mktemp("multihost")
+  one, two = reference_run, root / "two"
+  codes = runs.run_processes(2, two, tfds_dir, *runs.REFERENCE_FLAGS)
+  logs = "\n".join((root / f"two.p{i}.log").read_text()[-2000:] for i in range(2))
+  assert codes == [0, 0], logs
+  return tfds_dir, one, two
+
+
+def test_two_processes_give_the_losses_of_one(one_and_two):
+  _, one, two = one_and_two
+  a, b = runs.metrics(one), runs.metrics(two)
+  assert sorted(a) == sorted(b) == list(range(2, runs.STEPS + 1, 2))
+  for step in a:
+    assert abs(a[step]["loss"] - b[step]["loss"]) < 1e-5 * max(1.0, a[step]["loss"]), step
+    assert abs(a[step]["mu/eyes"] - b[step]["mu/eyes"]) < 1e-5
+  ea, eb = runs.metrics(one, "eval"), runs.metrics(two, "eval")
+  assert ea[6]["accuracy"] == eb[6]["accuracy"]
+  assert ea[runs.STEPS]["accuracy"] == eb[runs.STEPS]["accuracy"]
+  # Only process 0 wrote the outputs.
+  assert (two / "eval" / "validation.json").exists()
+
+
+def test_checkpoints_move_between_process_counts(one_and_two, tmp_path):
+  tfds_dir, one, two = one_and_two
+  # One process evaluates what two processes wrote.
+  import shutil  # pylint: disable=g-import-not-at-top
+  two_copy = tmp_path / "two_copy"
+  shutil.copytree(two, two_copy)
+  r = runs.run(two_copy, tfds_dir, mode="eval")
+  assert r.returncode == 0, r.stderr[-3000:]
+  by_one = json.loads((two_copy / "eval" / "validation.json").read_text())
+  assert by_one["checkpoint_step"] == runs.STEPS
+  assert by_one["accuracy"] == runs.metrics(two, "eval")[runs.STEPS]["accuracy"]
+  # Each run continues under the other process count, to the same place.
+  one_more, two_more = tmp_path / "one_more", tmp_path / "two_more"
+  shutil.copytree(one, two_more)  # written by 1, continued by 2
+  shutil.copytree(two, one_more)  # written by 2, continued by 1
+  more = [f for f in runs.REFERENCE_FLAGS if "num_train_steps" not in f]
+  more.append(f"--config.num_train_steps={runs.STEPS + 2}")
+  assert runs.run_processes(2, two_more, tfds_dir, *more) == [0, 0]
+  r = runs.run(one_more, tfds_dir, *more)
+  assert r.returncode == 0, r.stderr[-3000:]
+  a, b = runs.metrics(one_more)[runs.STEPS + 2], runs.metrics(two_more)[runs.STEPS + 2]
+  assert abs(a["loss"] - b["loss"]) < 1e-5 * max(1.0, a["loss"])
