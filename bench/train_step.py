@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import pathlib
-import resource
 import statistics
 import subprocess
 import sys
@@ -95,22 +94,30 @@ def parse_shape(text: str) -> tuple[int, int]:
   return int(name.replace("resnet", "")), int(size)
 
 
+def _status_kib(field: str) -> int:
+  """A /proc/self/status field in KiB. VmHWM, unlike ru_maxrss, is not inherited from the parent
+  process across fork and exec."""
+  for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+    if line.startswith(field + ":"):
+      return int(line.split()[1])
+  raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def child(args) -> None:
   """Peak memory of one implementation alone: prints JSON."""
   depth, size = parse_shape(args.shapes)
-  base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
   if args.child == "jax":
     import jax  # pylint: disable=g-import-not-at-top,unused-import
     import flax  # pylint: disable=g-import-not-at-top,unused-import
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _status_kib("VmRSS")
     run, block, _ = jax_step(depth, size, args.batch, args.stem, json.loads(args.overrides))
   else:
     import torch  # pylint: disable=g-import-not-at-top,unused-import
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base = _status_kib("VmRSS")
     run, block = torch_step(depth, size, args.batch, args.stem, args.channels_last)
   for _ in range(3):
     block(run())
-  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  peak = _status_kib("VmHWM")
   print(json.dumps(dict(peak_mib=(peak - base) / 1024)))
 
 

@@ -308,7 +308,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           for done_step, done in pending:
             check_finite(done_step, done)
           logging.warning("preempted at step %d: saving and exiting", step)
-          save(step, force=True)
+          if mgr.latest_step() != step:  # unless this very step was just saved
+            save(step, force=True)
           mgr.wait_until_finished()
           writer.close()
           return dict(preempted=True, step=step)

@@ -76,7 +76,8 @@ def test_truncated_csv_is_skipped_and_counted(sample_dir, tmp_path):
   (kaggle / "fer2013.csv").write_text(text[: int(len(text) * 0.6)])  # cut mid-row
   r = prepare(kaggle, tmp_path)
   assert r.returncode == 0, r.stderr[-2000:]
-  assert "expected 2304" in r.stderr  # the cut row
+  assert "2 fields, expected 3 (emotion,pixels,Usage)" in r.stderr  # the row cut mid-pixels
+  assert "1 malformed CSV row" in r.stderr
   assert "ends at row" in r.stderr and "rows past the end of the shorter CSV" in r.stderr
 
 

@@ -166,7 +166,12 @@ def read_kaggle(manual_dir: pathlib.Path, report_for: dict[str, Report]
         rest = pr if prow is not None else lr
         report_for["train"].skipped["rows past the end of the shorter CSV"] += sum(1 for _ in rest)
         break
-      usage = prow[ui].strip() if len(prow) > ui else ""
+      if len(prow) < len(ph):
+        logging.warning("FERPlus: skipping %s row %d: %d fields, expected %d (%s); a truncated "
+                        "or malformed row", pixels_csv, row_no, len(prow), len(ph), ",".join(ph))
+        report_for["train"].skipped["malformed CSV row"] += 1
+        continue
+      usage = prow[ui].strip()
       split = KAGGLE_USAGE.get(usage)
       if split is None:
         logging.warning("FERPlus: skipping %s row %d: unknown Usage %r", pixels_csv, row_no, usage)
