@@ -81,6 +81,8 @@ def main() -> None:
   p.add_argument("--step_batch", type=int, default=16)
   p.add_argument("--step_steps", type=int, default=3)
   args = p.parse_args()
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.FLAGS.mark_as_parsed()  # grain's worker processes read absl flags
 
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
