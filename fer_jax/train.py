@@ -83,9 +83,9 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
                  **{f"mu/{name}": jnp.mean(mu[:, i]) for i, name in enumerate(crop_cfg.branches)})
   metrics = lax.pmean(metrics, axis_name)
   metrics["learning_rate"] = lr_fn(state.step)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = optax.tree.norm(grads)
   finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"]) &
-            jnp.isfinite(optax.global_norm((params, batch_stats))))
+            jnp.isfinite(optax.tree.norm((params, batch_stats))))
   metrics["finite"] = finite
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
