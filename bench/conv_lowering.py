@@ -25,34 +25,23 @@ sys.path.insert(0, str(ROOT))
 
 
 def conv_shapes(depth: int, width: float, stem: str, size: int):
-  """(H_in, Cin, Cout, kernel, stride) of every convolution of the backbone, in order."""
+  """(H_in, Cin, Cout, kernel, stride) of every convolution of the backbone, in order, read
+  off the model itself: each `resnet.Conv` call is intercepted while the ResNet is shaped."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
   from fer_jax.models import resnet  # pylint: disable=g-import-not-at-top
-  w = lambda c: max(int(round(c * width)), 1)
   out = []
-  h = size
-  if stem == "imagenet":
-    out.append((h, 1, w(64), 7, 2))
-    h = -(-h // 2)
-    h = -(-h // 2)  # max pool
-  else:
-    stride = 2 if stem == "small_strided" else 1
-    out.append((h, 1, w(64), 3, stride))
-    h = -(-h // stride)
-  cin = w(64)
-  bottleneck = depth >= 50
-  for i, n in enumerate(resnet.STAGE_SIZES[depth]):
-    for j in range(n):
-      c = w(64 * 2**i)
-      s = 2 if i > 0 and j == 0 else 1
-      if bottleneck:
-        out += [(h, cin, c, 1, 1), (h, c, c, 3, s), (-(-h // s), c, 4 * c, 1, 1)]
-        cout = 4 * c
-      else:
-        out += [(h, cin, c, 3, s), (-(-h // s), c, c, 3, 1)]
-        cout = c
-      if s != 1 or cin != cout:
-        out.append((h, cin, cout, 1, s))
-      h, cin = -(-h // s), cout
+
+  def record(next_fun, args, kwargs, context):
+    if isinstance(context.module, resnet.Conv) and context.method_name == "__call__":
+      m, x = context.module, args[0]
+      out.append((x.shape[-3], x.shape[-1], m.features, m.kernel_size[0], m.strides[0]))
+    return next_fun(*args, **kwargs)
+
+  model = resnet.ResNet(depth=depth, width=width, stem=stem)
+  with nn.intercept_methods(record):
+    jax.eval_shape(lambda k: model.init(k, jax.numpy.zeros((1, size, size, 1)), train=False),
+                   jax.random.key(0))
   return out
 
 

@@ -117,6 +117,15 @@ def load_eval_split(config: ml_collections.ConfigDict, sources) -> pipeline.Spli
                              for_eval=True)
 
 
+def restore_variables(config: ml_collections.ConfigDict, mgr, step: int, mesh) -> dict[str, Any]:
+  """The model variables of checkpoint `step`, restored replicated over `mesh` into a state
+  shaped from `config` (a checkpoint of another architecture is refused, naming the mismatch)."""
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                       sharding=parallel.replicated(mesh)),
+                        state_lib.abstract_train_state(config))
+  return ckpt_lib.restore_state(mgr, step, target).variables()
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
              ) -> dict[str, Any]:
   """`--mode=eval`: restores a checkpoint and evaluates `data.eval_split` or `data.eval_list`."""
@@ -127,11 +136,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
   split = load_eval_split(config, sources)
   mgr = ckpt_lib.manager(workdir, read_only=True)
   step = ckpt_lib.resolve_step(mgr, which)
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                       sharding=parallel.replicated(mesh)),
-                        state_lib.abstract_train_state(config))
-  state = ckpt_lib.restore_state(mgr, step, target)
-  metrics, mu = evaluate_split(config, state.variables(), split, mesh)
+  metrics, mu = evaluate_split(config, restore_variables(config, mgr, step, mesh), split, mesh)
   metrics["checkpoint_step"] = int(step)
   if parallel.is_main():
     path = write_results(workdir, split.name, metrics, mu, list(config.data.crops.branches),

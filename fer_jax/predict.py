@@ -132,12 +132,7 @@ def load_checkpoint(workdir: str, which: str | int = "latest"
   mgr = ckpt_lib.manager(workdir, read_only=True)
   step = ckpt_lib.resolve_step(mgr, which)
   config = run_config(workdir, mgr, step)
-  mesh = parallel.make_mesh()
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                       sharding=parallel.replicated(mesh)),
-                        state_lib.abstract_train_state(config))
-  state = ckpt_lib.restore_state(mgr, step, target)
-  return config, state.variables(), step
+  return config, evaluate.restore_variables(config, mgr, step, parallel.make_mesh()), step
 
 
 def make_classifier(config: ml_collections.ConfigDict, variables, batch_size: int):
