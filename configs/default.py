@@ -62,7 +62,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.attention_hidden = 128
   model.fusion = "weighted_sum"  # weighted_sum (paper) | weighted_mean (RAN)
   model.branch_axis = "auto"  # auto (fold on CPU, vmap elsewhere) | vmap | fold
-  model.conv_impl = "auto"  # auto (the measured best on CPU, xla elsewhere) | xla | matmul | hybrid
+  model.conv_impl = "auto"  # auto (best measured: matmul on CPU, xla elsewhere) | xla | matmul
+  #                           | hybrid | shifted (bench/RESULTS.md)
   model.small_conv_impl = "matmul"  # on CPU, for convolutions whose output map is small:
   model.small_map_pixels = 4  # at most this many pixels (XLA:CPU is slowest there)
   model.bn_momentum = 0.9

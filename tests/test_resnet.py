@@ -25,11 +25,19 @@ def test_conv_lowerings_equal_xla(size, kernel, stride, cin, cout):
   g = lambda f: jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(jnp.sin(f(x, k, s))),
                                            argnums=(0, 1)))(x, k)
   want_value, want_grads = g(xla_conv)
-  for impl in ("matmul", "hybrid"):
+  for impl in [i for i in lowering.CONV_IMPLS if i != "xla"]:
     value, grads = g(lambda x, k, s: lowering.conv(x, k, s, impl))
     np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-4)
     for a, b in zip(grads, want_grads):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_shifted_conv_on_rectangular_maps():
+  """The row-shift sum must pair each kernel row with its own output slot on non-square maps."""
+  x = jax.random.normal(jax.random.key(0), (3, 5, 9, 4))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
+  np.testing.assert_allclose(lowering.conv_shifted(x, k, (1, 1)), xla_conv(x, k, (1, 1)),
+                             rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("size", [8, 7, 3])
@@ -63,7 +71,7 @@ def test_backbone_lowerings_agree(depth, stem, size):
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
 
   (la, fa), ga = grads(make("xla"))
-  for model in (make("matmul"), make("hybrid"), make("xla", 4)):
+  for model in [make(i) for i in lowering.CONV_IMPLS if i != "xla"] + [make("xla", 4)]:
     (lb, fb), gb = grads(model)
     np.testing.assert_allclose(fb, fa, rtol=1e-4, atol=1e-5)
     for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):  # float32 rounding, BN-amplified
@@ -74,4 +82,5 @@ def test_same_parameters_under_every_lowering():
   x = jnp.zeros((1, 24, 24, 1))
   shapes = lambda impl: jax.tree.map(jnp.shape, jax.eval_shape(
       resnet.ResNet(depth=10, width=0.25, conv_impl=impl).init, jax.random.key(0), x)["params"])
-  assert shapes("xla") == shapes("matmul")
+  for impl in lowering.CONV_IMPLS:
+    assert shapes(impl) == shapes("xla")

@@ -10,6 +10,12 @@ Every lowering computes the same function (up to float rounding) from the same p
 - `hybrid`: the im2col GEMM forward, whose columns are kept for the weight gradient (one GEMM),
   and XLA's own transposed convolution for the input gradient, which XLA:CPU runs well; the
   col2im pass of `matmul` disappears.
+- `shifted`: for stride-1 convolutions, columns of the kw horizontal shifts only (kw*Cin wide,
+  a third of im2col's for 3x3) and one GEMM against all kh kernel rows at once (kh*Cout
+  outputs per pixel of the vertically padded map); the output sums the kh row-shifted slices
+  of that product. Autodiff's backward is two GEMMs and shifted sums of the same widths, so
+  no kh*kw-wide array is built in either direction. Strided and 1x1 convolutions use
+  `matmul`.
 
 The max pool (3x3, stride 2, 'SAME') is the maximum of nine strided views; its gradient,
 written by hand, routes each output's gradient to its first maximal input on four quarter-size
@@ -25,7 +31,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("xla", "matmul", "hybrid")
+CONV_IMPLS = ("xla", "matmul", "hybrid", "shifted")
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -72,6 +78,30 @@ def conv_as_matmul(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> j
   return out.reshape(n, ho, wo, cout)
 
 
+def conv_shifted(x: jax.Array, kernel: jax.Array, strides: Sequence[int]) -> jax.Array:
+  """A stride-1 'SAME' NHWC convolution as kw-wide columns and one GEMM over all kernel rows.
+
+  With xp the input padded to [N, H + kh - 1, W + kw - 1, Cin], the columns
+  cols[n, r, w] = (xp[n, r, w + j, :] for j < kw) are multiplied by the kernel laid out as
+  [kw*Cin, kh*Cout], giving z[n, r, w, i, :] = sum_j xp[n, r, w + j] @ kernel[i, j]; then
+  out[n, h, w] = sum_i z[n, h + i, w, i]. Strided and 1x1 convolutions go to `conv_as_matmul`,
+  whose arguments and result this shares.
+  """
+  kh, kw, cin, cout = kernel.shape
+  if tuple(strides) != (1, 1) or kh * kw == 1:
+    return conv_as_matmul(x, kernel, strides)
+  n, h, w, _ = x.shape
+  xp = jnp.pad(x, ((0, 0), same_padding(h, kh, 1), same_padding(w, kw, 1), (0, 0)))
+  hp = h + kh - 1
+  cols = jnp.concatenate([xp[:, :, j:j + w, :] for j in range(kw)], axis=-1)
+  rows_kernel = kernel.transpose(1, 2, 0, 3).reshape(kw * cin, kh * cout)
+  z = jnp.dot(cols.reshape(n * hp * w, kw * cin), rows_kernel).reshape(n, hp, w, kh, cout)
+  out = z[:, 0:h, :, 0, :]
+  for i in range(1, kh):
+    out = out + z[:, i:i + h, :, i, :]
+  return out
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_hybrid(x: jax.Array, kernel: jax.Array, strides: tuple[int, int]) -> jax.Array:
   """`conv_as_matmul` forward; input gradient by XLA, weight gradient by one GEMM."""
@@ -108,6 +138,8 @@ def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], impl: str) -> 
     return conv_as_matmul(x, kernel, strides)
   if impl == "hybrid":
     return conv_hybrid(x, kernel, strides)
+  if impl == "shifted":
+    return conv_shifted(x, kernel, strides)
   raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
 
 

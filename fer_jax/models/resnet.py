@@ -2,8 +2,8 @@
 
 The backbone maps one image [N, S, S, C] to a pooled feature vector [N, D]. It knows nothing of
 branches, datasets or configs: `BranchAttentionNet` applies it over the branch axis. How its
-convolutions lower to XLA (`lowering.py`: `xla`, `matmul`, `hybrid`) is a choice per layer that
-changes neither the parameters nor the numbers.
+convolutions lower to XLA (`lowering.py`: `xla`, `matmul`, `hybrid`, `shifted`) is a choice
+per layer that changes neither the parameters nor the numbers.
 """
 
 from __future__ import annotations
