@@ -56,10 +56,10 @@ def main():
   args = p.parse_args()
   import jax  # pylint: disable=g-import-not-at-top
   import train_step  # pylint: disable=g-import-not-at-top
-  name, size = args.shape.split(":")
+  depth, size = train_step.parse_shape(args.shape)
   for impl in args.impls.split(","):
-    run, block, info = train_step.jax_step(int(name.removeprefix("resnet")), int(size),
-                                           args.batch, args.stem, {"model.conv_impl": impl})
+    run, block, info = train_step.jax_step(depth, size, args.batch, args.stem,
+                                           {"model.conv_impl": impl})
     for _ in range(3):
       block(run())
     with tempfile.TemporaryDirectory() as trace_dir:

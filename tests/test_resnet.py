@@ -36,8 +36,14 @@ def test_shifted_conv_on_rectangular_maps():
   """The row-shift sum must pair each kernel row with its own output slot on non-square maps."""
   x = jax.random.normal(jax.random.key(0), (3, 5, 9, 4))
   k = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
+  g = lambda f: jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(jnp.sin(f(x, k, (1, 1)))),
+                                           argnums=(0, 1)))(x, k)
   np.testing.assert_allclose(lowering.conv_shifted(x, k, (1, 1)), xla_conv(x, k, (1, 1)),
                              rtol=1e-5, atol=1e-4)
+  (value, grads), (want_value, want_grads) = g(lowering.conv_shifted), g(xla_conv)
+  np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-4)
+  for a, b in zip(grads, want_grads):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("size", [8, 7, 3])

@@ -31,7 +31,6 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-CONV_IMPLS = ("xla", "matmul", "hybrid", "shifted")
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -129,18 +128,16 @@ def _hybrid_bwd(strides, residuals, dy):
 conv_hybrid.defvjp(_hybrid_fwd, _hybrid_bwd)
 
 
+_CONVS = {"xla": conv_xla, "matmul": conv_as_matmul, "hybrid": conv_hybrid,
+          "shifted": conv_shifted}
+CONV_IMPLS = tuple(_CONVS)
+
+
 def conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int], impl: str) -> jax.Array:
   """The 'SAME' convolution under lowering `impl` (one of `CONV_IMPLS`)."""
-  strides = tuple(int(s) for s in strides)
-  if impl == "xla":
-    return conv_xla(x, kernel, strides)
-  if impl == "matmul":
-    return conv_as_matmul(x, kernel, strides)
-  if impl == "hybrid":
-    return conv_hybrid(x, kernel, strides)
-  if impl == "shifted":
-    return conv_shifted(x, kernel, strides)
-  raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+  if impl not in _CONVS:
+    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
+  return _CONVS[impl](x, kernel, tuple(int(s) for s in strides))
 
 
 # --------------------------------------------------------------------------------------------
