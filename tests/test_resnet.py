@@ -15,35 +15,26 @@ def xla_conv(x, k, strides):
   return lax.conv_general_dilated(x, k, strides, "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
-@pytest.mark.parametrize("size,kernel,stride,cin,cout", [
-    (7, 3, 1, 3, 4), (8, 3, 2, 2, 5), (5, 3, 2, 4, 4), (2, 3, 1, 8, 8), (1, 3, 1, 4, 4),
-    (12, 7, 2, 1, 6), (9, 1, 2, 3, 5), (6, 1, 1, 3, 2)])
-def test_conv_lowerings_equal_xla(size, kernel, stride, cin, cout):
-  x = jax.random.normal(jax.random.key(0), (2, size, size, cin))
+@pytest.mark.parametrize("hw,kernel,stride,cin,cout", [
+    ((7, 7), 3, 1, 3, 4), ((8, 8), 3, 2, 2, 5), ((5, 5), 3, 2, 4, 4), ((2, 2), 3, 1, 8, 8),
+    ((1, 1), 3, 1, 4, 4), ((12, 12), 7, 2, 1, 6), ((9, 9), 1, 2, 3, 5), ((6, 6), 1, 1, 3, 2),
+    # Non-square maps: each lowering must keep rows and columns apart (shifted's row sums).
+    ((5, 9), 3, 1, 4, 6), ((6, 11), 3, 2, 3, 4)])
+def test_conv_lowerings_equal_xla(hw, kernel, stride, cin, cout):
+  x = jax.random.normal(jax.random.key(0), (2, *hw, cin))
   k = jax.random.normal(jax.random.key(1), (kernel, kernel, cin, cout))
   s = (stride, stride)
   g = lambda f: jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(jnp.sin(f(x, k, s))),
                                            argnums=(0, 1)))(x, k)
+  want_out = xla_conv(x, k, s)
   want_value, want_grads = g(xla_conv)
   for impl in [i for i in lowering.CONV_IMPLS if i != "xla"]:
-    value, grads = g(lambda x, k, s: lowering.conv(x, k, s, impl))
+    conv = lambda x, k, s: lowering.conv(x, k, s, impl)
+    np.testing.assert_allclose(conv(x, k, s), want_out, rtol=1e-5, atol=1e-4)
+    value, grads = g(conv)
     np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-4)
     for a, b in zip(grads, want_grads):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
-
-
-def test_shifted_conv_on_rectangular_maps():
-  """The row-shift sum must pair each kernel row with its own output slot on non-square maps."""
-  x = jax.random.normal(jax.random.key(0), (3, 5, 9, 4))
-  k = jax.random.normal(jax.random.key(1), (3, 3, 4, 6))
-  g = lambda f: jax.jit(jax.value_and_grad(lambda x, k: jnp.sum(jnp.sin(f(x, k, (1, 1)))),
-                                           argnums=(0, 1)))(x, k)
-  np.testing.assert_allclose(lowering.conv_shifted(x, k, (1, 1)), xla_conv(x, k, (1, 1)),
-                             rtol=1e-5, atol=1e-4)
-  (value, grads), (want_value, want_grads) = g(lowering.conv_shifted), g(xla_conv)
-  np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-4)
-  for a, b in zip(grads, want_grads):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("size", [8, 7, 3])
