@@ -12,6 +12,7 @@ non-finite loss; the last good checkpoint stays), 2 bad input (flags, config, da
 Every mode's logic lives in fer_jax/; this file parses flags and calls one function.
 """
 
+import os
 import sys
 
 from absl import app
@@ -22,7 +23,8 @@ from ml_collections import config_flags
 from fer_jax import cli
 
 FLAGS = flags.FLAGS
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/default.py",
+DEFAULT_CONFIG = "configs/default.py"
+_CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                           "Training configuration.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, evaluations.")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
@@ -31,31 +33,43 @@ flags.DEFINE_string("input", None, "predict: an image, a folder of images or a v
 flags.DEFINE_string("output", None, "predict: the output folder; crops: the PNG to write.")
 
 
+def fail(message: str, status: int = 2):
+  print(f"fer_jax: error: {message}", file=sys.stderr)
+  sys.exit(status)
+
+
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    fail(f"unexpected argument(s) {' '.join(argv[1:])}: every option is a --flag=value "
+         f"(python main.py --help)")
   cli.setup_logging()
   try:
     cli.run(FLAGS.mode, _CONFIG.value, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
             input_path=FLAGS.input, output=FLAGS.output)
   except cli.EXPECTED_ERRORS as e:
-    status = cli.exit_status(e)
     logging.error("%s: %s", type(e).__name__, e)
-    print(f"fer_jax: error: {e}", file=sys.stderr)
-    sys.exit(status)
+    fail(str(e), cli.exit_status(e))
 
 
 def parse_flags(argv):
-  """Flag errors, unknown config keys included, exit with status 2 and the culprit named."""
+  """Flag errors, unknown config keys and config files that fail to load exit with status 2
+  and the culprit named."""
+  config_file = cli.config_flag_value(argv[1:], default=DEFAULT_CONFIG)
+  if not os.path.exists(config_file.split(":", 1)[0]):
+    fail(cli.config_load_error(config_file, FileNotFoundError()))
   try:
     return FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, TypeError, ValueError) as e:
+  except Exception as e:  # pylint: disable=broad-except
+    raised_in_config = cli.raised_in(e, config_file.split(":", 1)[0])
+    if raised_in_config is not None:
+      fail(cli.config_load_error(config_file, raised_in_config))
+    if not isinstance(e, (flags.Error, AttributeError, KeyError, TypeError, ValueError)):
+      raise
     detail = str(e.args[0] if e.args else e)
     if len(detail) > 1 and detail[0] == detail[-1] and detail[0] in "'\"":
       detail = detail[1:-1]
     detail = detail.replace("\\n", " ").replace("\n", " ").replace("\\'", "'")
-    print(f"fer_jax: error: bad flag or config override: {detail}", file=sys.stderr)
-    sys.exit(2)
+    fail(f"bad flag or config override: {detail}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@
 Command (prepare once, then train and evaluate on validation):
 
     python main.py --config=configs/default.py --mode=prepare \
-        --config.data.manual_dir=../shared/data/ferplus --config.data.tfds_dir=~/tensorflow_datasets
+        --config.data.manual_dir=../shared/data/ferplus
     python main.py --config=configs/default.py --workdir=/tmp/fer_default \
         --config.data.manual_dir=../shared/data/ferplus
 
@@ -28,7 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
   # ---- data
   config.data = data = ml_collections.ConfigDict()
   data.manual_dir = ""  # FERPlus in either layout; needed only to prepare the dataset
-  data.tfds_dir = "~/tensorflow_datasets"  # where the prepared dataset lives ("" = WORKDIR/tfds)
+  data.tfds_dir = "~/tensorflow_datasets"  # the prepared dataset ("" = WORKDIR/tfds; ~ and $VARS
+  #                                         are expanded, as in every path, by cli.expand_paths)
   data.landmarks = "dlib"  # landmarks stored per face at prepare time: dlib | template
   data.label_mode = "majority"  # majority | probability | crossentropy | multi_target
   data.train_split = "train"
@@ -113,6 +114,7 @@ def get_config() -> ml_collections.ConfigDict:
   pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
   pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen
   pred.annotate = True  # write <stem>_annotated.jpg / annotated.mp4
+  pred.overwrite = False  # an --output already holding results is refused; True: replace them
 
   # ---- several processes (see README, multi-host)
   config.multihost = ml_collections.ConfigDict()

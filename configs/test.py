@@ -12,6 +12,7 @@ from configs import default
 def get_config():
   config = default.get_config()
   config.data.tfds_dir = ""
+  config.data.landmarks = "template"  # dlib's fit is tested on its own (tests/test_landmarks.py)
   config.data.crops.size = 24
   config.model.depth = 10
   config.model.width = 0.125

@@ -8,28 +8,53 @@ Each checkpoint step holds three items:
 Kept: the last `keep` checkpoints and the best on validation accuracy. Orbax writes each step
 into a temporary folder and renames it when complete, so a run killed mid-save leaves no
 partial checkpoint behind: `latest_step` only ever sees whole ones.
+
+A step whose files were damaged later (truncated arrays, garbage metadata) raises
+`DamagedCheckpointError` naming the step and its folder. `restore_first` tries steps in order
+of preference and skips damaged ones with a warning: training resumes from the newest step that
+restores, and moves the damaged newer ones to WORKDIR/damaged_checkpoints/ (so that the run can
+write those steps again and the retention policy never deletes them); eval and predict use the
+newest (or best) good step, and fail on a damaged step only when it was asked for by number.
+Nothing is deleted.
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
-from typing import Any
+import shutil
+from typing import Any, Callable, TypeVar
 
 from absl import logging
-import grain
 import grain.checkpoint as grain_ckpt
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
 policies = ocp.checkpoint_managers
+T = TypeVar("T")
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class DamagedCheckpointError(RuntimeError):
+  """A checkpoint step whose files do not restore; the message names the step and folder."""
+
+  def __init__(self, mgr: ocp.CheckpointManager, step: int, cause: BaseException):
+    self.step = int(step)
+    self.path = pathlib.Path(mgr.directory) / str(step)
+    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    reason = reason if len(reason) <= 240 else reason[:240] + "..."
+    super().__init__(f"the checkpoint at step {step} in {self.path} is damaged and does not "
+                     f"restore ({type(cause).__name__}: {reason})")
+
+
+class IncompatibleCheckpointError(ValueError):
+  """A whole checkpoint of another architecture (not damage: never skipped)."""
 
 
 def manager(workdir: str, keep: int = 3, read_only: bool = False,
             async_save: bool = True) -> ocp.CheckpointManager:
   """The CheckpointManager of a run (created if absent unless `read_only`)."""
-  directory = pathlib.Path(workdir).expanduser().resolve() / "checkpoints"
+  directory = pathlib.Path(workdir).resolve() / "checkpoints"
   if read_only and not directory.exists():
     raise FileNotFoundError(f"no checkpoints in {directory}: train first "
                             f"(python main.py --mode=train --workdir={workdir} ...)")
@@ -60,37 +85,90 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any | Non
 
 
 def read_meta(mgr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
+  """The `meta` item of `step` ({} if it has none); DamagedCheckpointError if unreadable."""
   path = pathlib.Path(mgr.directory) / str(step) / "meta" / "metadata"
   if not path.exists():
     return {}
-  return json.loads(path.read_text())
+  try:
+    meta = json.loads(path.read_text())
+  except (OSError, ValueError) as e:
+    raise DamagedCheckpointError(mgr, step, e) from None
+  if not isinstance(meta, dict):
+    raise DamagedCheckpointError(mgr, step, ValueError(f"{path} holds no JSON object"))
+  return meta
 
 
-def best_step(mgr: ocp.CheckpointManager) -> int | None:
-  """The kept step with the highest validation accuracy, or None if none was evaluated."""
-  scored = [(read_meta(mgr, s).get("metrics", {}).get("accuracy"), s) for s in mgr.all_steps()]
-  scored = [(a, s) for a, s in scored if a is not None]
-  return max(scored)[1] if scored else None
+def _accuracy(mgr: ocp.CheckpointManager, step: int) -> float | None:
+  try:
+    return read_meta(mgr, step).get("metrics", {}).get("accuracy")
+  except DamagedCheckpointError as e:
+    logging.warning("%s; it is not a candidate for the best", e)
+    return None
 
 
-def resolve_step(mgr: ocp.CheckpointManager, which: str | int) -> int:
-  """`latest`, `best` or a step number -> a step that exists, or an error naming the choices."""
-  steps = mgr.all_steps()
+def candidate_steps(mgr: ocp.CheckpointManager, which: str | int) -> list[int]:
+  """The steps that `latest`, `best` or a step number may use, in order of preference (the
+  first one that restores is used), or an error naming the choices."""
+  steps = sorted(mgr.all_steps(), reverse=True)
   if not steps:
     raise FileNotFoundError(f"no complete checkpoint in {mgr.directory}")
   if which in ("latest", "", None):
-    return max(steps)
+    return steps
   if which == "best":
-    step = best_step(mgr)
-    if step is None:
+    scored = [(a, s) for s in steps if (a := _accuracy(mgr, s)) is not None]
+    if not scored:
       raise ValueError(f"no checkpoint in {mgr.directory} carries validation metrics; "
                        f"use latest or one of steps {sorted(steps)}")
-    return step
+    return [s for _, s in sorted(scored, reverse=True)]
   step = int(which)
   if step not in steps:
     raise ValueError(f"no checkpoint at step {step} in {mgr.directory}; kept steps are "
                      f"{sorted(steps)}")
-  return step
+  return [step]
+
+
+def resolve_step(mgr: ocp.CheckpointManager, which: str | int) -> int:
+  """`latest`, `best` or a step number -> the step it names (not checked for damage)."""
+  return candidate_steps(mgr, which)[0]
+
+
+def restore_first(mgr: ocp.CheckpointManager, which: str | int,
+                  restore: Callable[[int], T]) -> tuple[int, T]:
+  """`restore(step)` on the first of `candidate_steps(mgr, which)` that is not damaged.
+
+  A damaged step is skipped with a warning naming it; one asked for by number is an error.
+  """
+  steps = candidate_steps(mgr, which)
+  damaged = []
+  for step in steps:
+    try:
+      return step, restore(step)
+    except DamagedCheckpointError as e:
+      if len(steps) == 1 and str(which).isdigit():
+        raise
+      logging.warning("%s; trying the next %s step", e, "best" if which == "best" else "newest")
+      damaged.append(e)
+  raise DamagedCheckpointError(mgr, steps[-1], RuntimeError(
+      f"every kept step ({', '.join(str(e.step) for e in damaged)}) is damaged"))
+
+
+def set_aside(mgr: ocp.CheckpointManager, steps: list[int]) -> list[pathlib.Path]:
+  """Moves damaged steps to WORKDIR/damaged_checkpoints/<step>[.<n>] (never deletes them)."""
+  moved = []
+  for step in steps:
+    src = pathlib.Path(mgr.directory) / str(step)
+    dst = pathlib.Path(mgr.directory).parent / DAMAGED_DIR / str(step)
+    n = 1
+    while dst.exists():
+      dst = dst.with_name(f"{step}.{n}")
+      n += 1
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(src), str(dst))
+    logging.warning("moved the damaged checkpoint %s to %s", src, dst)
+    moved.append(dst)
+  if moved:
+    mgr.reload()
+  return moved
 
 
 def _path(path) -> str:
@@ -114,14 +192,18 @@ def _mismatches(saved_tree: Any, target: Any) -> list[str]:
 
 
 def check_compatible(mgr: ocp.CheckpointManager, step: int, target: Any) -> None:
-  """Raises a ValueError naming the differing arrays if `step` holds another architecture."""
-  saved = mgr.item_metadata(step)["state"]
+  """Raises IncompatibleCheckpointError naming the differing arrays if `step` holds another
+  architecture, DamagedCheckpointError if its metadata does not read."""
+  try:
+    saved = mgr.item_metadata(step)["state"]
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpointError(mgr, step, e) from None
   saved_tree = getattr(saved, "tree", saved)
   bad = _mismatches(saved_tree, target)
   if bad:
     shown = "\n  ".join(bad[:8]) + (f"\n  ... and {len(bad) - 8} more" if len(bad) > 8 else "")
     saved_model = read_meta(mgr, step).get("config", {}).get("model", {})
-    raise ValueError(
+    raise IncompatibleCheckpointError(
         f"the checkpoint at step {step} in {mgr.directory} was written by another "
         f"architecture (its config.model: {saved_model}):\n  {shown}")
 
@@ -130,7 +212,11 @@ def restore_state(mgr: ocp.CheckpointManager, step: int, target: Any) -> Any:
   """Restores the `state` item of `step` into the shapes and shardings of `target`."""
   check_compatible(mgr, step, target)
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
-  restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  try:
+    restored = mgr.restore(step,
+                           args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpointError(mgr, step, e) from None
   return restored["state"]
 
 
@@ -142,5 +228,8 @@ def restore_data(mgr: ocp.CheckpointManager, step: int, data_iter: Any) -> bool:
     logging.info("checkpoint %d has no iterator state for %s; positioning the data by step",
                  step, process_file.name)
     return False
-  mgr.restore(step, args=ocp.args.Composite(data=grain_ckpt.CheckpointRestore(data_iter)))
+  try:
+    mgr.restore(step, args=ocp.args.Composite(data=grain_ckpt.CheckpointRestore(data_iter)))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpointError(mgr, step, e) from None
   return True

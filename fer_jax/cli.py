@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
+import tempfile
 
 from absl import logging
 import ml_collections
 
 MODES = ("prepare", "train", "eval", "predict", "crops")
+
+# Every config value that is a path. They, `--workdir`, `--input` and `--output` are expanded
+# (`~`, $VARS) here, once, so no module ever sees a raw path: the shell leaves `~` alone in
+# `--flag=~/x`.
+PATH_KEYS = ("data.manual_dir", "data.tfds_dir", "data.eval_list", "predict.face_alignment_dir")
 
 # Errors that name their culprit well enough to be shown without a traceback.
 EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError)
@@ -39,6 +46,112 @@ class UsageError(ValueError):
   """A flag combination that cannot work; the message says which flag to set."""
 
 
+def expand_path(path: str | None) -> str | None:
+  """`~` and environment variables expanded; "" and URLs (gs://...) returned as they are."""
+  if not path or "://" in path:
+    return path
+  return os.path.expandvars(os.path.expanduser(path))
+
+
+def expand_paths(config: ml_collections.ConfigDict) -> None:
+  """Expands every `PATH_KEYS` value of `config` in place."""
+  for key in PATH_KEYS:
+    section, name = key.split(".")
+    if section in config and name in config[section]:
+      config[section][name] = expand_path(config[section][name])
+
+
+def config_flag_value(args: list[str], default: str) -> str:
+  """The value of `--config` in command-line `args` (before absl parses them)."""
+  value = default
+  for i, arg in enumerate(args):
+    if arg.startswith("--config="):
+      value = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(args):
+      value = args[i + 1]
+  return value
+
+
+def raised_in(error: BaseException, path: str) -> BaseException | None:
+  """The exception of `error`'s chain that was raised by code in file `path`, if any."""
+  path = os.path.realpath(path)
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, SyntaxError) and error.filename and \
+        os.path.realpath(error.filename) == path:
+      return error
+    tb = error.__traceback__
+    while tb is not None:
+      if os.path.realpath(tb.tb_frame.f_code.co_filename) == path:
+        return error
+      tb = tb.tb_next
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def config_load_error(filename: str, error: BaseException) -> str:
+  """One line saying why `--config=filename` could not be loaded."""
+  path = pathlib.Path(filename.split(":", 1)[0])
+  if not path.exists():
+    return f"--config={filename}: {path} does not exist"
+  if isinstance(error, SyntaxError):
+    return (f"--config={filename}: {path} line {error.lineno}: SyntaxError: {error.msg}")
+  return f"--config={filename}: {path} fails to load: {type(error).__name__}: {error}"
+
+
+def _check_dir(path: pathlib.Path, flag: str, create: bool, writable: bool = True) -> None:
+  """A folder that exists (or is created when `create`) and, if `writable`, takes files; else
+  a UsageError (FileNotFoundError) naming the flag and the path."""
+  if path.exists() and not path.is_dir():
+    raise UsageError(f"{flag}={path} is a file, not a folder")
+  if not path.exists():
+    if not create:
+      raise FileNotFoundError(f"{flag}={path} does not exist")
+    try:
+      path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise UsageError(f"{flag}={path} cannot be created: {e.strerror or e}") from None
+  if not writable:
+    return
+  try:
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    raise UsageError(f"{flag}={path} is not writable: {e.strerror or e}") from None
+
+
+def check_checkpoint_flag(which: str) -> str:
+  """`--checkpoint` is `latest`, `best` or a step number."""
+  if which in ("latest", "best") or which.isdigit():
+    return which
+  raise UsageError(f"--checkpoint={which} is not a checkpoint: it takes latest, best or a "
+                   f"step number (e.g. --checkpoint=1200)")
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  """Values that would fail late (or silently) are refused where they enter."""
+  for key in ("batch_size", "eval_batch_size"):
+    if config[key] <= 0:
+      raise UsageError(f"config.{key} must be a positive number of examples, got "
+                       f"{config[key]}")
+
+
+def check_paths(mode: str, workdir: str | None, output: str | None) -> None:
+  """Folders the mode writes into exist (or can be made) and take files: checked before any
+  model is built, so a typo costs seconds, not a compile."""
+  if workdir and mode in ("train", "eval", "predict"):  # predict only reads the run
+    _check_dir(pathlib.Path(workdir), "--workdir", create=mode == "train",
+               writable=mode != "predict")
+  if output and mode == "predict":
+    _check_dir(pathlib.Path(output), "--output", create=True)
+  elif output and mode == "crops":
+    out = pathlib.Path(output)
+    if out.is_dir():
+      raise UsageError(f"--output={out} is a folder; --mode=crops writes a PNG file")
+    _check_dir(out.parent, "--output's folder", create=True)
+
+
 def _need(value, flag: str, mode: str):
   if not value:
     raise UsageError(f"--mode={mode} needs {flag}")
@@ -47,17 +160,24 @@ def _need(value, flag: str, mode: str):
 
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
         checkpoint: str = "latest", input_path: str | None = None, output: str | None = None):
+  expand_paths(config)
+  workdir, input_path, output = map(expand_path, (workdir, input_path, output))
+  check_config(config)
+  if mode in ("eval", "predict"):
+    check_checkpoint_flag(checkpoint)
   if mode == "prepare":
     from fer_jax.data import ferplus, pipeline  # pylint: disable=g-import-not-at-top
     manual = _need(config.data.manual_dir, "--config.data.manual_dir", mode)
     tfds_dir = config.data.tfds_dir or (workdir and pipeline.resolve_tfds_dir("", workdir))
     tfds_dir = _need(tfds_dir, "--config.data.tfds_dir (or --workdir)", mode)
+    _check_dir(pathlib.Path(tfds_dir), "--config.data.tfds_dir", create=True)
     sizes = ferplus.prepare(manual, tfds_dir, config.data.landmarks)
     for split, s in sizes.items():
       print(f"{split}: {s['examples']:,} examples, {s['majority']:,} kept by majority vote")
     return sizes
   if mode != "crops":
     workdir = _need(workdir, "--workdir", mode)
+  check_paths(mode, workdir, output)
   from fer_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize(config.multihost)
   if mode == "crops":

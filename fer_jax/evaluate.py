@@ -98,7 +98,7 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
 def write_results(workdir: str, name: str, metrics: dict[str, Any], mu: np.ndarray,
                   branch_names: list[str], make_plots: bool = True) -> pathlib.Path:
   """WORKDIR/eval/<name>.json, <name>_confusion.png and <name>_branch_weights.png."""
-  out_dir = pathlib.Path(workdir).expanduser() / "eval"
+  out_dir = pathlib.Path(workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
   path = out_dir / f"{name}.json"
   path.write_text(json.dumps(metrics, indent=1))
@@ -135,8 +135,9 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
                                   prepare_if_missing=False)
   split = load_eval_split(config, sources)
   mgr = ckpt_lib.manager(workdir, read_only=True)
-  step = ckpt_lib.resolve_step(mgr, which)
-  metrics, mu = evaluate_split(config, restore_variables(config, mgr, step, mesh), split, mesh)
+  step, variables = ckpt_lib.restore_first(
+      mgr, which, lambda s: restore_variables(config, mgr, s, mesh))
+  metrics, mu = evaluate_split(config, variables, split, mesh)
   metrics["checkpoint_step"] = int(step)
   if parallel.is_main():
     path = write_results(workdir, split.name, metrics, mu, list(config.data.crops.branches),

@@ -59,13 +59,6 @@ def data_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def replicate(tree: Any, mesh) -> Any:
-  """Places a host pytree (identical on every process) on every device."""
-  sharding = replicated(mesh)
-  return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)),
-                      tree)
-
-
 def global_batch(local: dict[str, np.ndarray], mesh) -> dict[str, jax.Array]:
   """This process's rows -> one global array per key, split along the data axis."""
   sharding = data_sharded(mesh)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Sequence
 
@@ -11,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
+
+from fer_jax import jsonl
 
 
 def _save(fig, path) -> str:
@@ -54,7 +55,7 @@ def branch_weights(mu: np.ndarray, branch_names: Sequence[str], path, title: str
 
 def training_curves(metrics_jsonl, path) -> str | None:
   """Loss, accuracy, learning rate and mean branch weights against step, from metrics.jsonl."""
-  rows = [json.loads(l) for l in pathlib.Path(metrics_jsonl).read_text().splitlines() if l.strip()]
+  rows = jsonl.read(metrics_jsonl)
   train = [r for r in rows if r.get("kind") == "train"]
   evals = [r for r in rows if r.get("kind") == "eval"]
   if not train:

@@ -20,10 +20,18 @@ Written to the output folder:
   as mu_<branch>, landmark_source, edge), and a `no_face` row for a frame without a face.
   Rows are flushed as frames finish, so a crash keeps what was processed.
 - `<stem>_annotated.jpg` per image, or `annotated.mp4` for a video (`predict.annotate`).
+  Images of a folder that share a stem (`a.png`, `a.jpg`) are told apart by their extension:
+  `a_png_annotated.jpg`, `a_jpg_annotated.jpg` (a name still taken gets `_2`, `_3`, ... in the
+  order of the files); a unique stem keeps `<stem>_annotated.jpg`.
 - Video only: `tracks.csv`, `tracks.json` (a row per IoU track: frames seen, first and last
   time, the share of each expression as label, mean probabilities, mean branch weights) and
   `tracks/track_<id>.png` (expression probabilities and eye weight over time).
 - `summary.json`: what ran (checkpoint step, landmark source) and the counts.
+
+Earlier results are never destroyed by accident: an output folder that already holds any of
+these files is refused (before the model loads) unless `predict.overwrite` is set; then exactly
+these files of the earlier run are removed before writing, so that none of them is mixed in
+with the new ones, and anything else in the folder is left alone.
 """
 
 from __future__ import annotations
@@ -60,6 +68,12 @@ VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", 
 FACE_SIZE = ferplus.FACE_SIZE  # the side of the aligned training faces
 EYE_BRANCH = "eyes"
 MAX_PENDING_FRAMES = 64  # frames held back at most while a batch of faces fills up
+# What predict writes into its output folder (the module docstring): names, the suffix of the
+# annotated images, and the folder of track plots with the pattern of its files.
+OUTPUT_FILES = ("faces.jsonl", "faces.csv", "summary.json", "tracks.csv", "tracks.json",
+                "annotated.mp4")
+ANNOTATED_SUFFIX = "_annotated.jpg"
+TRACKS_DIR, TRACK_PLOTS = "tracks", "track_*.png"
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,6 +101,8 @@ def options(overrides: ml_collections.ConfigDict | Mapping | None = None
       raise ValueError(f"config.predict.{name} must be >= {least}, got {opts[name]}")
   if not 0 < opts.iou_threshold <= 1:
     raise ValueError(f"config.predict.iou_threshold must be in (0, 1], got {opts.iou_threshold}")
+  if not isinstance(opts.overwrite, (bool, np.bool_)):
+    raise ValueError(f"config.predict.overwrite must be True or False, got {opts.overwrite!r}")
   return opts
 
 
@@ -96,7 +112,7 @@ def run_config(workdir: str, mgr, step: int) -> ml_collections.ConfigDict:
   run did not know keep their defaults, keys this version no longer has are ignored."""
   saved = ckpt_lib.read_meta(mgr, step).get("config")
   if not saved:
-    path = pathlib.Path(workdir).expanduser() / "config.json"
+    path = pathlib.Path(workdir) / "config.json"
     if not path.exists():
       raise FileNotFoundError(f"checkpoint {step} in {mgr.directory} carries no config and "
                               f"{path} does not exist: cannot tell which model it holds")
@@ -130,9 +146,13 @@ def load_checkpoint(workdir: str, which: str | int = "latest"
                     ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
   """(the run's config, the model variables, the step) of a checkpoint of `workdir`."""
   mgr = ckpt_lib.manager(workdir, read_only=True)
-  step = ckpt_lib.resolve_step(mgr, which)
-  config = run_config(workdir, mgr, step)
-  return config, evaluate.restore_variables(config, mgr, step, parallel.make_mesh()), step
+
+  def restore(step):
+    config = run_config(workdir, mgr, step)
+    return config, evaluate.restore_variables(config, mgr, step, parallel.make_mesh())
+
+  step, (config, variables) = ckpt_lib.restore_first(mgr, which, restore)
+  return config, variables, step
 
 
 def make_classifier(config: ml_collections.ConfigDict, variables, batch_size: int):
@@ -229,7 +249,8 @@ def find_faces(source, rgb: np.ndarray, min_face_size: int = 24, max_faces: int 
 
 @dataclasses.dataclass
 class Frame:
-  """One frame to process: where it came from, its number and time, and the BGR image."""
+  """One frame to process: where it came from, its number and time, the BGR image and the
+  stem of its annotated image (`<stem>_annotated.jpg`, unique within the input)."""
   source: str
   index: int
   time: float | None
@@ -245,7 +266,7 @@ class Input:
   """
 
   def __init__(self, path: str, frame_stride: int = 1):
-    self.path = pathlib.Path(path).expanduser()
+    self.path = pathlib.Path(path)
     self.stride = int(frame_stride)
     self.stopped_early = False
     self.skipped: list[str] = []
@@ -261,12 +282,14 @@ class Input:
         raise ValueError(f"input folder {self.path} holds no images "
                          f"(looked for {', '.join(IMAGE_EXTS)})")
       self.total = len(self.files)
+      self.stems = output_stems(self.files)
       return
     suffix = self.path.suffix.lower()
     if suffix not in VIDEO_EXTS:
       image = cv2.imread(str(self.path), cv2.IMREAD_COLOR)
       if image is not None:
         self.kind, self.files, self.total, self._first = "image", [self.path], 1, image
+        self.stems = [self.path.stem]
         return
       if suffix in IMAGE_EXTS:
         raise ValueError(f"cannot read image {self.path}: not a readable image file")
@@ -286,6 +309,7 @@ class Input:
     self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     self.total = -(-self.frame_count // self.stride) if self.frame_count > 0 else None
     self.size = (frame.shape[1], frame.shape[0])
+    self.files, self.stems = [self.path], [self.path.stem]
 
   def close(self) -> None:
     """Releases the video (also done when `frames()` finishes)."""
@@ -303,14 +327,16 @@ class Input:
         logging.warning("skipped %s: not a readable image file", path)
         self.skipped.append(str(path))
         continue
-      yield Frame(path.name, 0, None, image, path.stem)
+      yield Frame(path.name, 0, None, image, self.stems[i])
 
   def _video_frames(self) -> Iterator[Frame]:
     cap, index, frame = self._cap, 0, self._first
     self._first = None
+    processed = 0  # frames yielded: every stride-th frame of the video
     try:
       while True:
         yield Frame(self.path.name, index, index / self.fps, frame, self.path.stem)
+        processed += 1
         ok = True
         for _ in range(self.stride - 1):  # skipped frames are demuxed, not decoded
           index += 1
@@ -327,15 +353,89 @@ class Input:
         if not ok or frame is None:
           if self.frame_count and index < self.frame_count:
             logging.warning("%s: frame %d of %d failed to decode; stopping here and keeping "
-                            "the %d frames processed", self.path, index, self.frame_count, index)
+                            "the %d frames processed", self.path, index, self.frame_count,
+                            processed)
             self.stopped_early = True
           return
     finally:
       cap.release()
 
 
+def output_stems(files) -> list[str]:
+  """The stem of each file's annotated image, distinct (case-insensitively) and deterministic:
+  the file's stem when no other file has it, else its name with dots as underscores
+  (`a.png` -> `a_png`); such a name that is still taken gets `_2`, `_3`, ... in the order of
+  `files`. A unique stem always keeps its name."""
+  files = [pathlib.Path(f) for f in files]
+  shared: dict[str, int] = {}
+  for f in files:
+    shared[f.stem.casefold()] = shared.get(f.stem.casefold(), 0) + 1
+  unique = [shared[f.stem.casefold()] == 1 for f in files]
+  wanted = [f.stem if u else f.name.replace(".", "_") for f, u in zip(files, unique)]
+  used = {w.casefold() for w, u in zip(wanted, unique) if u}
+  avoid = used | {w.casefold() for w in wanted}
+  out = []
+  for w, u in zip(wanted, unique):
+    stem, n = w, 1
+    while not u and (stem.casefold() in used or (n > 1 and stem.casefold() in avoid)):
+      n += 1
+      stem = f"{w}_{n}"
+    used.add(stem.casefold())
+    out.append(stem)
+  return out
+
+
 # --------------------------------------------------------------------------------------------
 # Outputs.
+
+def earlier_results(out_dir: pathlib.Path) -> list[pathlib.Path]:
+  """The files of `out_dir` that predict writes (OUTPUT_FILES, *_annotated.jpg and
+  tracks/track_*.png), sorted; nothing else."""
+  if not out_dir.is_dir():
+    return []
+  found = [p for p in out_dir.iterdir()
+           if p.name in OUTPUT_FILES or (p.name.endswith(ANNOTATED_SUFFIX) and not p.is_dir())]
+  tracks = out_dir / TRACKS_DIR
+  if tracks.is_dir():
+    found += [p for p in tracks.glob(TRACK_PLOTS) if not p.is_dir()]
+  return sorted(found)
+
+
+def check_output(out_dir: pathlib.Path, overwrite: bool, inputs=()) -> list[pathlib.Path]:
+  """Fails (ValueError) on an output folder that holds results (`earlier_results`) unless
+  `overwrite`; returns the results to remove. (`cli.check_paths` has already made sure that
+  the folder is one and takes files.)"""
+  results = earlier_results(out_dir)
+  if not results:
+    return []
+  shown = [str(p.relative_to(out_dir)) for p in results]
+  listing = ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+  if not overwrite:
+    raise ValueError(f"output folder {out_dir} already holds the results of a prediction "
+                     f"({listing}); pass --config.predict.overwrite=True to replace them, or "
+                     "choose another --output")
+  folders = [p for p in results if p.is_dir() and not p.is_symlink()]
+  if folders:
+    raise ValueError(f"cannot overwrite the results in {out_dir}: "
+                     f"{', '.join(p.name for p in folders)} is a folder, not a file")
+  given = {pathlib.Path(p).resolve() for p in inputs}
+  clash = [p for p in results if p.resolve() in given]
+  if clash:
+    raise ValueError(f"input {clash[0]} lies in output folder {out_dir} under a name predict "
+                     "writes; choose another --output")
+  return results
+
+
+def remove_results(out_dir: pathlib.Path, results: list[pathlib.Path]) -> None:
+  """Removes the earlier results `check_output` listed (and tracks/ once it is empty)."""
+  for p in results:
+    p.unlink(missing_ok=True)
+  tracks = out_dir / TRACKS_DIR
+  if any(p.parent == tracks for p in results) and tracks.is_dir() and not any(tracks.iterdir()):
+    tracks.rmdir()
+  if results:
+    logging.info("overwrite: removed %d earlier result file(s) from %s", len(results), out_dir)
+
 
 def table_columns(class_names, branch_names) -> list[str]:
   """The columns of faces.csv (faces.jsonl holds the same keys, with `box` and `landmarks` as
@@ -493,12 +593,15 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
 
   Raises:
     FileNotFoundError: the input or the checkpoint does not exist.
-    ValueError: the input is unreadable (a video with no frames, a folder without images).
+    ValueError: the input is unreadable (a video with no frames, a folder without images), the
+      output is a file, or it holds earlier results and `predict.overwrite` is not set.
   """
   start = time.time()
   opts = options(overrides)
+  out_dir = pathlib.Path(output_dir)
   inp = Input(input_path, opts.frame_stride)  # bad input fails before the model loads
   try:
+    stale = check_output(out_dir, bool(opts.overwrite), inp.files)  # so does a bad output
     config, variables, step = load_checkpoint(workdir, checkpoint)
     source = landmarks_lib.best_available(opts.landmarks,
                                           weights_dir=opts.face_alignment_dir or None,
@@ -511,8 +614,8 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   classify = make_classifier(config, variables, int(opts.batch_size))
   class_names = list(labels_lib.CLASS_NAMES)
   branch_names = list(config.data.crops.branches)
-  out_dir = pathlib.Path(output_dir).expanduser()
   out_dir.mkdir(parents=True, exist_ok=True)
+  remove_results(out_dir, stale)  # only with overwrite: no earlier file is left mixed in
   is_video = inp.kind == "video"
 
   rows = RowWriter(out_dir, table_columns(class_names, branch_names))

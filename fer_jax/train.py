@@ -32,6 +32,7 @@ import optax
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import evaluate as eval_lib
+from fer_jax import jsonl
 from fer_jax import losses
 from fer_jax import parallel
 from fer_jax import plots
@@ -41,7 +42,11 @@ from fer_jax.data import pipeline
 
 
 class NonFiniteLossError(RuntimeError):
-  """The training loss became NaN or Inf; the message gives the step."""
+  """The training loss became NaN or Inf; the message gives the step and what overflowed."""
+
+
+# What a step checks for NaN or Inf, in the order the error message names them.
+FINITE_CHECKS = ("loss", "gradient norm", "parameters", "BatchNorm statistics")
 
 
 def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, model, tx, lr_fn,
@@ -84,9 +89,12 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
   metrics = lax.pmean(metrics, axis_name)
   metrics["learning_rate"] = lr_fn(state.step)
   metrics["grad_norm"] = optax.tree.norm(grads)
-  finite = (jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"]) &
-            jnp.isfinite(optax.tree.norm((params, batch_stats))))
+  checks = dict(zip(FINITE_CHECKS, (
+      jnp.isfinite(metrics["loss"]), jnp.isfinite(metrics["grad_norm"]),
+      jnp.isfinite(optax.tree.norm(params)), jnp.isfinite(optax.tree.norm(batch_stats)))))
+  finite = functools.reduce(jnp.logical_and, checks.values())
   metrics["finite"] = finite
+  metrics["finite_parts"] = checks
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
@@ -127,8 +135,8 @@ class MetricWriter:
     if not self.enabled:
       return
     if self.path.exists():  # drop lines of steps that the resumed run will redo
-      keep = [l for l in self.path.read_text().splitlines()
-              if l.strip() and json.loads(l).get("step", 0) <= resume_step]
+      keep = [json.dumps(r) for r in jsonl.read(self.path)
+              if r.get("step", 0) <= resume_step]
       self.path.write_text("".join(l + "\n" for l in keep))
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
@@ -186,10 +194,46 @@ def _format_eta(seconds: float) -> str:
   return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
+def check_resume_batch(config: ml_collections.ConfigDict, saved: dict[str, Any], step: int,
+                       directory: str) -> None:
+  """The saved data position counts batches: resuming with another batch size would repeat
+  or skip examples, so it is refused with what to do instead."""
+  was = saved.get("config", {}).get("batch_size")
+  if was is not None and int(was) != int(config.batch_size):
+    raise ValueError(
+        f"the checkpoint at step {step} in {directory} was trained with "
+        f"config.batch_size={was}, this run asks {config.batch_size}: its data position counts "
+        f"batches of {was}, so resuming would repeat or skip examples. Resume with "
+        f"--config.batch_size={was}, or start a new --workdir")
+
+
+def resume(config: ml_collections.ConfigDict, mgr, target: state_lib.TrainState, data_iter,
+           make_ds) -> tuple[int, tuple[state_lib.TrainState, Any]]:
+  """(step, (state, data iterator)) of the newest checkpoint that restores.
+
+  Damaged newer steps are named in a warning and moved aside (`checkpoint.set_aside`), so the
+  run writes those steps again; a checkpoint of another architecture or batch size is an error.
+  """
+  def restore(step):
+    check_resume_batch(config, ckpt_lib.read_meta(mgr, step), step, mgr.directory)
+    state = ckpt_lib.restore_state(mgr, step, target)
+    it = data_iter if ckpt_lib.restore_data(mgr, step, data_iter) else iter(make_ds(step))
+    return state, it
+
+  step, restored = ckpt_lib.restore_first(mgr, "latest", restore)
+  damaged = [s for s in mgr.all_steps() if s > step]
+  if damaged:
+    if parallel.is_main():
+      ckpt_lib.set_aside(mgr, damaged)
+    parallel.sync("damaged checkpoints set aside")
+    mgr.reload()
+  return step, restored
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; returns the final evaluation metrics."""
   parallel.initialize(config.multihost)
-  workdir_path = pathlib.Path(workdir).expanduser().resolve()
+  workdir_path = pathlib.Path(workdir).resolve()
   workdir_path.mkdir(parents=True, exist_ok=True)
   mesh = parallel.make_mesh()
   pipeline.check_batch(config.batch_size, jax.process_count(), jax.device_count())
@@ -221,11 +265,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                num_steps)
 
   mgr = ckpt_lib.manager(str(workdir_path), keep=config.keep_checkpoints)
-  start = 0
-  if mgr.latest_step() is not None:
-    start = int(mgr.latest_step())
-    state = ckpt_lib.restore_state(mgr, start, state)
-    logging.info("resumed from the checkpoint at step %d in %s", start, mgr.directory)
   host_crops = crop_cfg if config.data.crops_on == "host" else None
   make_ds = lambda first: pipeline.train_dataset(
       train_split, global_batch=config.batch_size, seed=config.seed,
@@ -233,8 +272,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       host_crops=host_crops, worker_count=config.data.worker_count,
       prefetch=config.data.prefetch, start_batch=first)
   data_iter = iter(make_ds(0))
-  if start and not ckpt_lib.restore_data(mgr, start, data_iter):
-    data_iter = iter(make_ds(start))
+  start = 0
+  if mgr.latest_step() is not None:
+    start, (state, data_iter) = resume(config, mgr, state, data_iter, make_ds)
+    logging.info("resumed from the checkpoint at step %d in %s", start, mgr.directory)
 
   config_json = config.to_json_best_effort()
   if parallel.is_main():
@@ -260,10 +301,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   def check_finite(done_step: int, done: dict) -> None:
     if not bool(done["finite"]):
+      bad = [f"the {k}" for k in FINITE_CHECKS if not bool(done["finite_parts"][k])]
+      bad = ", ".join(bad[:-1]) + (" and " if len(bad) > 1 else "") + bad[-1]
       raise NonFiniteLossError(
-          f"the training loss became {float(done['loss'])} at step {done_step} (learning rate "
-          f"{float(done['learning_rate']):.3g}); stopped without saving. The last good "
-          f"checkpoint in {mgr.directory} is step {mgr.latest_step()}")
+          f"the training step overflowed at step {done_step}: {bad} "
+          f"became non-finite (loss {float(done['loss'])}, gradient norm "
+          f"{float(done['grad_norm'])}, learning rate {float(done['learning_rate']):.3g}); "
+          f"stopped without saving. The last good checkpoint in {mgr.directory} is step "
+          f"{mgr.latest_step()}")
 
   step = start
   last_eval = None
@@ -287,7 +332,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if step % config.log_every_steps == 0 or step == num_steps:
           host = jax.device_get(window)
           if host:
-            mean = {k: float(np.mean([m[k] for m in host])) for k in host[0] if k != "finite"}
+            mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]
+                    if not k.startswith("finite")}
             rate = (step - step_log) / max(time.time() - t_log, 1e-9)
             writer.write(step, "train", dict(mean, steps_per_second=rate))
             logging.info(

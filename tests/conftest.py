@@ -2,19 +2,21 @@
 
 import os
 import pathlib
-import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import jax
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import jax  # pylint: disable=g-import-not-at-top
-import pytest  # pylint: disable=g-import-not-at-top
-
+# The tests' programs are tiny and compiled once each: compile time is most of their cost, so
+# XLA's optimisation passes are skipped (as flax's own tests do); the subprocesses that tests
+# start do the same (runs.env), so in-process and subprocess numbers stay comparable.
+jax.config.update("jax_disable_most_optimizations", True)
 # Identical programs (the same tiny model in several tests) compile once per session.
 _CACHE = pathlib.Path(os.environ.get("FER_JAX_TEST_CACHE", "/tmp/fer_jax_test_compile_cache"))
 jax.config.update("jax_compilation_cache_dir", str(_CACHE))
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 SAMPLE = ROOT / "tests" / "data" / "ferplus_sample"
 SHARED_FERPLUS = ROOT.parent / "shared" / "data" / "ferplus"
@@ -25,13 +27,24 @@ def sample_dir() -> pathlib.Path:
   return SAMPLE
 
 
+def _prepare(tmp_path_factory, landmarks):
+  from fer_jax.data import ferplus, pipeline  # pylint: disable=g-import-not-at-top
+  tfds_dir = str(tmp_path_factory.mktemp(f"tfds_{landmarks}"))
+  ferplus.prepare(str(SAMPLE), tfds_dir, landmarks)
+  return tfds_dir, pipeline.data_sources(tfds_dir, landmarks)
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory):
+  """The sample, prepared with the template landmarks (configs/test.py's `data.landmarks`):
+  (tfds_dir, data sources). What needs fitted landmarks uses `prepared_dlib`."""
+  return _prepare(tmp_path_factory, "template")
+
+
+@pytest.fixture(scope="session")
+def prepared_dlib(tmp_path_factory):
   """The sample, prepared with per-image dlib landmarks: (tfds_dir, data sources)."""
-  from fer_jax.data import ferplus, pipeline
-  tfds_dir = str(tmp_path_factory.mktemp("tfds"))
-  ferplus.prepare(str(SAMPLE), tfds_dir, "dlib")
-  return tfds_dir, pipeline.data_sources(tfds_dir, "dlib")
+  return _prepare(tmp_path_factory, "dlib")
 
 
 @pytest.fixture(scope="session")
@@ -64,10 +77,16 @@ def test_config(prepared):
 
 
 @pytest.fixture(scope="session")
-def reference_run(prepared, tmp_path_factory):
-  """`runs.REFERENCE_FLAGS` run once, uninterrupted, by main.py in a subprocess."""
+def reference_run(prepared, tmp_path_factory, worker_id):
+  """`runs.REFERENCE_FLAGS` run once, uninterrupted, by main.py in a subprocess: once per test
+  session, shared by the xdist workers (the first to need it makes it)."""
+  import filelock  # pylint: disable=g-import-not-at-top
   import runs  # pylint: disable=g-import-not-at-top
-  workdir = tmp_path_factory.mktemp("reference") / "run"
-  r = runs.run(workdir, prepared[0], *runs.REFERENCE_FLAGS)
-  assert r.returncode == 0, r.stderr[-3000:]
+  shared = tmp_path_factory.getbasetemp()
+  shared = shared if worker_id == "master" else shared.parent  # the session's, not a worker's
+  workdir = shared / "reference" / "run"
+  with filelock.FileLock(str(shared / "reference.lock")):
+    if not (workdir / "eval" / "validation.json").exists():
+      r = runs.run(workdir, prepared[0], *runs.REFERENCE_FLAGS)
+      assert r.returncode == 0, r.stderr[-3000:]
   return workdir

@@ -6,7 +6,6 @@ import os
 import sys
 
 os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
@@ -20,7 +19,7 @@ def main(tfds_dir):
   assert jax.device_count() == 4, jax.devices()
   config = test_config.get_config()
   config.data.tfds_dir = tfds_dir
-  split = pipeline.load_split(pipeline.data_sources(tfds_dir, "dlib"), "train", "majority", False)
+  split = pipeline.load_split(pipeline.data_sources(tfds_dir, config.data.landmarks), "train", "majority", False)
   batch = next(iter(pipeline.train_dataset(split, global_batch=16, seed=0)))
   batch = {k: v for k, v in batch.items() if k in train.STEP_INPUTS}
   out = {}

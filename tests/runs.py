@@ -28,7 +28,8 @@ def env() -> dict:
   e = dict(os.environ)
   e["JAX_COMPILATION_CACHE_DIR"] = os.environ.get("FER_JAX_TEST_CACHE",
                                                   "/tmp/fer_jax_test_compile_cache")
-  e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
+  e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # as conftest.py does in-process
   e["PYTHONUNBUFFERED"] = "1"
   e.pop("XLA_FLAGS", None)
   return e
@@ -73,3 +74,43 @@ def metrics(workdir, kind="train"):
   path = pathlib.Path(workdir) / "metrics.jsonl"
   rows = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
   return {r["step"]: r for r in rows if r["kind"] == kind}
+
+
+def config(tfds_dir, *flags, base="configs/test.py"):
+  """The config main.py builds from `--config=base` and `--config.a.b=v` flags, in-process
+  (so a test can call the library where a subprocess would only add start-up time)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location("config_under_test", ROOT / base)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  cfg = module.get_config()
+  cfg.data.manual_dir, cfg.data.tfds_dir = str(SAMPLE), str(tfds_dir)
+  for flag in flags:
+    key, value = flag.removeprefix("--config.").split("=", 1)
+    *path, name = key.split(".")
+    section = cfg
+    for p in path:
+      section = section[p]
+    old = section[name]
+    section[name] = (value == "True") if isinstance(old, bool) else type(old)(value)
+  return cfg
+
+
+def damage(workdir, step, how="truncate"):
+  """Damages checkpoint `step` of a run as a full disk or a bad copy would: `truncate` cuts
+  every array file of its state in half, `metadata` writes garbage over the state's metadata."""
+  state = pathlib.Path(workdir) / "checkpoints" / str(step) / "state"
+  if how == "truncate":
+    files = [f for f in state.rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert files, state
+    for f in files:
+      f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+  elif how == "metadata":
+    (state / "_METADATA").write_text("garbage{")
+  else:
+    raise ValueError(how)
+
+
+def checkpoint_steps(workdir):
+  d = pathlib.Path(workdir) / "checkpoints"
+  return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []

@@ -12,8 +12,8 @@ F = 48
 
 
 @pytest.fixture(scope="module")
-def faces(prepared):
-  _, sources = prepared
+def faces(prepared_dlib):
+  _, sources = prepared_dlib
   src = sources["train"]
   out = []
   for i in range(24):

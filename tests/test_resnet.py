@@ -40,21 +40,26 @@ def test_conv_lowerings_equal_xla(hw, kernel, stride, cin, cout):
 @pytest.mark.parametrize("size", [8, 7, 3])
 def test_max_pool_equals_reduce_window(size):
   x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
-  np.testing.assert_array_equal(jax.jit(resnet.max_pool_3x3_s2)(x),
+  np.testing.assert_array_equal(jax.jit(lowering.max_pool_3x3_s2)(x),
                                 nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME"))
-  ga = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(resnet.max_pool_3x3_s2(x)))))(x)
+  ga = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(lowering.max_pool_3x3_s2(x)))))(x)
   gb = jax.jit(jax.grad(lambda x: jnp.sum(jnp.sin(nn.max_pool(x, (3, 3), (2, 2), "SAME")))))(x)
   np.testing.assert_allclose(ga, gb, rtol=1e-6, atol=1e-6)
   # After a ReLU many inputs tie at zero: the gradient still goes where XLA's goes.
   r = jax.nn.relu(x - 0.5)
-  w = jax.random.normal(jax.random.key(1), resnet.max_pool_3x3_s2(r).shape)
-  ga = jax.jit(jax.grad(lambda r: jnp.sum(w * resnet.max_pool_3x3_s2(r))))(r)
+  w = jax.random.normal(jax.random.key(1), lowering.max_pool_3x3_s2(r).shape)
+  ga = jax.jit(jax.grad(lambda r: jnp.sum(w * lowering.max_pool_3x3_s2(r))))(r)
   gb = jax.jit(jax.grad(lambda r: jnp.sum(w * nn.max_pool(r, (3, 3), (2, 2), "SAME"))))(r)
   np.testing.assert_allclose(ga, gb, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("depth,stem,size", [(10, "imagenet", 48), (50, "small_strided", 24)])
-def test_backbone_lowerings_agree(depth, stem, size):
+# Every lowering over basic blocks; over bottleneck blocks (ResNet-50) the one that uses every
+# lowering path (`shifted`: its own for 3x3 stride 1, im2col matmuls for 1x1 and strided ones).
+@pytest.mark.parametrize("depth,stem,size,impls", [
+    (10, "imagenet", 48, tuple(i for i in lowering.CONV_IMPLS if i != "xla") + ("small",)),
+    (50, "small_strided", 24, ("shifted",))])
+def test_backbone_lowerings_agree(depth, stem, size, impls):
+  """`small`: XLA's convolutions, but im2col matmuls where the output map is tiny."""
   x = jax.random.normal(jax.random.key(0), (3, size, size, 1))
   make = lambda impl, pixels=0: resnet.ResNet(depth=depth, width=0.125, stem=stem, conv_impl=impl,
                                               small_conv_impl="matmul", small_map_pixels=pixels)
@@ -68,7 +73,7 @@ def test_backbone_lowerings_agree(depth, stem, size):
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
 
   (la, fa), ga = grads(make("xla"))
-  for model in [make(i) for i in lowering.CONV_IMPLS if i != "xla"] + [make("xla", 4)]:
+  for model in [make("xla", 4) if i == "small" else make(i) for i in impls]:
     (lb, fb), gb = grads(model)
     np.testing.assert_allclose(fb, fa, rtol=1e-4, atol=1e-5)
     for a, b in zip(jax.tree.leaves(ga), jax.tree.leaves(gb)):  # float32 rounding, BN-amplified

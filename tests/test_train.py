@@ -10,6 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import runs
+
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import evaluate, parallel, state as state_lib, train
 from fer_jax.data import crops, pipeline
@@ -128,15 +130,21 @@ def test_eval_json_matches_a_direct_computation(test_config, tmp_path, prepared)
   split = pipeline.load_split(prepared[1], "validation", "majority", True)
   model = state_lib.build_model(config)
   cfg = crops.from_config(config.data.crops.to_dict())
+
+  @jax.jit
+  def predicted(img, landmarks, i):  # one face, exactly as the evaluation cuts and runs it
+    key = jax.random.fold_in(jax.random.key(config.data.eval_occluder_seed), i)
+    x = crops.five_crops(img.astype(jnp.float32) / 255.0, landmarks, key, cfg,
+                         train=False)["crops"][None]
+    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x,
+                         train=False)["logits"]
+    return jnp.argmax(logits[0])
+
   correct = 0
   for i, label in zip(split.indices, split.labels):
     ex = split.source[int(i)]
-    img = pipeline.ferplus.decode_png(ex["image"]).astype(np.float32) / 255.0
-    key = jax.random.fold_in(jax.random.key(config.data.eval_occluder_seed), int(i))
-    x = crops.five_crops(img, ex["landmarks"], key, cfg, train=False)["crops"][None]
-    logits = model.apply({"params": state.params, "batch_stats": state.batch_stats}, x,
-                         train=False)["logits"]
-    correct += int(jnp.argmax(logits[0]) == label)
+    img = pipeline.ferplus.decode_png(ex["image"])
+    correct += int(predicted(img, np.asarray(ex["landmarks"], np.float32), int(i)) == label)
   assert abs(saved["accuracy"] - correct / len(split)) < 1e-9
   assert metrics["accuracy"] == saved["accuracy"]
 
@@ -176,7 +184,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(test_co
 
 def test_one_step_over_four_devices_equals_one_device(prepared):
   out = subprocess.run([sys.executable, str(ROOT / "tests" / "multidevice_step.py"), prepared[0]],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=runs.env())
   assert out.returncode == 0, out.stderr[-3000:]
   diffs = json.loads(out.stdout.strip().splitlines()[-1])
   assert diffs["params"] < 1e-5 * diffs["param_scale"] and diffs["batch_stats"] < 1e-5

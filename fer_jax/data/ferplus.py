@@ -13,6 +13,13 @@ A split whose files are absent is an absent split. Each example keeps the PNG by
 vote counts, the image name, the face box and 68 landmarks fitted per image (`dlib` config) or
 the template (`template` config). A corrupt image, an image that is not 48x48, or a CSV row
 whose pixel count is not 2304 is skipped with a warning naming it, and counted in the summary.
+
+Prepare reads only what it should: a label.csv image name that resolves outside its split folder
+(`../x.png`, an absolute path, a subfolder that is a symlink to elsewhere) is refused and its
+file never opened; vote counts must be whole numbers in [0, MAX_VOTES] and Kaggle pixels whole
+numbers in [0, 255]. Each bad row is skipped with a warning naming the file, the line and the
+value, and counted; the summary names the first of each kind. A row whose ten counts are all
+zero is kept: it carries no label, and `labels.targets_for_split` drops it in every mode.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import collections
 import csv
 import dataclasses
+import math
 import pathlib
 import re
 from typing import Iterator
@@ -37,6 +45,11 @@ MS_FOLDERS = {"train": "FER2013Train", "validation": "FER2013Valid", "test": "FE
 KAGGLE_USAGE = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
 KAGGLE_PIXELS = ("fer2013.csv", "icml_face_data.csv")
 KAGGLE_LABELS = "fer2013new.csv"
+# The most votes one image may hold in one category. FERPlus asked about ten annotators per
+# image, so 1000 leaves room for any re-annotation while refusing what is surely not a count
+# (1e12, a value pasted into the wrong column); it also keeps every count and every sum of ten
+# well inside int32, the dtype the dataset stores.
+MAX_VOTES = 1000
 
 
 class ManualDirError(FileNotFoundError):
@@ -49,11 +62,21 @@ class Report:
   written: int = 0
   landmarks_fitted: int = 0
   skipped: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  first: dict[str, str] = dataclasses.field(default_factory=dict)  # why -> its first culprit
+
+  def skip(self, why: str, what: str, warn: bool = True) -> None:
+    """Counts one skipped row under `why`; `what` names the file, line and value."""
+    if warn:
+      logging.warning("FERPlus: skipping %s", what)
+    self.skipped[why] += 1
+    self.first.setdefault(why, what)
 
   def line(self, split: str) -> str:
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(self.skipped.items())) or "none"
+    first = "; ".join(f"{why}: {self.first[why]}" for why in sorted(self.first))
     return (f"{split}: {self.written} examples written, landmarks fitted on "
-            f"{self.landmarks_fitted} (template on the rest); skipped: {skipped}")
+            f"{self.landmarks_fitted} (template on the rest); skipped: {skipped}"
+            + (f"; first of each: {first}" if first else ""))
 
 
 def detect_layout(manual_dir: pathlib.Path) -> str:
@@ -80,10 +103,34 @@ def _parse_box(text: str) -> np.ndarray:
   return np.array(nums, np.float32)
 
 
+def _check_votes(fields: list[str]) -> tuple[np.ndarray | None, str]:
+  """Ten vote-count fields -> (int32 [10], "") or (None, what is wrong with which values)."""
+  try:
+    values = [float(v) for v in fields]
+  except ValueError:
+    return None, "not numbers"
+  bad = [f.strip() for f, v in zip(fields, values)
+         if not (math.isfinite(v) and 0 <= v <= MAX_VOTES and v == int(v))]
+  if bad:
+    return None, (f"{', '.join(bad)} not whole number(s) in [0, {MAX_VOTES}] (MAX_VOTES)")
+  return np.array(values, np.int32), ""
+
+
+def _check_pixels(pix: np.ndarray) -> str:
+  """"" if every value is a whole number in [0, 255], else which values are not, and where."""
+  with np.errstate(invalid="ignore"):
+    bad = ~np.isfinite(pix) | (pix < 0) | (pix > 255) | (pix != np.round(pix))
+  if not bad.any():
+    return ""
+  where = np.flatnonzero(bad)
+  shown = ", ".join(f"{pix[i]:g} at {i}" for i in where[:5])
+  more = f" and {len(where) - 5} more" if len(where) > 5 else ""
+  return f"{len(where)} pixel value(s) not whole numbers in [0, 255]: {shown}{more}"
+
+
 def _check_image(img: np.ndarray | None, what: str, report: Report) -> np.ndarray | None:
   if img is None:
-    logging.warning("FERPlus: skipping %s: not a readable image", what)
-    report.skipped["unreadable image"] += 1
+    report.skip("unreadable image", f"{what}: not a readable image")
     return None
   if img.ndim == 3:
     if img.shape[2] == 4:
@@ -95,9 +142,8 @@ def _check_image(img: np.ndarray | None, what: str, report: Report) -> np.ndarra
   if img.dtype != np.uint8:
     img = (img / 257).astype(np.uint8) if img.dtype == np.uint16 else img.astype(np.uint8)
   if img.shape != (FACE_SIZE, FACE_SIZE):
-    logging.warning("FERPlus: skipping %s: image is %s, expected %dx%d grey", what,
-                    "x".join(map(str, img.shape)), FACE_SIZE, FACE_SIZE)
-    report.skipped["wrong image size"] += 1
+    report.skip("wrong image size", f"{what}: image is {'x'.join(map(str, img.shape))}, "
+                f"expected {FACE_SIZE}x{FACE_SIZE} grey")
     return None
   return img
 
@@ -105,29 +151,38 @@ def _check_image(img: np.ndarray | None, what: str, report: Report) -> np.ndarra
 def read_microsoft(folder: pathlib.Path, report: Report) -> Iterator[tuple[str, np.ndarray, np.ndarray, np.ndarray]]:
   """(name, image [48, 48] uint8, votes [10], box [4]) from one Microsoft split folder."""
   label_csv = folder / "label.csv"
+  root = folder.resolve()
   with open(label_csv, newline="") as f:
     for line_no, row in enumerate(csv.reader(f), 1):
       if not row or not row[0].strip():
         continue
+      at = f"{label_csv} line {line_no}"
       if len(row) < 12:
-        logging.warning("FERPlus: skipping %s line %d: %d fields, expected 12 "
-                        "(name, box, ten votes)", label_csv, line_no, len(row))
-        report.skipped["malformed label row"] += 1
+        report.skip("malformed label row",
+                    f"{at}: {len(row)} fields, expected 12 (name, box, ten votes)")
         continue
       name = row[0].strip()
-      try:
-        votes = np.array([int(float(v)) for v in row[2:12]], np.int32)
-      except ValueError:
-        logging.warning("FERPlus: skipping %s line %d: vote counts %s are not numbers",
-                        label_csv, line_no, row[2:12])
-        report.skipped["malformed label row"] += 1
+      votes, wrong = _check_votes(row[2:12])
+      if votes is None:
+        report.skip("malformed label row" if wrong == "not numbers" else "bad vote counts",
+                    f"{at} ({name}): vote counts {row[2:12]} are {wrong}")
         continue
       path = folder / name
-      if not path.exists():
-        logging.warning("FERPlus: skipping %s: listed in %s but missing", path, label_csv)
-        report.skipped["missing image"] += 1
+      try:  # resolved before anything is opened: the name may not leave the split folder
+        real = path.resolve()
+        inside = real.is_relative_to(root)
+      except (OSError, RuntimeError, ValueError) as e:  # a symlink loop, a NUL byte
+        report.skip("missing image", f"{at}: image name {name!r} cannot be resolved ({e})")
         continue
-      img = _check_image(cv2.imread(str(path), cv2.IMREAD_UNCHANGED), str(path), report)
+      if not inside:
+        report.skip("name outside its split folder",
+                    f"{at}: image name {name!r} resolves outside {folder}; not read")
+        continue
+      if not path.exists():
+        report.skip("missing image", f"{path}: listed in {at} but missing")
+        continue
+      img = _check_image(cv2.imread(str(real), cv2.IMREAD_UNCHANGED),
+                         f"{path} (listed in {at})", report)
       if img is not None:
         yield name, img, votes, _parse_box(row[1])
 
@@ -167,38 +222,51 @@ def read_kaggle(manual_dir: pathlib.Path, report_for: dict[str, Report]
         report_for["train"].skipped["rows past the end of the shorter CSV"] += sum(1 for _ in rest)
         break
       if len(prow) < len(ph):
-        logging.warning("FERPlus: skipping %s row %d: %d fields, expected %d (%s); a truncated "
-                        "or malformed row", pixels_csv, row_no, len(prow), len(ph), ",".join(ph))
-        report_for["train"].skipped["malformed CSV row"] += 1
+        report_for["train"].skip(
+            "malformed CSV row", f"{pixels_csv} row {row_no}: {len(prow)} fields, expected "
+            f"{len(ph)} ({','.join(ph)}); a truncated or malformed row")
         continue
       usage = prow[ui].strip()
       split = KAGGLE_USAGE.get(usage)
       if split is None:
-        logging.warning("FERPlus: skipping %s row %d: unknown Usage %r", pixels_csv, row_no, usage)
-        report_for["train"].skipped["unknown usage"] += 1
+        report_for["train"].skip("unknown usage",
+                                 f"{pixels_csv} row {row_no}: unknown Usage {usage!r}")
         continue
       report = report_for[split]
       name = lrow[ni].strip() if len(lrow) > ni else ""
       if not name:
-        report.skipped["no image name (not a face)"] += 1
+        report.skip("no image name (not a face)", f"{labels_csv} row {row_no}", warn=False)
+        continue
+      if len(lrow) <= max(vi):
+        report.skip("malformed CSV row", f"{labels_csv} row {row_no} ({name}): {len(lrow)} "
+                    f"fields, expected {len(lh)} ({','.join(lh)})")
+        continue
+      fields = [lrow[i] for i in vi]
+      votes, wrong = _check_votes(fields)
+      if votes is None:
+        report.skip("malformed CSV row" if wrong == "not numbers" else "bad vote counts",
+                    f"{labels_csv} row {row_no} ({name}): vote counts {fields} are {wrong}")
         continue
       try:
         pix = np.array(prow[pi].split(), np.float64)
-        votes = np.array([int(float(lrow[i])) for i in vi], np.int32)
-      except (ValueError, IndexError):
-        logging.warning("FERPlus: skipping %s row %d (%s): pixels or votes are not numbers",
-                        pixels_csv, row_no, name)
-        report.skipped["malformed CSV row"] += 1
+      except ValueError:
+        report.skip("malformed CSV row",
+                    f"{pixels_csv} row {row_no} ({name}): pixels are not numbers")
         continue
       if pix.size != FACE_SIZE * FACE_SIZE:
-        logging.warning("FERPlus: skipping %s row %d (%s): %d pixels, expected %d",
-                        pixels_csv, row_no, name, pix.size, FACE_SIZE * FACE_SIZE)
-        report.skipped["wrong pixel count"] += 1
+        report.skip("wrong pixel count", f"{pixels_csv} row {row_no} ({name}): {pix.size} "
+                    f"pixels, expected {FACE_SIZE * FACE_SIZE}")
+        continue
+      wrong = _check_pixels(pix)
+      if wrong:
+        report.skip("bad pixel values", f"{pixels_csv} row {row_no} ({name}): {wrong}")
         continue
       if name in out[split]:
         logging.warning("FERPlus: %s names two rows; the later row (%d) wins", name, row_no)
         report.skipped["repeated name (earlier row dropped)"] += 1
-      img = np.clip(pix, 0, 255).astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
+        report.first.setdefault("repeated name (earlier row dropped)",
+                                f"{labels_csv} row {row_no} ({name})")
+      img = pix.astype(np.uint8).reshape(FACE_SIZE, FACE_SIZE)
       out[split][name] = (name, img, votes, np.array([0, 0, FACE_SIZE, FACE_SIZE], np.float32))
   return {s: list(d.values()) for s, d in out.items() if d}
 
@@ -294,7 +362,7 @@ def builder(tfds_dir: str, landmarks: str = "dlib") -> FerPlus:
 
 def prepare(manual_dir: str, tfds_dir: str, landmarks: str = "dlib") -> dict[str, dict[str, int]]:
   """Builds the dataset (once) and returns each split's size and majority-vote size."""
-  manual = pathlib.Path(manual_dir).expanduser()
+  manual = pathlib.Path(manual_dir)
   detect_layout(manual)  # fail fast, naming the folder
   b = builder(tfds_dir, landmarks)
   b.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))

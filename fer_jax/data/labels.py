@@ -100,12 +100,6 @@ def majority_label(votes) -> int | None:
   return None if dist is None else int(np.argmax(dist))
 
 
-def multi_target_mask(dist: np.ndarray, epsilon: float = 0.0) -> np.ndarray:
-  """The multi-target set as a 0/1 mask (Microsoft adds `epsilon` to every entry)."""
-  mask = (np.asarray(dist) > 0).astype(np.float32)
-  return (1.0 - epsilon) * mask + epsilon
-
-
 def targets_for_split(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
   """Vectorised over a split: votes [N, 10] -> (kept [N] bool, targets [N, 8] float32).
 

@@ -206,7 +206,7 @@ class FaceAlignmentSource:
           f"face-alignment's weights are not on this machine and are never downloaded at run "
           f"time. Put {FAN_WEIGHTS} (landmarks; and optionally {S3FD_WEIGHTS}, the face "
           f"detector) in one of: " + ", ".join(str(p) for p in places) +
-          " (the folder given as config.landmarks.face_alignment_dir, or the torch hub cache).")
+          " (the folder given as config.predict.face_alignment_dir, or the torch hub cache).")
     # face-alignment looks for its weights in <hub dir>/checkpoints; point it at a folder that
     # links to the files we found, and put the hub dir back afterwards.
     old_hub = torch.hub.get_dir()
@@ -318,7 +318,7 @@ def similarity_to_template(landmarks: np.ndarray, face_size: int) -> np.ndarray:
   src = np.asarray(landmarks, np.float32)
   dst = template_landmarks(face_size)
   m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
-  if m is None:  # degenerate points; fall back to least squares by hand
+  if m is None:  # degenerate points (all equal, or collinear): no similarity fits them
     raise ValueError("cannot align a face whose landmarks are degenerate")
   return m.astype(np.float32)
 

@@ -18,7 +18,7 @@ import dataclasses
 import functools
 import math
 import pathlib
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 from absl import flags
 from absl import logging
@@ -54,7 +54,7 @@ class Split:
 
 
 def dataset_dir(tfds_dir: str, landmarks: str) -> pathlib.Path:
-  return pathlib.Path(tfds_dir).expanduser() / "fer_plus" / landmarks / str(ferplus.FerPlus.VERSION)
+  return pathlib.Path(tfds_dir) / "fer_plus" / landmarks / str(ferplus.FerPlus.VERSION)
 
 
 def data_sources(tfds_dir: str, landmarks: str) -> dict[str, Any]:
@@ -70,7 +70,7 @@ def data_sources(tfds_dir: str, landmarks: str) -> dict[str, Any]:
 
 def resolve_tfds_dir(tfds_dir: str, workdir: str) -> str:
   """`config.data.tfds_dir`, with "" meaning WORKDIR/tfds."""
-  return tfds_dir or str(pathlib.Path(workdir).expanduser() / "tfds")
+  return tfds_dir or str(pathlib.Path(workdir) / "tfds")
 
 
 def open_sources(tfds_dir: str, landmarks: str, manual_dir: str = "",
@@ -243,6 +243,16 @@ def check_batch(global_batch: int, process_count: int, device_count: int) -> int
   return global_batch // process_count
 
 
+def shuffled_stream(ds: grain.MapDataset | int, seed: int, num_epochs: int | None = None
+                    ) -> grain.MapDataset:
+  """The training order: `ds` (or the row numbers 0..ds-1) shuffled with `seed`, reshuffled
+  every epoch, repeated. Position p of this stream is the example's `index`. The grain path
+  and the device-resident path (`memory.order_table`) both read it, so they agree."""
+  if isinstance(ds, int):
+    ds = grain.MapDataset.range(ds)
+  return ds.seed(seed).shuffle().repeat(num_epochs)
+
+
 def train_dataset(split: Split, *, global_batch: int, seed: int, process_index: int = 0,
                   process_count: int = 1, num_epochs: int | None = None,
                   host_crops: crops_lib.CropConfig | None = None, worker_count: int = 0,
@@ -259,7 +269,7 @@ def train_dataset(split: Split, *, global_batch: int, seed: int, process_index: 
   if len(split) == 0:
     raise ValueError(f"split {split.name!r} keeps no examples")
   per_process = global_batch // process_count
-  ds = grain.MapDataset.source(Records(split)).seed(seed).shuffle().repeat(num_epochs)
+  ds = shuffled_stream(grain.MapDataset.source(Records(split)), seed, num_epochs)
   ds = ds.map_with_index(_with_index)[process_index::process_count]
   ds = ds.batch(per_process, drop_remainder=True)
   if start_batch:

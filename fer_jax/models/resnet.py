@@ -12,11 +12,9 @@ import functools
 from typing import Any, Callable
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
 from fer_jax.models import lowering
-from fer_jax.models.lowering import conv_as_matmul, max_pool_3x3_s2, same_padding  # re-exported
 
 ModuleDef = Any
 
@@ -150,7 +148,7 @@ class ResNet(nn.Module):
                name="conv_init")(x)
     x = nn.relu(norm(name="bn_init")(x))
     if self.stem == "imagenet":
-      x = max_pool_3x3_s2(x)
+      x = lowering.max_pool_3x3_s2(x)
     for i, num_blocks in enumerate(STAGE_SIZES[self.depth]):
       for j in range(num_blocks):
         strides = (2, 2) if i > 0 and j == 0 else (1, 1)

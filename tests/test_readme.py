@@ -1,0 +1,59 @@
+"""README.md's commands, parsed from the README itself and run as a newcomer runs them: `HOME`
+an empty folder, the data dir at its default, FERPlus replaced by the committed sample, /tmp
+paths by a temporary folder, and the models shrunk to the tests' size. The README cannot drift
+from the code again."""
+
+import json
+import pathlib
+import re
+import shlex
+import subprocess
+import sys
+
+import runs
+
+README = runs.ROOT / "README.md"
+# Same flags, tiny model and a couple of steps; template landmarks (dlib is tested elsewhere).
+SHRINK = ("--config.num_train_steps=2", "--config.model.depth=10", "--config.model.width=0.125",
+          "--config.model.attention_hidden=8", "--config.data.crops.size=24",
+          "--config.batch_size=16", "--config.eval_batch_size=32",
+          "--config.data.landmarks=template", "--config.plots=False")
+
+
+def readme_commands() -> list[list[str]]:
+  """Every `python3 main.py ...` of README.md's code blocks but the multi-host ones."""
+  lines = [l[4:] for l in README.read_text().splitlines() if l.startswith("    ")]
+  text = re.sub(r"\\\n\s*", " ", "\n".join(lines))
+  commands = []
+  for line in text.splitlines():
+    for part in line.split("&&"):
+      if part.strip().startswith("python3 main.py") and "multihost" not in part:
+        commands.append(shlex.split(part.strip(), comments=True)[2:])
+  return commands
+
+
+def test_readme_commands_run_verbatim_for_a_newcomer(tmp_path):
+  commands = readme_commands()
+  modes = [next((a.split("=", 1)[1] for a in c if a.startswith("--mode=")), "train")
+           for c in commands]
+  assert modes == ["train", "prepare", "crops", "train", "eval", "predict"], commands
+  assert not any("tfds_dir" in a for c in commands for a in c)  # the default data dir
+  home = tmp_path / "home"
+  home.mkdir()
+  env = {**runs.env(), "HOME": str(home)}
+  for argv, mode in zip(commands, modes):
+    argv = [a.replace("../shared/data/ferplus", str(runs.SAMPLE)).replace("/tmp/", f"{tmp_path}/")
+            for a in argv]
+    r = subprocess.run([sys.executable, "main.py", *argv, *SHRINK], capture_output=True,
+                       text=True, timeout=300, cwd=runs.ROOT, env=env)
+    assert r.returncode == 0, (argv, r.stderr[-3000:])
+  assert (home / "tensorflow_datasets" / "fer_plus" / "template").is_dir()
+  assert json.loads((tmp_path / "fer_demo" / "eval" / "validation.json").read_text())[
+      "num_examples"] == 87
+  assert (tmp_path / "fer_demo" / "crops.png").stat().st_size > 10_000
+  cpu = json.loads((tmp_path / "fer_cpu" / "eval" / "validation.json").read_text())
+  assert cpu["checkpoint_step"] == 2 and cpu["num_examples"] == 87
+  summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
+  assert summary["frames"] == 2 and summary["faces"] == 2 and summary["checkpoint_step"] == 2
+  for where in (runs.ROOT, tmp_path):
+    assert not [p for p in pathlib.Path(where).rglob("~") if ".git" not in p.parts], where
