@@ -35,6 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   data.train_split = "train"
   data.eval_split = "validation"  # select on validation; `test` when FER2013Test/ is present
   data.eval_list = ""  # a RAN-style list file to evaluate instead of eval_split
+  data.source = "grain"  # grain: a host pipeline feeds each batch | memory: the split lives on
+  #                        the devices and the step gathers its batch (fer_jax/data/memory.py)
   data.crops_on = "device"  # device: inside the jitted step | host: in grain's workers
   data.worker_count = 0  # grain worker processes (host crops benefit from them)
   data.prefetch = 2

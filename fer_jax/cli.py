@@ -61,6 +61,22 @@ def expand_paths(config: ml_collections.ConfigDict) -> None:
       config[section][name] = expand_path(config[section][name])
 
 
+def apply_overrides(config: ml_collections.ConfigDict, flags) -> ml_collections.ConfigDict:
+  """`--config.a.b=value` strings onto `config` (in place), each value read as its key's
+  type, as main.py's flags do; for scripts and tests that build configs in-process."""
+  for flag in flags:
+    if not flag.startswith("--config.") or "=" not in flag:
+      raise UsageError(f"{flag!r} is not --config.KEY=VALUE")
+    key, value = flag.removeprefix("--config.").split("=", 1)
+    *parents, name = key.split(".")
+    section = config
+    for part in parents:
+      section = section[part]
+    old = section[name]
+    section[name] = (value == "True") if isinstance(old, bool) else type(old)(value)
+  return config
+
+
 def config_flag_value(args: list[str], default: str) -> str:
   """The value of `--config` in command-line `args` (before absl parses them)."""
   value = default

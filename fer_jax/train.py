@@ -4,12 +4,21 @@ The step is written for one device, as under `pmap`: it cuts the crops (when the
 the device), runs the model, takes the gradient of CE + lambda * constraint, averages gradients,
 BatchNorm statistics and metrics with `lax.pmean` over the `data` axis, and applies SGD. It is
 mapped over every device of every process with `jax.shard_map` under `jax.jit`, with the state
-donated.
+donated. Its batch comes from the host (`data.source="grain"`), or the step gathers it from
+device-resident arrays (`data.source="memory"`, `fer_jax/data/memory.py`).
 
-The loop resumes from the latest checkpoint in WORKDIR (data position included), evaluates and
-checkpoints periodically, keeps the best on validation, logs to the terminal, TensorBoard and
-WORKDIR/metrics.jsonl, stops on a non-finite loss without touching the last good checkpoint,
-and on SIGTERM saves and exits cleanly.
+The loop resumes from the latest checkpoint in WORKDIR that restores (data position included),
+evaluates and checkpoints periodically, keeps the best on validation, logs to the terminal,
+TensorBoard and WORKDIR/metrics.jsonl, stops on a non-finite step without touching the last
+good checkpoint, and on SIGTERM saves and exits cleanly.
+
+Why every step guards against a non-finite update (rather than checking at log steps only, as
+big_vision does): a step whose loss, gradients, parameters or statistics are not finite returns
+the state it was given, so the state the loop holds is always the last good one, and the check
+that stops the run reads the flag one step behind (no host sync on the hot path). A checkpoint
+can then never hold NaNs, even one written by SIGTERM or by an error between two log steps, and
+the run stops on the first bad step, naming it. The cost is one select per array per step,
+small against the convolutions.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from fer_jax import parallel
 from fer_jax import plots
 from fer_jax import state as state_lib
 from fer_jax.data import crops as crops_lib
+from fer_jax.data import memory
 from fer_jax.data import pipeline
 
 
@@ -102,16 +112,27 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
 
 
 def make_train_step(config: ml_collections.ConfigDict, mesh, tx, lr_fn):
-  """The jitted, shard_mapped train step: (state, global batch) -> (state, metrics)."""
+  """The jitted, shard_mapped train step. With `data.source="grain"`: (state, global batch)
+  -> (state, metrics); with "memory": (state, arrays, order table, its first step) -> (state,
+  metrics), the step gathering its batch itself (`memory.gather`)."""
   hi, lo = state_lib.constraint_indices(config)
   fn = functools.partial(
       train_step, model=state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS),
       tx=tx, lr_fn=lr_fn, crop_cfg=state_lib.crop_config(config),
       crops_on=config.data.crops_on, crop_seed=config.seed, label_mode=config.data.label_mode,
       hi=hi, lo=lo, margin=config.loss.margin, constraint_weight=config.loss.constraint_weight)
-  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
-                         out_specs=(P(), P()), check_vma=False)
+  if config.data.source == "memory":
+    per_device = functools.partial(_gathering_step, fn, global_batch=config.batch_size)
+    in_specs = (P(), P(), P(None, parallel.DATA_AXIS), P())
+  else:
+    per_device, in_specs = fn, (P(), P(parallel.DATA_AXIS))
+  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()),
+                         check_vma=False)
   return jax.jit(mapped, donate_argnums=(0,))
+
+
+def _gathering_step(step_fn, state, arrays, table, first_step, *, global_batch: int):
+  return step_fn(state, memory.gather(arrays, table, first_step, state.step, global_batch))
 
 
 def init_state(config: ml_collections.ConfigDict, mesh, tx) -> state_lib.TrainState:
@@ -126,10 +147,14 @@ STEP_INPUTS = ("image", "landmarks", "crops", "index", "target")
 
 
 class MetricWriter:
-  """metrics.jsonl and TensorBoard (tensorboardX), written by process 0 only."""
+  """metrics.jsonl, TensorBoard (tensorboardX) and the terminal's progress lines, written by
+  process 0 only."""
 
-  def __init__(self, workdir: pathlib.Path, resume_step: int):
+  def __init__(self, workdir: pathlib.Path, resume_step: int, num_steps: int = 0,
+               steps_per_epoch: int = 1, branch_names=()):
     self.enabled = parallel.is_main()
+    self.num_steps, self.steps_per_epoch = num_steps, steps_per_epoch
+    self.branch_names = list(branch_names)
     self.path = workdir / "metrics.jsonl"
     self._tb = None
     if not self.enabled:
@@ -156,9 +181,32 @@ class MetricWriter:
         self._tb.add_scalar(f"{kind}/{k}", v, step)
       self._tb.flush()
 
+  def train_window(self, step: int, window: list[dict[str, Any]], seconds: float,
+                   steps: int) -> None:
+    """Writes the mean of a window of step metrics and logs the progress line."""
+    host = jax.device_get(window)
+    if not host:
+      return
+    mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]
+            if not k.startswith("finite")}
+    rate = steps / max(seconds, 1e-9)
+    self.write(step, "train", dict(mean, steps_per_second=rate))
+    logging.info(
+        "step %d/%d (epoch %.2f): loss %.4f ce %.4f constraint %.4f acc %.3f lr %.3g | mu %s | "
+        "%.2f steps/s, ETA %s", step, self.num_steps, step / self.steps_per_epoch, mean["loss"],
+        mean["ce"], mean["constraint"], mean["accuracy"], mean["learning_rate"],
+        " ".join(f"{n}={mean[f'mu/{n}']:.3f}" for n in self.branch_names), rate,
+        _format_eta((self.num_steps - step) / max(rate, 1e-9)))
+
   def close(self):
     if self._tb is not None:
       self._tb.close()
+
+
+def itstime(step: int, every: int, last: int) -> bool:
+  """Whether periodic work is due after `step` (every `every` steps, and after the last one),
+  as big_vision's `u.itstime`."""
+  return step == last or (every > 0 and step % every == 0)
 
 
 class Preemption:
@@ -207,9 +255,9 @@ def check_resume_batch(config: ml_collections.ConfigDict, saved: dict[str, Any],
         f"--config.batch_size={was}, or start a new --workdir")
 
 
-def resume(config: ml_collections.ConfigDict, mgr, target: state_lib.TrainState, data_iter,
-           make_ds) -> tuple[int, tuple[state_lib.TrainState, Any]]:
-  """(step, (state, data iterator)) of the newest checkpoint that restores.
+def resume(config: ml_collections.ConfigDict, mgr, target: state_lib.TrainState,
+           data: "TrainData") -> tuple[int, state_lib.TrainState]:
+  """(step, state) of the newest checkpoint that restores, with `data` put where it was.
 
   Damaged newer steps are named in a warning and moved aside (`checkpoint.set_aside`), so the
   run writes those steps again; a checkpoint of another architecture or batch size is an error.
@@ -217,27 +265,95 @@ def resume(config: ml_collections.ConfigDict, mgr, target: state_lib.TrainState,
   def restore(step):
     check_resume_batch(config, ckpt_lib.read_meta(mgr, step), step, mgr.directory)
     state = ckpt_lib.restore_state(mgr, step, target)
-    it = data_iter if ckpt_lib.restore_data(mgr, step, data_iter) else iter(make_ds(step))
-    return state, it
+    data.position_at(step, mgr)
+    return state
 
-  step, restored = ckpt_lib.restore_first(mgr, "latest", restore)
+  step, state = ckpt_lib.restore_first(mgr, "latest", restore)
   damaged = [s for s in mgr.all_steps() if s > step]
   if damaged:
     if parallel.is_main():
       ckpt_lib.set_aside(mgr, damaged)
     parallel.sync("damaged checkpoints set aside")
     mgr.reload()
-  return step, restored
+  return step, state
+
+
+SOURCES = ("grain", "memory")
+
+
+def check_source(config: ml_collections.ConfigDict) -> None:
+  if config.data.source not in SOURCES:
+    raise ValueError(f"config.data.source must be one of {SOURCES}, got {config.data.source!r}")
+  if config.data.source == "memory" and config.data.crops_on != "device":
+    raise ValueError("config.data.source='memory' gathers and crops each batch inside the step: "
+                     f"it needs config.data.crops_on='device', got {config.data.crops_on!r}")
+
+
+class TrainData:
+  """Where the training batches come from.
+
+  `grain`: a host iterator (`pipeline.train_dataset`) whose position checkpoints hold; the step
+  receives each global batch. `memory`: the split on the devices (`memory.load`) and the order
+  as tables of `TABLE_STEPS` batches, sent once per table; the step gathers its own batch, and
+  the data position is the step itself. Both read the same stream (`pipeline.shuffled_stream`).
+  """
+
+  TABLE_STEPS = 512  # batches per order table (a fixed shape: the step compiles once)
+
+  def __init__(self, config: ml_collections.ConfigDict, split: pipeline.Split, mesh):
+    self.config, self.split, self.mesh = config, split, mesh
+    self.iterator = None
+    self._table, self._first = None, None
+    if config.data.source == "memory":
+      t0 = time.time()
+      self.arrays = memory.load(split, mesh)
+      logging.info("placed %d training faces on %d devices (%.0f MB each) in %.1fs", len(split),
+                   len(mesh.devices.flat),
+                   sum(a.nbytes for a in self.arrays.values()) / 2**20, time.time() - t0)
+    else:
+      self.iterator = iter(self._dataset(0))
+
+  def _dataset(self, first_batch: int):
+    c = self.config
+    return pipeline.train_dataset(
+        self.split, global_batch=c.batch_size, seed=c.seed, process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        host_crops=state_lib.crop_config(c) if c.data.crops_on == "host" else None,
+        worker_count=c.data.worker_count, prefetch=c.data.prefetch, start_batch=first_batch)
+
+  def position_at(self, step: int, mgr) -> None:
+    """Puts the data where a run at `step` left it (the grain iterator from checkpoint `step`
+    when it holds this process layout's, else positioned by step)."""
+    if self.iterator is not None and not ckpt_lib.restore_data(mgr, step, self.iterator):
+      self.iterator = iter(self._dataset(step))
+
+  def inputs(self, step: int) -> tuple[Any, ...]:
+    """The train step's arguments after the state, for global batch `step`."""
+    if self.iterator is not None:
+      batch = next(self.iterator)
+      return (parallel.global_batch({k: v for k, v in batch.items() if k in STEP_INPUTS},
+                                    self.mesh),)
+    if self._first is None or not 0 <= step - self._first < self.TABLE_STEPS:
+      table = memory.order_table(len(self.split), self.config.seed, self.config.batch_size,
+                                 step, self.TABLE_STEPS)
+      self._table = memory.place_table(table, self.mesh)
+      self._first = step
+      self._first_array = jax.make_array_from_callback(
+          (), parallel.replicated(self.mesh), lambda _: np.int32(step))
+    return self.arrays, self._table, self._first_array
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains (or resumes) the run in `workdir`; returns the final evaluation metrics."""
-  parallel.initialize(config.multihost)
+  """Trains (or resumes) the run in `workdir`; returns the final evaluation metrics.
+
+  `jax.distributed` is started by the caller (`cli.run`) when the run spans processes.
+  """
   workdir_path = pathlib.Path(workdir).resolve()
   workdir_path.mkdir(parents=True, exist_ok=True)
   mesh = parallel.make_mesh()
   pipeline.check_batch(config.batch_size, jax.process_count(), jax.device_count())
   pipeline.check_batch(config.eval_batch_size, jax.process_count(), jax.device_count())
+  check_source(config)
   crop_cfg = state_lib.crop_config(config)
   state_lib.constraint_indices(config)
 
@@ -258,34 +374,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   tx, lr_fn = state_lib.make_optimizer(config, steps_per_epoch)
   state = init_state(config, mesh, tx)
   logging.info("model: %s parameters (backbone %s, shared by %d branches); %d devices, "
-               "%d processes; %d training examples, %d steps per epoch, %d steps",
+               "%d processes; %d training examples (%s), %d steps per epoch, %d steps",
                f"{state_lib.count_params(state.params):,}",
                f"{state_lib.count_params(state.params['backbone']):,}", len(crop_cfg.branches),
-               jax.device_count(), jax.process_count(), len(train_split), steps_per_epoch,
-               num_steps)
+               jax.device_count(), jax.process_count(), len(train_split), config.data.source,
+               steps_per_epoch, num_steps)
 
   mgr = ckpt_lib.manager(str(workdir_path), keep=config.keep_checkpoints)
-  host_crops = crop_cfg if config.data.crops_on == "host" else None
-  make_ds = lambda first: pipeline.train_dataset(
-      train_split, global_batch=config.batch_size, seed=config.seed,
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      host_crops=host_crops, worker_count=config.data.worker_count,
-      prefetch=config.data.prefetch, start_batch=first)
-  data_iter = iter(make_ds(0))
+  data = TrainData(config, train_split, mesh)
   start = 0
   if mgr.latest_step() is not None:
-    start, (state, data_iter) = resume(config, mgr, state, data_iter, make_ds)
+    start, state = resume(config, mgr, state, data)
     logging.info("resumed from the checkpoint at step %d in %s", start, mgr.directory)
 
   config_json = config.to_json_best_effort()
   if parallel.is_main():
     (workdir_path / "config.json").write_text(config_json)
-  writer = MetricWriter(workdir_path, start)
-  p_step = make_train_step(config, mesh, tx, lr_fn)
-  eval_step = eval_lib.make_eval_step(config, mesh) if eval_split is not None else None
   branch_names = list(crop_cfg.branches)
+  writer = MetricWriter(workdir_path, start, num_steps, steps_per_epoch, branch_names)
+  step_fn = make_train_step(config, mesh, tx, lr_fn)
+  eval_step = eval_lib.make_eval_step(config, mesh) if eval_split is not None else None
 
-  def run_eval(step: int) -> dict[str, Any] | None:
+  def run_eval(step: int) -> tuple[dict[str, Any], np.ndarray] | None:
     if eval_split is None:
       return None
     metrics, mu = eval_lib.evaluate_split(config, state.variables(), eval_split, mesh, eval_step)
@@ -296,7 +406,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return metrics, mu
 
   def save(step: int, metrics=None, force=False):
-    ckpt_lib.save(mgr, step, state, data_iter, config_json,
+    ckpt_lib.save(mgr, step, state, data.iterator, config_json,
                   None if metrics is None else dict(accuracy=metrics["accuracy"]), force=force)
 
   def check_finite(done_step: int, done: dict) -> None:
@@ -310,45 +420,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           f"stopped without saving. The last good checkpoint in {mgr.directory} is step "
           f"{mgr.latest_step()}")
 
-  step = start
-  last_eval = None
+  step, final = start, None
   pending, window = [], []
   t_log, step_log = time.time(), start
   try:
     with Preemption() as preemption:
       while step < num_steps:
-        batch = next(data_iter)
-        inputs = parallel.global_batch({k: v for k, v in batch.items() if k in STEP_INPUTS}, mesh)
-        state, metrics = p_step(state, inputs)
+        state, metrics = step_fn(state, *data.inputs(step))
         step += 1
         pending.append((step, metrics))
         # Check the previous step while this one runs; check everything before a save.
-        drain = (step % eval_every == 0 or step % ckpt_every == 0 or step == num_steps
-                 or step % config.log_every_steps == 0)
+        drain = (itstime(step, eval_every, num_steps) or itstime(step, ckpt_every, num_steps)
+                 or itstime(step, config.log_every_steps, num_steps))
         while len(pending) > (0 if drain else 1):
           done_step, done = pending.pop(0)
           check_finite(done_step, done)
           window.append(done)
-        if step % config.log_every_steps == 0 or step == num_steps:
-          host = jax.device_get(window)
-          if host:
-            mean = {k: float(np.mean([m[k] for m in host])) for k in host[0]
-                    if not k.startswith("finite")}
-            rate = (step - step_log) / max(time.time() - t_log, 1e-9)
-            writer.write(step, "train", dict(mean, steps_per_second=rate))
-            logging.info(
-                "step %d/%d (epoch %.2f): loss %.4f ce %.4f constraint %.4f acc %.3f "
-                "lr %.3g | mu %s | %.2f steps/s, ETA %s", step, num_steps,
-                step / steps_per_epoch, mean["loss"], mean["ce"], mean["constraint"],
-                mean["accuracy"], mean["learning_rate"],
-                " ".join(f"{n}={mean[f'mu/{n}']:.3f}" for n in branch_names), rate,
-                _format_eta((num_steps - step) / max(rate, 1e-9)))
+        if itstime(step, config.log_every_steps, num_steps):
+          writer.train_window(step, window, time.time() - t_log, step - step_log)
           window, t_log, step_log = [], time.time(), step
-        evaluated = None
-        if step % eval_every == 0 and step < num_steps:
-          evaluated = run_eval(step)
-          last_eval = evaluated or last_eval
-        if (step % ckpt_every == 0 or evaluated) and step < num_steps:
+        if step == num_steps:
+          break
+        evaluated = run_eval(step) if itstime(step, eval_every, num_steps) else None
+        if itstime(step, ckpt_every, num_steps) or evaluated:
           save(step, evaluated[0] if evaluated else None)
         if preemption.should_stop():
           for done_step, done in pending:
@@ -356,16 +450,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           logging.warning("preempted at step %d: saving and exiting", step)
           if mgr.latest_step() != step:  # unless this very step was just saved
             save(step, force=True)
-          mgr.wait_until_finished()
-          writer.close()
           return dict(preempted=True, step=step)
       final = run_eval(step) if config.eval_at_end else None
       if mgr.latest_step() != step:
         save(step, final[0] if final else None, force=True)
-      mgr.wait_until_finished()
   except NonFiniteLossError:
-    mgr.wait_until_finished()
-    writer.close()
     raise
   except BaseException:
     # Anything else (bad data, KeyboardInterrupt, ...): keep what was learnt, then re-raise.
@@ -376,11 +465,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         mgr.wait_until_finished()
       except Exception:  # pylint: disable=broad-except
         logging.exception("could not save the checkpoint at step %d", step)
-    writer.close()
     raise
+  finally:
+    mgr.wait_until_finished()
+    writer.close()
 
-  writer.close()
-  result: dict[str, Any] = dict(step=step)
+  result: dict[str, Any] = dict(step=step, train_examples=len(train_split))
   if final is not None:
     metrics, mu = final
     result.update(metrics)

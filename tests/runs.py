@@ -85,15 +85,8 @@ def config(tfds_dir, *flags, base="configs/test.py"):
   spec.loader.exec_module(module)
   cfg = module.get_config()
   cfg.data.manual_dir, cfg.data.tfds_dir = str(SAMPLE), str(tfds_dir)
-  for flag in flags:
-    key, value = flag.removeprefix("--config.").split("=", 1)
-    *path, name = key.split(".")
-    section = cfg
-    for p in path:
-      section = section[p]
-    old = section[name]
-    section[name] = (value == "True") if isinstance(old, bool) else type(old)(value)
-  return cfg
+  from fer_jax import cli  # pylint: disable=g-import-not-at-top
+  return cli.apply_overrides(cfg, flags)
 
 
 def damage(workdir, step, how="truncate"):

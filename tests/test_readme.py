@@ -17,7 +17,8 @@ README = runs.ROOT / "README.md"
 SHRINK = ("--config.num_train_steps=2", "--config.model.depth=10", "--config.model.width=0.125",
           "--config.model.attention_hidden=8", "--config.data.crops.size=24",
           "--config.batch_size=16", "--config.eval_batch_size=32",
-          "--config.data.landmarks=template", "--config.plots=False")
+          "--config.data.landmarks=template", "--config.plots=False",
+          "--config.model.conv_impl=xla")  # as configs/test.py: the fastest to compile
 
 
 def readme_commands() -> list[list[str]]:

@@ -182,10 +182,12 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(test_co
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(state))
 
 
-def test_one_step_over_four_devices_equals_one_device(prepared):
+def test_steps_over_four_devices_equal_one_device(prepared):
   out = subprocess.run([sys.executable, str(ROOT / "tests" / "multidevice_step.py"), prepared[0]],
                        capture_output=True, text=True, timeout=600, cwd=ROOT, env=runs.env())
   assert out.returncode == 0, out.stderr[-3000:]
   diffs = json.loads(out.stdout.strip().splitlines()[-1])
-  assert diffs["params"] < 1e-5 * diffs["param_scale"] and diffs["batch_stats"] < 1e-5
-  assert abs(diffs["loss"][0] - diffs["loss"][1]) < 1e-5
+  for run in ("memory4",):  # 4 devices gathering their own rows equal 1 device fed them
+    assert diffs[f"{run}_params"] < 1e-5 * diffs["param_scale"], (run, diffs)
+    assert diffs[f"{run}_batch_stats"] < 1e-5, (run, diffs)
+  assert max(diffs["loss"]) - min(diffs["loss"]) < 1e-5, diffs
