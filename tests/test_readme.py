@@ -43,7 +43,8 @@ def test_readme_commands_run_verbatim_for_a_newcomer(tmp_path):
   home.mkdir()
   env = {**runs.env(), "HOME": str(home)}
   for argv, mode in zip(commands, modes):
-    argv = [a.replace("../shared/data/ferplus", str(runs.SAMPLE)).replace("/tmp/", f"{tmp_path}/")
+    # README's /tmp paths first: the checkout itself may live under /tmp.
+    argv = [a.replace("/tmp/", f"{tmp_path}/").replace("../shared/data/ferplus", str(runs.SAMPLE))
             for a in argv]
     r = subprocess.run([sys.executable, "main.py", *argv, *SHRINK], capture_output=True,
                        text=True, timeout=300, cwd=runs.ROOT, env=env)
