@@ -127,11 +127,6 @@ def candidate_steps(mgr: ocp.CheckpointManager, which: str | int) -> list[int]:
   return [step]
 
 
-def resolve_step(mgr: ocp.CheckpointManager, which: str | int) -> int:
-  """`latest`, `best` or a step number -> the step it names (not checked for damage)."""
-  return candidate_steps(mgr, which)[0]
-
-
 def restore_first(mgr: ocp.CheckpointManager, which: str | int,
                   restore: Callable[[int], T]) -> tuple[int, T]:
   """`restore(step)` on the first of `candidate_steps(mgr, which)` that is not damaged.
@@ -153,7 +148,8 @@ def restore_first(mgr: ocp.CheckpointManager, which: str | int,
 
 
 def set_aside(mgr: ocp.CheckpointManager, steps: list[int]) -> list[pathlib.Path]:
-  """Moves damaged steps to WORKDIR/damaged_checkpoints/<step>[.<n>] (never deletes them)."""
+  """Moves damaged steps to WORKDIR/damaged_checkpoints/<step>[.<n>] (never deletes them);
+  the caller reloads its managers (on every process) afterwards."""
   moved = []
   for step in steps:
     src = pathlib.Path(mgr.directory) / str(step)
@@ -166,8 +162,6 @@ def set_aside(mgr: ocp.CheckpointManager, steps: list[int]) -> list[pathlib.Path
     shutil.move(str(src), str(dst))
     logging.warning("moved the damaged checkpoint %s to %s", src, dst)
     moved.append(dst)
-  if moved:
-    mgr.reload()
   return moved
 
 

@@ -303,7 +303,7 @@ class TrainData:
   def __init__(self, config: ml_collections.ConfigDict, split: pipeline.Split, mesh):
     self.config, self.split, self.mesh = config, split, mesh
     self.iterator = None
-    self._table, self._first = None, None
+    self._table, self._first, self._first_array = None, None, None  # the order table in use
     if config.data.source == "memory":
       t0 = time.time()
       self.arrays = memory.load(split, mesh)

@@ -26,7 +26,7 @@ def metrics_rows(workdir, kind="train"):
 
 def host_params(workdir, config, step="latest"):
   mgr = ckpt_lib.manager(str(workdir), read_only=True)
-  s = ckpt_lib.resolve_step(mgr, step)
+  s = ckpt_lib.candidate_steps(mgr, step)[0]
   mesh = parallel.make_mesh()
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                        sharding=parallel.replicated(mesh)),
