@@ -6,6 +6,8 @@
     python main.py --config=configs/default.py --workdir=W --mode=eval [--checkpoint=best]
     python main.py --workdir=W --mode=predict --input=PATH --output=DIR
     python main.py --config=configs/default.py --workdir=W --mode=crops --output=crops.png
+    python main.py --config=configs/cpu.py --workdir=W --mode=occlusion [--checkpoint=best]
+    python main.py --config=configs/studies/margin.py --workdir=W --mode=study
 
 Exit status: 0 done (also after SIGTERM, with a checkpoint saved), 1 the run failed (a
 non-finite loss; the last good checkpoint stays), 2 bad input (flags, config, data, files).
@@ -28,7 +30,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                           "Training configuration.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, evaluations.")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
-flags.DEFINE_string("checkpoint", "latest", "eval/predict: latest, best or a step number.")
+flags.DEFINE_string("checkpoint", "latest",
+                    "eval/predict/occlusion: latest, best or a step number.")
 flags.DEFINE_string("input", None, "predict: an image, a folder of images or a video.")
 flags.DEFINE_string("output", None, "predict: the output folder; crops: the PNG to write.")
 

@@ -7,8 +7,8 @@ convolution of a backbone, under each lowering (`fer_jax/models/lowering.py`), i
 The batch counts images (faces x branches). For each distinct (map, channels, kernel, stride)
 it prints ms per fwd+bwd under `xla`, `matmul` and `hybrid` (median of --reps after a warm-up),
 the best, and how many times the backbone uses it; the last lines total the backbone under each
-single lowering and under the per-layer best. This is how `state.CPU_CONV_IMPL` and
-`model.small_map_pixels` were chosen.
+single lowering and under the per-layer best. This is how `lowering.CPU_CONV_IMPL` and
+`lowering.small_map_pixels` were chosen.
 """
 
 from __future__ import annotations
@@ -26,19 +26,19 @@ sys.path.insert(0, str(ROOT))
 
 def conv_shapes(depth: int, width: float, stem: str, size: int):
   """(H_in, Cin, Cout, kernel, stride) of every convolution of the backbone, in order, read
-  off the model itself: each `resnet.Conv` call is intercepted while the ResNet is shaped."""
+  off the model itself: each `lowering.Conv` call is intercepted while the ResNet is shaped."""
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
-  from fer_jax.models import resnet  # pylint: disable=g-import-not-at-top
+  from fer_jax.models import lowering, resnet  # pylint: disable=g-import-not-at-top
   out = []
 
   def record(next_fun, args, kwargs, context):
-    if isinstance(context.module, resnet.Conv) and context.method_name == "__call__":
+    if isinstance(context.module, lowering.Conv) and context.method_name == "__call__":
       m, x = context.module, args[0]
       out.append((x.shape[-3], x.shape[-1], m.features, m.kernel_size[0], m.strides[0]))
     return next_fun(*args, **kwargs)
 
-  model = resnet.ResNet(depth=depth, width=width, stem=stem)
+  model = resnet.ResNet(depth=depth, width=width, stem=stem, conv=lowering.Conv)
   with nn.intercept_methods(record):
     jax.eval_shape(lambda k: model.init(k, jax.numpy.zeros((1, size, size, 1)), train=False),
                    jax.random.key(0))

@@ -75,6 +75,7 @@ def flops_per_step(config, num_examples: int) -> float:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   steps_per_epoch = max(num_examples // config.batch_size, 1)
   tx, lr = state_lib.make_optimizer(config, steps_per_epoch)
@@ -158,6 +159,7 @@ def main() -> None:
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
   from fer_jax.data import landmarks  # pylint: disable=g-import-not-at-top
 
   config = default.get_config()
@@ -169,8 +171,8 @@ def main() -> None:
   platform = jax.default_backend()
   print(f"# {len(devices)} x {devices[0].device_kind} ({platform}), jax {jax.__version__}; "
         f"ResNet-{args.depth}, 5 branches of {args.size} px, {args.dtype}, global batch "
-        f"{args.batch}; conv_impl={state_lib.conv_impl_for(config.model, platform)}, "
-        f"branch_axis={state_lib.branch_axis_for(config.model, platform)}", flush=True)
+        f"{args.batch}; conv_impl={lowering.conv_impl_for(config.lowering, platform)}, "
+        f"branch_axis={lowering.branch_axis_for(config.lowering, platform)}", flush=True)
 
   tx, lr = state_lib.make_optimizer(config, TRAIN_FACES // args.batch)
   state = train.init_state(config, mesh, tx)

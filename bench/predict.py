@@ -33,6 +33,7 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 
 from fer_jax import annotate, predict, state as state_lib  # pylint: disable=g-import-not-at-top
 from fer_jax.data import labels, landmarks  # pylint: disable=g-import-not-at-top
+from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
 
 PHOTOS = ROOT / "tests" / "data" / "photos"
 # dlib's face boxes in the two photos (x0, y0, x1, y1).
@@ -109,10 +110,11 @@ def main():
   frame = classroom_frame()
   rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
   m = config.model
+  conv_impl = lowering.conv_impl_for(config.lowering, jax.default_backend())
   print(f"machine: {jax.default_backend()} ({jax.devices()[0].device_kind}), "
         f"{os.cpu_count()} CPU cores")
   print(f"model: {origin}: ResNet-{m.depth} width {m.width}, {len(branch_names)} branches of "
-        f"{config.data.crops.size} px, conv {state_lib.conv_impl_for(m, jax.default_backend())}")
+        f"{config.data.crops.size} px, conv {conv_impl}")
   print(f"landmarks: {source.name} (asked for {args.landmarks}), detector upsample "
         f"{args.upsample}; frame 1280x720 with 20 faces; batch {args.batch_size}")
 

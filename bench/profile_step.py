@@ -59,7 +59,7 @@ def main():
   depth, size = train_step.parse_shape(args.shape)
   for impl in args.impls.split(","):
     run, block, info = train_step.jax_step(depth, size, args.batch, args.stem,
-                                           {"model.conv_impl": impl})
+                                           {"lowering.conv_impl": impl})
     for _ in range(3):
       block(run())
     with tempfile.TemporaryDirectory() as trace_dir:

@@ -34,6 +34,7 @@ def jax_step(depth: int, size: int, batch: int, stem: str, overrides: dict):
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.model.depth, config.model.stem, config.data.crops.size = depth, stem, size
   config.data.crops_on = "host"  # the step receives crops, as the reference does
@@ -62,9 +63,9 @@ def jax_step(depth: int, size: int, batch: int, stem: str, overrides: dict):
   def block(metrics):
     jax.block_until_ready(metrics)
 
-  return run, block, dict(conv_impl=state_lib.conv_impl_for(config.model, jax.default_backend()),
-                          branch_axis=state_lib.branch_axis_for(config.model,
-                                                                jax.default_backend()))
+  platform = jax.default_backend()
+  return run, block, dict(conv_impl=lowering.conv_impl_for(config.lowering, platform),
+                          branch_axis=lowering.branch_axis_for(config.lowering, platform))
 
 
 def torch_step(depth: int, size: int, batch: int, stem: str, channels_last: bool):
@@ -141,7 +142,7 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=3, help="steps per implementation per round")
   p.add_argument("--channels_last", action="store_true", help="PyTorch in channels_last")
   p.add_argument("--overrides", default="{}", help='fer_jax config overrides as JSON, e.g. '
-                 '\'{"model.conv_impl": "xla"}\'')
+                 '\'{"lowering.conv_impl": "xla"}\'')
   p.add_argument("--no_memory", action="store_true")
   p.add_argument("--child", default="")
   args = p.parse_args()

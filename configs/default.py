@@ -42,7 +42,7 @@ def get_config() -> ml_collections.ConfigDict:
   data.prefetch = 2
   data.crops = ml_collections.ConfigDict(dict(
       size=112,
-      branches=list(crops.DEFAULT_BRANCHES),
+      branches=tuple(crops.DEFAULT_BRANCHES),  # ablate: --config.data.crops.branches="('face',)"
       regions={},  # extra regions: name -> landmark indices
       pad=0.15,
       min_box=0.25,
@@ -59,24 +59,30 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---- model
   config.model = model = ml_collections.ConfigDict()
-  model.depth = 50
-  model.width = 1.0
-  model.stem = "imagenet"  # imagenet | small | small_strided
+  model.backbone = "resnet"  # a key of fer_jax/models/backbones.py: resnet | vgg13
+  model.depth = 50  # resnet: 10 | 18 | 34 | 50
+  model.width = 1.0  # channel multiplier (resnet, vgg13)
+  model.stem = "imagenet"  # resnet: imagenet | small | small_strided
   model.attention_hidden = 128
-  model.fusion = "weighted_sum"  # weighted_sum (paper) | weighted_mean (RAN)
-  model.branch_axis = "auto"  # auto (fold on CPU, vmap elsewhere) | vmap | fold
-  model.conv_impl = "auto"  # auto (best measured: matmul on CPU, xla elsewhere) | xla | matmul
-  #                           | hybrid | shifted (bench/RESULTS.md)
-  model.small_conv_impl = "matmul"  # on CPU, for convolutions whose output map is small:
-  model.small_map_pixels = 4  # at most this many pixels (XLA:CPU is slowest there)
+  model.fusion = "weighted_sum"  # weighted_sum (paper) | weighted_mean (RAN) | none (no
+  #                                attention: the plain baseline with one branch)
   model.bn_momentum = 0.9
   model.sync_batch_stats = True  # BatchNorm statistics over the global batch
   model.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
 
+  # ---- how the model lowers to XLA: speed only, never the numbers (fer_jax/models/lowering.py)
+  config.lowering = low = ml_collections.ConfigDict()
+  low.branch_axis = "auto"  # auto (fold on CPU, vmap elsewhere) | vmap | fold
+  low.conv_impl = "auto"  # auto (best measured: matmul on CPU, xla elsewhere) | xla | matmul
+  #                         | hybrid | shifted (bench/RESULTS.md)
+  low.small_conv_impl = "matmul"  # on CPU, for convolutions whose output map is small:
+  low.small_map_pixels = 4  # at most this many pixels (XLA:CPU is slowest there)
+
   # ---- loss
   config.loss = loss = ml_collections.ConfigDict()
+  loss.classification = "auto"  # auto (by label_mode) | a key of losses.CLASSIFICATION
   loss.margin = 0.03
-  loss.constraint_weight = 1.0
+  loss.constraint_weight = 1.0  # 0: no constraint term
   loss.constraint_pair = ("eyes", "occluded")  # mu of the first must exceed the second's
 
   # ---- optimisation
@@ -90,6 +96,8 @@ def get_config() -> ml_collections.ConfigDict:
   opt.decay_factor = 0.1
   opt.warmup_epochs = 0.0
   opt.grad_clip_norm = 0.0  # 0 = off
+  opt.ema_decay = 0.0  # > 0: keep moving averages of the weights (state.ema_update), evaluated
+  #                      in their place when eval_ema
 
   config.batch_size = 64  # global, over all devices and processes
   config.num_epochs = 30.0
@@ -101,6 +109,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = -1  # -1: with every evaluation
   config.keep_checkpoints = 3  # the last K (plus the best on validation)
   config.eval_batch_size = 128
+  config.eval_ema = True  # evaluate (and predict with) the moving averages when the run has them
+  config.eval_flip = False  # average each face's probabilities with its mirror image's
   config.eval_at_end = True
   config.plots = True
 

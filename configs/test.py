@@ -20,7 +20,7 @@ def get_config():
   config.model.attention_hidden = 8
   # XLA's own convolutions compile fastest, and compile time is most of a test's cost; every
   # lowering is checked against them in tests/test_resnet.py.
-  config.model.conv_impl = "xla"
+  config.lowering.conv_impl = "xla"
   config.batch_size = 16
   config.eval_batch_size = 32
   config.num_train_steps = 6

@@ -20,6 +20,7 @@ Nothing is deleted.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -73,10 +74,20 @@ def manager(workdir: str, keep: int = 3, read_only: bool = False,
                      "meta": ocp.JsonCheckpointHandler()})
 
 
+def state_items(state: Any) -> dict[str, Any]:
+  """The `state` item as saved: the train state's fields that are set, by name. A field that
+  is None (the moving averages of a run without them) is left out rather than stored as an
+  empty node, so checkpoints written before the field existed restore unchanged."""
+  if not dataclasses.is_dataclass(state):
+    return state
+  return {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+          if getattr(state, f.name) is not None}
+
+
 def save(mgr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any | None,
          config_json: str, metrics: dict[str, float] | None = None, force: bool = False) -> bool:
   """Saves one step (asynchronously); returns whether a save started."""
-  items = dict(state=ocp.args.StandardSave(state),
+  items = dict(state=ocp.args.StandardSave(state_items(state)),
                meta=ocp.args.JsonSave(dict(step=int(step), metrics=metrics or {},
                                            config=json.loads(config_json))))
   if data_iter is not None:
@@ -193,7 +204,14 @@ def check_compatible(mgr: ocp.CheckpointManager, step: int, target: Any) -> None
   except Exception as e:  # pylint: disable=broad-except
     raise DamagedCheckpointError(mgr, step, e) from None
   saved_tree = getattr(saved, "tree", saved)
-  bad = _mismatches(saved_tree, target)
+  bad = _mismatches(saved_tree, state_items(target))
+  if bad and all(b.startswith("ema/") for b in bad):
+    saved_decay = read_meta(mgr, step).get("config", {}).get("optimizer", {}).get("ema_decay")
+    has = "keeps" if any(b.endswith("not in this model") for b in bad) else "lacks"
+    raise IncompatibleCheckpointError(
+        f"the checkpoint at step {step} in {mgr.directory} {has} moving averages of the "
+        f"weights (its run's config.optimizer.ema_decay: {saved_decay}), this config does "
+        f"not: pass --config.optimizer.ema_decay={saved_decay or 0.0}")
   if bad:
     shown = "\n  ".join(bad[:8]) + (f"\n  ... and {len(bad) - 8} more" if len(bad) > 8 else "")
     saved_model = read_meta(mgr, step).get("config", {}).get("model", {})
@@ -205,12 +223,14 @@ def check_compatible(mgr: ocp.CheckpointManager, step: int, target: Any) -> None
 def restore_state(mgr: ocp.CheckpointManager, step: int, target: Any) -> Any:
   """Restores the `state` item of `step` into the shapes and shardings of `target`."""
   check_compatible(mgr, step, target)
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target)
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_items(target))
   try:
     restored = mgr.restore(step,
                            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   except Exception as e:  # pylint: disable=broad-except
     raise DamagedCheckpointError(mgr, step, e) from None
+  if dataclasses.is_dataclass(target):
+    return target.replace(**restored["state"])
   return restored["state"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import pathlib
 import tempfile
@@ -9,7 +10,7 @@ import tempfile
 from absl import logging
 import ml_collections
 
-MODES = ("prepare", "train", "eval", "predict", "crops")
+MODES = ("prepare", "train", "eval", "predict", "crops", "occlusion", "study")
 
 # Every config value that is a path. They, `--workdir`, `--input` and `--output` are expanded
 # (`~`, $VARS) here, once, so no module ever sees a raw path: the shell leaves `~` alone in
@@ -73,7 +74,12 @@ def apply_overrides(config: ml_collections.ConfigDict, flags) -> ml_collections.
     for part in parents:
       section = section[part]
     old = section[name]
-    section[name] = (value == "True") if isinstance(old, bool) else type(old)(value)
+    if isinstance(old, bool):
+      section[name] = value == "True"
+    elif isinstance(old, (tuple, list, dict)):
+      section[name] = type(old)(ast.literal_eval(value))
+    else:
+      section[name] = type(old)(value)
   return config
 
 
@@ -156,9 +162,9 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def check_paths(mode: str, workdir: str | None, output: str | None) -> None:
   """Folders the mode writes into exist (or can be made) and take files: checked before any
   model is built, so a typo costs seconds, not a compile."""
-  if workdir and mode in ("train", "eval", "predict"):  # predict only reads the run
-    _check_dir(pathlib.Path(workdir), "--workdir", create=mode == "train",
-               writable=mode != "predict")
+  if workdir and mode in ("train", "eval", "predict", "occlusion", "study"):
+    _check_dir(pathlib.Path(workdir), "--workdir", create=mode in ("train", "study"),
+               writable=mode != "predict")  # predict only reads the run
   if output and mode == "predict":
     _check_dir(pathlib.Path(output), "--output", create=True)
   elif output and mode == "crops":
@@ -179,7 +185,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
   expand_paths(config)
   workdir, input_path, output = map(expand_path, (workdir, input_path, output))
   check_config(config)
-  if mode in ("eval", "predict"):
+  if mode in ("eval", "predict", "occlusion"):
     check_checkpoint_flag(checkpoint)
   if mode == "prepare":
     from fer_jax.data import ferplus, pipeline  # pylint: disable=g-import-not-at-top
@@ -207,6 +213,12 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
   if mode == "eval":
     from fer_jax import evaluate  # pylint: disable=g-import-not-at-top
     return evaluate.evaluate(config, workdir, checkpoint)
+  if mode == "occlusion":
+    from fer_jax import occlusion  # pylint: disable=g-import-not-at-top
+    return occlusion.evaluate(config, workdir, checkpoint)
+  if mode == "study":
+    from fer_jax import study  # pylint: disable=g-import-not-at-top
+    return study.run(config, workdir)
   if mode == "predict":
     from fer_jax import predict  # pylint: disable=g-import-not-at-top
     return predict.predict(workdir, _need(input_path, "--input", mode),

@@ -30,26 +30,43 @@ from fer_jax.data import labels as labels_lib
 from fer_jax.data import pipeline
 
 
-def eval_step(variables, batch, *, model, crop_cfg, crops_on: str, occluder_seed: int):
-  """Per-device forward pass: class probabilities and branch weights of each example."""
+def eval_step(variables, batch, *, model, crop_cfg, crops_on: str, occluder_seed: int,
+              flip: bool = False):
+  """Per-device forward pass: class probabilities and branch weights of each example.
+
+  With `flip`, each example's probabilities and branch weights are the means over its crops
+  and their mirror images. Mirroring a crop equals cropping the mirrored face: every region
+  (eyes, nose, mouth) is a bounding box of a mirror-symmetric landmark set.
+  """
   x = crops_lib.model_inputs(batch, crop_cfg, occluder_seed, False, crops_on)
+  n = x.shape[0]
+  if flip:
+    x = jnp.concatenate([x, jnp.flip(x, axis=-2)])
   out = model.apply(variables, x, train=False)
-  return dict(probs=jax.nn.softmax(out["logits"].astype(jnp.float32)), mu=out["mu"])
+  probs = jax.nn.softmax(out["logits"].astype(jnp.float32))
+  mu = out["mu"]
+  if flip:
+    probs, mu = (probs[:n] + probs[n:]) / 2, (mu[:n] + mu[n:]) / 2
+  return dict(probs=probs, mu=mu)
 
 
 def make_eval_step(config: ml_collections.ConfigDict, mesh):
   model = state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS)
   fn = functools.partial(eval_step, model=model, crop_cfg=state_lib.crop_config(config),
                          crops_on=config.data.crops_on,
-                         occluder_seed=config.data.eval_occluder_seed)
+                         occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip)
   mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
                          out_specs=P(parallel.DATA_AXIS), check_vma=False)
   return jax.jit(mapped)
 
 
-def summarize(probs: np.ndarray, mu: np.ndarray, labels: np.ndarray,
-              branch_names: list[str]) -> dict[str, Any]:
-  """Metrics of one evaluation from per-example outputs (padding already removed)."""
+def summarize(probs: np.ndarray, mu: np.ndarray, labels: np.ndarray, branch_names: list[str],
+              constraint: tuple[int, int, float] | None = None) -> dict[str, Any]:
+  """Metrics of one evaluation from per-example outputs (padding already removed).
+
+  `hinge_active` is the fraction of examples whose constraint (hi, lo, margin) is active,
+  mu_hi - mu_lo < margin, or None for a run without a constraint term.
+  """
   pred = probs.argmax(-1)
   cm = np.zeros((labels_lib.NUM_CLASSES,) * 2, np.int64)
   np.add.at(cm, (labels, pred), 1)
@@ -61,6 +78,8 @@ def summarize(probs: np.ndarray, mu: np.ndarray, labels: np.ndarray,
       confusion_matrix=cm.tolist(),
       num_examples=int(len(labels)),
       mean_branch_weights={n: float(mu[:, i].mean()) for i, n in enumerate(branch_names)},
+      hinge_active=(None if constraint is None or not len(labels) else
+                    float(np.mean(mu[:, constraint[0]] - mu[:, constraint[1]] < constraint[2]))),
   )
 
 
@@ -89,7 +108,9 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
   keep = np.concatenate(masks) > 0
   probs, mu = np.concatenate(probs)[keep], np.concatenate(mus)[keep]
   labels = np.concatenate(labs)[keep]
-  metrics = summarize(probs, mu, labels, list(config.data.crops.branches))
+  hi_lo = state_lib.constraint_indices(config)
+  metrics = summarize(probs, mu, labels, list(config.data.crops.branches),
+                      None if hi_lo is None else (*hi_lo, config.loss.margin))
   logging.info("evaluated %d examples of %s in %.1fs: accuracy %.4f", len(labels), split.name,
                time.time() - start, metrics["accuracy"])
   return metrics, mu
@@ -123,7 +144,7 @@ def restore_variables(config: ml_collections.ConfigDict, mgr, step: int, mesh) -
   target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
                                                        sharding=parallel.replicated(mesh)),
                         state_lib.abstract_train_state(config))
-  return ckpt_lib.restore_state(mgr, step, target).variables()
+  return ckpt_lib.restore_state(mgr, step, target).variables(config.eval_ema)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"

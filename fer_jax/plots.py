@@ -145,3 +145,94 @@ def track_timeline(times: np.ndarray, probs: np.ndarray, eye_weight: np.ndarray,
   ax2.set_xlabel("time (s)")
   ax1.set_title(title)
   return _save(fig, path)
+
+
+def occlusion(names: Sequence[str], accuracy: Sequence[float], mu: np.ndarray,
+              branch_names: Sequence[str], path, title: str = "",
+              examples: np.ndarray | None = None) -> str:
+  """Accuracy per occluder (bars, the `none` accuracy dashed) beside the mean branch weight
+  per occluder and branch (heatmap `mu` [occluders, branches]), under a row of one face seen
+  through each occluder when `examples` [occluders, F, F, 1|3] (0-1 or uint8) is given."""
+  n, mu = len(names), np.asarray(mu, np.float64)
+  accuracy = np.asarray(accuracy, np.float64)
+  fig = plt.figure(figsize=(max(10.0, 0.75 * n), 6.4 if examples is None else 7.6))
+  grid = fig.add_gridspec(2 if examples is not None else 1, n,
+                          height_ratios=[1, 6] if examples is not None else None)
+  if examples is not None:
+    for i, image in enumerate(np.asarray(examples, np.float32)):
+      ax = fig.add_subplot(grid[0, i])
+      image = image / 255.0 if image.max() > 1.5 else image
+      ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1)
+      ax.set_title(names[i], fontsize=6)
+      ax.set_xticks([])
+      ax.set_yticks([])
+  half = n // 2
+  ax_acc = fig.add_subplot(grid[-1, :half])
+  ax_mu = fig.add_subplot(grid[-1, half:])
+  rows = np.arange(n)
+  ax_acc.barh(rows, accuracy, color=plt.cm.tab10(0))
+  for r, a in zip(rows, accuracy):
+    ax_acc.text(a if np.isfinite(a) else 0, r, f" {a:.3f}", va="center", fontsize=7)
+  if "none" in names:
+    ax_acc.axvline(accuracy[list(names).index("none")], color="k", ls="--", lw=1)
+  ax_acc.set_yticks(rows, names, fontsize=8)
+  ax_acc.set_ylim(n - 0.5, -0.5)
+  ax_acc.set_xlim(0, 1.12)
+  ax_acc.set_xticks(np.linspace(0, 1, 6))
+  ax_acc.set_xlabel("accuracy")
+  im = ax_mu.imshow(mu, cmap="viridis", vmin=0, vmax=1, aspect="auto")
+  for r in range(mu.shape[0]):
+    for c in range(mu.shape[1]):
+      ax_mu.text(c, r, f"{mu[r, c]:.2f}", ha="center", va="center", fontsize=7,
+                 color="black" if mu[r, c] > 0.6 else "white")
+  ax_mu.set_xticks(range(len(branch_names)), branch_names, fontsize=8)
+  ax_mu.set_yticks(rows, [])
+  ax_mu.set_title("mean branch weight mu", fontsize=9)
+  fig.colorbar(im, ax=ax_mu, fraction=0.046)
+  fig.suptitle(title or f"accuracy and branch weights under {n} occluders", fontsize=10)
+  return _save(fig, path)
+
+
+def study_accuracy(labels: Sequence[str], series: dict[str, Sequence[Sequence[float]]], path, *,
+                   x: Sequence[float] | None = None, xlabel: str = "", title: str = "") -> str:
+  """A study's accuracy per cell: the mean over seeds with +- one sample standard deviation
+  as error bars, and each seed's value as a dot.
+
+  `series` maps a curve's name (the validation split, an occluder) to, per cell, the accuracies
+  (fractions) of its finished seeds. With numeric `x`, one per cell (a study of one numeric
+  axis, as the paper's Figure 3 sweeps the margin), each series is a line against x; otherwise
+  each cell gets a group of bars, named by `labels`.
+  """
+  def stats(values):
+    v = np.asarray(values, np.float64) * 100
+    if not len(v):
+      return np.nan, 0.0
+    return v.mean(), (v.std(ddof=1) if len(v) > 1 else 0.0)
+
+  n = len(labels)
+  wide = max(5.0, 0.25 * n * len(series) + 2.5) if x is None else 6.0
+  fig, ax = plt.subplots(figsize=(wide, 4.0))
+  width = 0.8 / max(len(series), 1)
+  for s, (name, per_cell) in enumerate(series.items()):
+    mean, std = np.array([stats(v) for v in per_cell]).T
+    if x is not None:
+      pos = np.asarray(x, np.float64)
+      ax.errorbar(pos, mean, yerr=std, fmt="o-", capsize=4, label=name)
+    else:
+      pos = np.arange(n) + (s - (len(series) - 1) / 2) * width
+      ax.bar(pos, mean, width, yerr=std, capsize=3, label=name, alpha=0.8)
+    for p, values in zip(pos, per_cell):
+      ax.scatter([p] * len(values), np.asarray(values, np.float64) * 100, s=9, c="k",
+                 alpha=0.4, zorder=3)
+  if x is None:
+    ax.set_xticks(range(n), labels, rotation=20 if n > 3 else 0, ha="right" if n > 3 else
+                  "center", fontsize=8)
+  else:
+    ax.set_xticks(list(x), [f"{v:g}" for v in x])
+    ax.set_xlabel(xlabel)
+  ax.set_ylabel("accuracy (%)")
+  if len(series) > 1:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  ax.grid(axis="y", alpha=0.3)
+  ax.set_title(title, fontsize=9)
+  return _save(fig, path)

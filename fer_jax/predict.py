@@ -165,7 +165,8 @@ def make_classifier(config: ml_collections.ConfigDict, variables, batch_size: in
   model = state_lib.build_model(config)
   step = jax.jit(functools.partial(
       evaluate.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
-      crops_on="device", occluder_seed=int(config.data.eval_occluder_seed)))
+      crops_on="device", occluder_seed=int(config.data.eval_occluder_seed),
+      flip=bool(config.eval_flip)))
   nb = len(config.data.crops.branches)
 
   def classify(images: np.ndarray, landmarks: np.ndarray, indices: np.ndarray):

@@ -14,7 +14,9 @@ import optax
 
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import labels as labels_lib
+from fer_jax.models import backbones
 from fer_jax.models import branch_attention
+from fer_jax.models import lowering
 
 SCHEDULES = ("paper_literal", "step", "cosine", "constant")
 
@@ -24,69 +26,78 @@ class TrainState:
   """Everything a training run carries from step to step.
 
   `key` is raw PRNG key data (uint32 [2]) so that Orbax saves it as a plain array; use
-  `jax.random.wrap_key_data(state.key)`.
+  `jax.random.wrap_key_data(state.key)`. `ema` holds exponential moving averages of the
+  parameters and BatchNorm statistics (`{"params", "batch_stats"}`) when
+  `config.optimizer.ema_decay > 0`, else None (and the checkpoint has no such item).
   """
   step: jax.Array
   params: Any
   batch_stats: Any
   opt_state: Any
   key: jax.Array
+  ema: Any = None
 
-  def variables(self) -> dict[str, Any]:
+  def variables(self, ema: bool = False) -> dict[str, Any]:
+    """The model variables: the moving averages when `ema` and the run keeps them."""
+    if ema and self.ema is not None:
+      return dict(self.ema)
     return {"params": self.params, "batch_stats": self.batch_stats}
 
 
-CPU_CONV_IMPL = "matmul"  # the measured best on CPU (bench/RESULTS.md, bench/conv_lowering.py)
+def ema_decay_at(decay: float, step: jax.Array) -> jax.Array:
+  """The decay of update `step` (0-based): min(decay, (1 + step) / (10 + step)), as
+  `tf.train.ExponentialMovingAverage(num_updates=step)`. The ramp (0.1 at step 0, 0.99 at
+  step 890, 0.998 from step 4,490) keeps early evaluations off the random initialisation."""
+  step = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
-def conv_impl_for(model_cfg: ml_collections.ConfigDict, platform: str) -> str:
-  """Resolves `model.conv_impl = 'auto'`: the measured best lowering on CPU, XLA elsewhere."""
-  impl = model_cfg.conv_impl
-  if impl == "auto":
-    return CPU_CONV_IMPL if platform == "cpu" else "xla"
-  return impl
-
-
-def branch_axis_for(model_cfg: ml_collections.ConfigDict, platform: str) -> str:
-  """Resolves `model.branch_axis = 'auto'`: `fold` on CPU (measured faster there: XLA:CPU
-  transposes every activation in BatchNorm's backward under the vmapped branch axis), `vmap`
-  elsewhere. Both compute the same function with the same parameters."""
-  axis = model_cfg.branch_axis
-  if axis == "auto":
-    return "fold" if platform == "cpu" else "vmap"
-  return axis
+def ema_update(ema, variables, decay: jax.Array):
+  """ema <- decay * ema + (1 - decay) * variables, leaf by leaf."""
+  return jax.tree.map(lambda e, v: decay * e + (1.0 - decay) * v, ema, variables)
 
 
 def build_model(config: ml_collections.ConfigDict, *, platform: str | None = None,
                 data_axis_name: str | None = None) -> branch_attention.BranchAttentionNet:
-  """The BranchAttentionNet of `config.model` (BatchNorm synchronised over `data_axis_name`)."""
+  """The BranchAttentionNet of `config.model`, its convolutions lowered as `config.lowering`
+  says for `platform` (BatchNorm synchronised over `data_axis_name`)."""
   m = config.model
   dtypes = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
   if m.dtype not in dtypes:
     raise ValueError(f"config.model.dtype must be float32 or bfloat16, got {m.dtype!r}")
   platform = platform or jax.default_backend()
+  low = config.lowering
+  backbone = backbones.backbone(m, conv=lowering.conv_module(low, platform),
+                                pool=lowering.pool_for(low, platform), dtype=dtypes[m.dtype])
   return branch_attention.BranchAttentionNet(
-      num_classes=labels_lib.NUM_CLASSES, depth=m.depth, width=m.width, stem=m.stem,
-      conv_impl=conv_impl_for(m, platform), small_conv_impl=m.small_conv_impl,
-      small_map_pixels=m.small_map_pixels if platform == "cpu" else 0,
-      bn_momentum=m.bn_momentum, attention_hidden=m.attention_hidden, fusion=m.fusion,
-      branch_axis=branch_axis_for(m, platform),
-      data_axis_name=data_axis_name if m.sync_batch_stats else None, dtype=dtypes[m.dtype])
+      num_classes=labels_lib.NUM_CLASSES, backbone=backbone,
+      attention_hidden=m.attention_hidden, fusion=m.fusion,
+      branch_axis=lowering.branch_axis_for(low, platform),
+      data_axis_name=data_axis_name if m.sync_batch_stats else None)
 
 
 def crop_config(config: ml_collections.ConfigDict) -> crops_lib.CropConfig:
   return crops_lib.from_config(config.data.crops.to_dict())
 
 
-def constraint_indices(config: ml_collections.ConfigDict) -> tuple[int, int]:
-  """Positions of the constraint's two branches (eyes, occluded) in the branch list."""
-  branches = list(config.data.crops.branches)
-  hi, lo = config.loss.constraint_pair
-  for name in (hi, lo):
+def constraint_indices(config: ml_collections.ConfigDict) -> tuple[int, int] | None:
+  """Positions (hi, lo) of the constraint's two branches (eyes, occluded) in the branch list,
+  or None when the run has no constraint term: `loss.constraint_weight` is 0, the pair is
+  empty, or `model.fusion` is `none` (no branch weights to constrain). A nonzero weight whose
+  pair names a branch the run does not have is an error that names both."""
+  branches = tuple(config.data.crops.branches)
+  pair = tuple(config.loss.constraint_pair)
+  if config.loss.constraint_weight == 0 or not pair or config.model.fusion == "none":
+    return None
+  if len(pair) != 2:
+    raise ValueError(f"config.loss.constraint_pair must name two branches (hi, lo), got {pair}")
+  for name in pair:
     if name not in branches:
-      raise ValueError(f"config.loss.constraint_pair names branch {name!r}, which is not in "
-                       f"config.data.crops.branches {branches}")
-  return branches.index(hi), branches.index(lo)
+      raise ValueError(
+          f"config.loss.constraint_pair {pair} names branch {name!r}, which is not in "
+          f"config.data.crops.branches {branches}; add it, or drop the constraint with "
+          f"--config.loss.constraint_weight=0")
+  return branches.index(pair[0]), branches.index(pair[1])
 
 
 def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Callable:
@@ -150,10 +161,12 @@ def create_train_state(config: ml_collections.ConfigDict, model: nn.Module,
   """A fresh state: parameters from `key`, zero optimizer state, step 0."""
   init_key, state_key = jax.random.split(key)
   variables = model.init(init_key, jnp.zeros(input_shape(config, 2), jnp.float32), train=False)
-  params = variables["params"]
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    batch_stats=variables.get("batch_stats", {}), opt_state=tx.init(params),
-                    key=jax.random.key_data(state_key))
+  params, batch_stats = variables["params"], variables.get("batch_stats", {})
+  ema = None
+  if config.optimizer.ema_decay > 0:
+    ema = {"params": params, "batch_stats": batch_stats}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), key=jax.random.key_data(state_key), ema=ema)
 
 
 def abstract_train_state(config: ml_collections.ConfigDict, steps_per_epoch: int = 1) -> TrainState:

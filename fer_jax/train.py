@@ -60,32 +60,26 @@ FINITE_CHECKS = ("loss", "gradient norm", "parameters", "BatchNorm statistics")
 
 
 def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, model, tx, lr_fn,
-               crop_cfg: crops_lib.CropConfig, crops_on: str, crop_seed: int, label_mode: str,
-               hi: int, lo: int, margin: float, constraint_weight: float,
+               inputs_fn, loss_fn, branch_names: tuple[str, ...], ema_decay: float = 0.0,
                axis_name: str = parallel.DATA_AXIS):
   """One SGD step on this device's share of the global batch (pmap semantics).
 
-  A step whose loss is not finite leaves the state as it was (and says so in
-  `metrics['finite']`), so that the state the loop holds is always the last good one.
+  `inputs_fn(batch)` gives the model's input [b, nb, S, S, C] (the crops); `loss_fn(out, batch,
+  key)` the loss and its parts (`losses.make_loss_fn`). A step whose loss is not finite
+  leaves the state as it was (and says so in `metrics['finite']`), so that the state the loop
+  holds is always the last good one.
   """
   step_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
-  x = crops_lib.model_inputs(batch, crop_cfg, crop_seed, True, crops_on)
-  targets = batch["target"]
-  if label_mode == "probability":  # Microsoft's: a one-hot sample of the vote distribution
-    label_keys = crops_lib.example_keys(step_key, batch["index"])
-    drawn = jax.vmap(jax.random.categorical)(label_keys, jnp.log(targets + 1e-30))
-    targets = jax.nn.one_hot(drawn, targets.shape[-1])
-  kind = "multi_target" if label_mode == "multi_target" else "cross_entropy"
+  x = inputs_fn(batch)
+  dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 1), lax.axis_index(axis_name))
 
-  def loss_fn(params):
+  def compute_loss(params):
     out, mutated = model.apply({"params": params, "batch_stats": state.batch_stats}, x,
-                               train=True, mutable=["batch_stats"])
-    loss, parts = losses.total_loss(out["logits"], out["mu"], targets, hi=hi, lo=lo,
-                                    margin=margin, constraint_weight=constraint_weight,
-                                    kind=kind)
+                               train=True, mutable=["batch_stats"], rngs={"dropout": dropout_key})
+    loss, parts = loss_fn(out, batch, step_key)
     return loss, (out, parts, mutated["batch_stats"])
 
-  (loss, (out, parts, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+  (loss, (out, parts, batch_stats)), grads = jax.value_and_grad(compute_loss, has_aux=True)(
       state.params)
   grads = lax.pmean(grads, axis_name)
   batch_stats = lax.pmean(batch_stats, axis_name)
@@ -93,9 +87,9 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
   params = optax.apply_updates(state.params, updates)
 
   mu = out["mu"]
-  metrics = dict(loss=loss, ce=parts["ce"], constraint=parts["constraint"],
-                 accuracy=jnp.mean(jnp.argmax(out["logits"], -1) == jnp.argmax(targets, -1)),
-                 **{f"mu/{name}": jnp.mean(mu[:, i]) for i, name in enumerate(crop_cfg.branches)})
+  accuracy = jnp.mean(jnp.argmax(out["logits"], -1) == jnp.argmax(batch["target"], -1))
+  metrics = dict(loss=loss, **parts, accuracy=accuracy,
+                 **{f"mu/{name}": jnp.mean(mu[:, i]) for i, name in enumerate(branch_names)})
   metrics = lax.pmean(metrics, axis_name)
   metrics["learning_rate"] = lr_fn(state.step)
   metrics["grad_norm"] = optax.tree.norm(grads)
@@ -105,8 +99,12 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
   finite = functools.reduce(jnp.logical_and, checks.values())
   metrics["finite"] = finite
   metrics["finite_parts"] = checks
+  ema = state.ema
+  if ema is not None:
+    ema = state_lib.ema_update(ema, {"params": params, "batch_stats": batch_stats},
+                               state_lib.ema_decay_at(ema_decay, state.step))
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                            opt_state=opt_state)
+                            opt_state=opt_state, ema=ema)
   new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state, state)
   return new_state, metrics
 
@@ -115,12 +113,17 @@ def make_train_step(config: ml_collections.ConfigDict, mesh, tx, lr_fn):
   """The jitted, shard_mapped train step. With `data.source="grain"`: (state, global batch)
   -> (state, metrics); with "memory": (state, arrays, order table, its first step) -> (state,
   metrics), the step gathering its batch itself (`memory.gather`)."""
-  hi, lo = state_lib.constraint_indices(config)
+  crop_cfg = state_lib.crop_config(config)
+  inputs_fn = functools.partial(crops_lib.model_inputs, cfg=crop_cfg, seed=config.seed,
+                                train=True, crops_on=config.data.crops_on)
+  loss_fn = losses.make_loss_fn(
+      kind=losses.classification_kind(config.data.label_mode, config.loss.classification),
+      label_mode=config.data.label_mode, constraint=state_lib.constraint_indices(config),
+      margin=config.loss.margin, constraint_weight=config.loss.constraint_weight)
   fn = functools.partial(
       train_step, model=state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS),
-      tx=tx, lr_fn=lr_fn, crop_cfg=state_lib.crop_config(config),
-      crops_on=config.data.crops_on, crop_seed=config.seed, label_mode=config.data.label_mode,
-      hi=hi, lo=lo, margin=config.loss.margin, constraint_weight=config.loss.constraint_weight)
+      tx=tx, lr_fn=lr_fn, inputs_fn=inputs_fn, loss_fn=loss_fn,
+      branch_names=crop_cfg.branches, ema_decay=config.optimizer.ema_decay)
   if config.data.source == "memory":
     per_device = functools.partial(_gathering_step, fn, global_batch=config.batch_size)
     in_specs = (P(), P(), P(None, parallel.DATA_AXIS), P())
@@ -191,10 +194,11 @@ class MetricWriter:
             if not k.startswith("finite")}
     rate = steps / max(seconds, 1e-9)
     self.write(step, "train", dict(mean, steps_per_second=rate))
+    hinge = f" (active {mean['hinge_active']:.2f})" if "hinge_active" in mean else ""
     logging.info(
-        "step %d/%d (epoch %.2f): loss %.4f ce %.4f constraint %.4f acc %.3f lr %.3g | mu %s | "
+        "step %d/%d (epoch %.2f): loss %.4f ce %.4f constraint %.4f%s acc %.3f lr %.3g | mu %s | "
         "%.2f steps/s, ETA %s", step, self.num_steps, step / self.steps_per_epoch, mean["loss"],
-        mean["ce"], mean["constraint"], mean["accuracy"], mean["learning_rate"],
+        mean["ce"], mean["constraint"], hinge, mean["accuracy"], mean["learning_rate"],
         " ".join(f"{n}={mean[f'mu/{n}']:.3f}" for n in self.branch_names), rate,
         _format_eta((self.num_steps - step) / max(rate, 1e-9)))
 
@@ -398,9 +402,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   def run_eval(step: int) -> tuple[dict[str, Any], np.ndarray] | None:
     if eval_split is None:
       return None
-    metrics, mu = eval_lib.evaluate_split(config, state.variables(), eval_split, mesh, eval_step)
+    metrics, mu = eval_lib.evaluate_split(config, state.variables(config.eval_ema), eval_split,
+                                          mesh, eval_step)
     metrics["checkpoint_step"] = step
-    writer.write(step, "eval", dict(accuracy=metrics["accuracy"],
+    hinge = {} if metrics["hinge_active"] is None else dict(hinge_active=metrics["hinge_active"])
+    writer.write(step, "eval", dict(accuracy=metrics["accuracy"], **hinge,
                                     **{f"mu/{k}": v for k, v in
                                        metrics["mean_branch_weights"].items()}))
     return metrics, mu

@@ -19,6 +19,14 @@ jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 SAMPLE = ROOT / "tests" / "data" / "ferplus_sample"
+# The longest test files, started first: xdist hands out whole files (`--dist loadfile`) in
+# collection order, and one long file started last would leave the other worker idle.
+SLOW_FIRST = ("test_readme.py", "test_multihost.py", "test_preemption.py", "test_study.py")
+
+
+def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
+  rank = {name: i for i, name in enumerate(SLOW_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable
 SHARED_FERPLUS = ROOT.parent / "shared" / "data" / "ferplus"
 
 

@@ -34,7 +34,7 @@ def test_region_boxes_contain_their_landmarks_on_real_faces(faces):
       out = fn(image, lm, jax.random.key(i), train)
       boxes, view = np.asarray(out["boxes"]), np.asarray(out["landmarks"])
       for b, name in enumerate(CFG.branches):
-        if name in crops.WHOLE_FACE_BRANCHES:
+        if name in crops.BRANCH_KINDS:
           np.testing.assert_allclose(boxes[b], [-0.5, -0.5, F - 0.5, F - 0.5])
         else:
           assert inside(view[list(CFG.region(name))], boxes[b]), (i, name, train)
@@ -70,8 +70,9 @@ def test_flip_swaps_eye_boxes_and_mirrors_crops(faces):
                                                         CFG.pad, CFG.min_box))
     np.testing.assert_allclose(box(flipped_lm, "left_eye"), mirror(box(lm, "right_eye")), atol=1e-4)
     np.testing.assert_allclose(box(flipped_lm, "right_eye"), mirror(box(lm, "left_eye")), atol=1e-4)
-    # The eyes branch of the mirrored face is the mirrored eyes branch.
-    cfg = crops.CropConfig(size=32, branches=("eyes", "mouth"), standardize=False)
+    # Each branch of the mirrored face but the occluded one is the mirrored branch (what
+    # evaluation's flip averaging, `config.eval_flip`, relies on).
+    cfg = crops.CropConfig(size=32, branches=("face", "eyes", "nose", "mouth"), standardize=False)
     a = crops.five_crops(image, lm, jax.random.key(0), cfg, False)["crops"]
     b = crops.five_crops(np.ascontiguousarray(image[:, ::-1]), flipped_lm, jax.random.key(0), cfg,
                          False)["crops"]
@@ -140,3 +141,16 @@ def test_crops_picture_command(test_config, tmp_path):
   import cv2  # pylint: disable=g-import-not-at-top
   img = cv2.imread(path)
   assert img is not None and img.shape[0] > 300 and img.shape[1] > 500
+
+
+def test_second_occluder_kind_covers_only_the_upper_face(faces):
+  """`occluded_upper`, a branch kind of `crops.BRANCH_KINDS`: the occluder of the upper band."""
+  cfg = crops.CropConfig(size=F, branches=("face", "occluded_upper"), standardize=False)
+  for i, (image, lm) in enumerate(faces[:8]):
+    bottom = min(F / 2 - 0.5, float(lm[crops.NOSE_BRIDGE, 1]))
+    box = np.asarray(crops.upper_occluder_box(jax.random.key(i), jnp.asarray(lm), F, cfg))
+    assert -0.5 <= box[1] < box[3] <= bottom + 1e-4, (i, box, bottom)
+    out = crops.five_crops(image, lm, jax.random.key(i), cfg, train=False)["crops"]
+    changed = np.abs(np.asarray(out[1]) - np.asarray(out[0]))[..., 0] > 1e-6
+    rows = np.nonzero(changed.any(axis=1))[0]
+    assert len(rows) and rows.max() <= bottom + 0.5, (i, rows, bottom)

@@ -47,6 +47,29 @@ def test_constraint_hand_computed():
                                    hi=1, lo=4, margin=0.03, constraint_weight=2.0)
   np.testing.assert_allclose(parts["ce"], math.log(8), rtol=1e-6)
   np.testing.assert_allclose(total, math.log(8) + 2 * 0.03, rtol=1e-6)
+  np.testing.assert_allclose(parts["hinge_active"], 2 / 3, rtol=1e-6)  # rows 1 and 3 push
+  # Without a constraint (a run whose pair is dropped): L = L2, L1 = 0, no hinge to report.
+  total, parts = losses.total_loss(jnp.zeros((3, 8)), mu, jax.nn.one_hot(jnp.array([0, 1, 2]), 8),
+                                   hi=None, lo=None, margin=0.03, constraint_weight=2.0)
+  np.testing.assert_allclose(total, math.log(8), rtol=1e-6)
+  assert float(parts["constraint"]) == 0.0 and "hinge_active" not in parts
+
+
+def test_probability_mode_samples_one_hot_targets_per_example():
+  """Microsoft's `probability` mode: each target is a one-hot draw from the vote distribution,
+  a pure function of (step key, example index)."""
+  fn = losses.make_loss_fn(kind="cross_entropy", label_mode="probability", constraint=None,
+                           margin=0.03, constraint_weight=1.0)
+  logits = jnp.log(jnp.array([[0.5, 0.25, 0.25] + [1e-9] * 5] * 4))
+  batch = dict(target=jnp.array([[1.0] + [0.0] * 7, [0.0, 1.0] + [0.0] * 6,
+                                 [0.0, 0.0, 1.0] + [0.0] * 5, [0.0, 0.0, 1.0] + [0.0] * 5]),
+               index=jnp.arange(4))
+  # Degenerate distributions draw their only class: CE = -log p(class).
+  loss, _ = fn(dict(logits=logits, mu=jnp.ones((4, 1))), batch, jax.random.key(0))
+  np.testing.assert_allclose(loss, -(math.log(0.5) + 3 * math.log(0.25)) / 4, rtol=1e-5)
+  soft = dict(batch, target=jnp.full((4, 8), 1 / 8))
+  a = fn(dict(logits=logits, mu=jnp.ones((4, 1))), soft, jax.random.key(0))[0]
+  assert a == fn(dict(logits=logits, mu=jnp.ones((4, 1))), soft, jax.random.key(0))[0]
 
 
 def test_constraint_gradient_zero_when_margin_holds():

@@ -1,13 +1,16 @@
 """BranchAttentionNet: one backbone's parameters, weights in (0, 1), fusion by hand, vmap = fold."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fer_jax.models import branch_attention, resnet
+from fer_jax.models import backbones, branch_attention, resnet, vgg
 
-KW = dict(depth=10, width=0.125, stem="small_strided", attention_hidden=8)
+BACKBONE = functools.partial(resnet.ResNet, depth=10, width=0.125, stem="small_strided")
+KW = dict(backbone=BACKBONE, attention_hidden=8)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +71,9 @@ def test_model_output_is_the_fusion_of_its_features(inputs, fusion):
   fused = (mu[..., None] * f).sum(1)
   if fusion == "weighted_mean":
     fused = fused / mu.sum(1, keepdims=True)
+  if fusion == "none":  # no gate: mu is 1 and the fusion the plain mean
+    np.testing.assert_array_equal(mu, np.ones((4, 5)))
+    fused = f.mean(1)
   np.testing.assert_allclose(out["fused"], fused, rtol=1e-5, atol=1e-6)
   logits = fused @ np.asarray(params["classifier"]["kernel"]) + np.asarray(params["classifier"]["bias"])
   np.testing.assert_allclose(out["logits"], logits, rtol=1e-4, atol=1e-5)
@@ -98,3 +104,44 @@ def test_bad_configuration_is_named():
     jax.eval_shape(resnet.ResNet(depth=20).init, jax.random.key(0), jnp.zeros((1, 24, 24, 1)))
   with pytest.raises(ValueError, match="fusion"):
     branch_attention.fuse(jnp.ones((1, 2)), jnp.ones((1, 2, 3)), "max")
+
+
+def test_fusion_none_with_one_branch_is_the_plain_resnet_baseline():
+  """Backbone, pooled features, linear classifier: no attention parameters at all."""
+  x = jax.random.normal(jax.random.key(3), (4, 1, 24, 24, 1))
+  model = branch_attention.BranchAttentionNet(fusion="none", **KW)
+  variables = init(model, x)
+  assert set(variables["params"]) == {"backbone", "classifier"}
+  params = jax.tree.map(lambda p: p, variables["params"])
+  params["classifier"]["kernel"] = jax.random.normal(jax.random.key(2),
+                                                     params["classifier"]["kernel"].shape)
+  out = apply(model, {**variables, "params": params}, x, False)
+  plain = BACKBONE().apply({"params": params["backbone"],
+                            "batch_stats": variables["batch_stats"]["backbone"]}, x[:, 0],
+                           train=False)
+  logits = plain @ params["classifier"]["kernel"] + params["classifier"]["bias"]
+  np.testing.assert_allclose(out["logits"], logits, rtol=1e-4, atol=1e-5)
+
+
+def test_vgg13_backbone_through_the_registry():
+  """The FERPlus paper's VGG13 as a backbone: ten 3x3 convolutions in four pooled groups and
+  two dense layers of 1024 x width; its dropout draws from the `dropout` stream in training."""
+  cfg = dict(backbone="vgg13", width=0.125, bn_momentum=0.9, depth=10, stem="small")
+  make = backbones.backbone(cfg, conv=resnet.PlainConv, pool=None, dtype=jnp.float32)
+  model = branch_attention.BranchAttentionNet(backbone=make, attention_hidden=8)
+  x = jax.random.normal(jax.random.key(0), (2, 5, 32, 32, 1))
+  variables = init(model, x)
+  kernels = [k for k in jax.tree.leaves_with_path(variables["params"]["backbone"])
+             if "Conv" in jax.tree_util.keystr(k[0]) and k[1].ndim == 4]
+  assert [k[1].shape[-1] for k in kernels] == [8, 8, 16, 16, 32, 32, 32, 32, 32, 32]
+  dense = variables["params"]["backbone"]["Dense_0"]["kernel"]
+  assert dense.shape == (2 * 2 * 32, 128)  # 32 px after four 2x2 pools: 2x2x32
+  assert backbones.feature_dim(cfg) == vgg.feature_dim(0.125) == 128
+  run = lambda key: model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                rngs={"dropout": key})[0]["features"]
+  a, b = run(jax.random.key(1)), run(jax.random.key(2))
+  assert a.shape == (2, 5, 128) and float(jnp.abs(a - b).max()) > 0  # dropout in training
+  e1 = model.apply(variables, x, train=False)["features"]
+  np.testing.assert_array_equal(e1, model.apply(variables, x, train=False)["features"])
+  with pytest.raises(ValueError, match="'vgg16'"):
+    backbones.backbone(dict(cfg, backbone="vgg16"), conv=None, pool=None, dtype=jnp.float32)

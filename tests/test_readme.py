@@ -18,7 +18,7 @@ SHRINK = ("--config.num_train_steps=2", "--config.model.depth=10", "--config.mod
           "--config.model.attention_hidden=8", "--config.data.crops.size=24",
           "--config.batch_size=16", "--config.eval_batch_size=32",
           "--config.data.landmarks=template", "--config.plots=False",
-          "--config.model.conv_impl=xla")  # as configs/test.py: the fastest to compile
+          "--config.lowering.conv_impl=xla")  # as configs/test.py: the fastest to compile
 
 
 def readme_commands() -> list[list[str]]:
@@ -37,12 +37,22 @@ def test_readme_commands_run_verbatim_for_a_newcomer(tmp_path):
   commands = readme_commands()
   modes = [next((a.split("=", 1)[1] for a in c if a.startswith("--mode=")), "train")
            for c in commands]
-  assert modes == ["train", "prepare", "crops", "train", "eval", "predict"], commands
+  assert modes == ["train", "prepare", "crops", "train", "eval", "train", "occlusion", "study",
+                   "study", "predict"], commands
   assert not any("tfds_dir" in a for c in commands for a in c)  # the default data dir
+  # The studies (hours of runs) are checked for what they would run: every cell's config
+  # builds; tests/test_study.py runs a study end to end through the same code.
+  from fer_jax import study  # pylint: disable=g-import-not-at-top
+  for argv in [c for c, m in zip(commands, modes) if m == "study"]:
+    config = runs.config("unused", base=next(a.split("=", 1)[1] for a in argv
+                                             if a.startswith("--config=")))
+    assert len(study.plan(config)) >= 9
   home = tmp_path / "home"
   home.mkdir()
   env = {**runs.env(), "HOME": str(home)}
   for argv, mode in zip(commands, modes):
+    if mode == "study":
+      continue
     # README's /tmp paths first: the checkout itself may live under /tmp.
     argv = [a.replace("/tmp/", f"{tmp_path}/").replace("../shared/data/ferplus", str(runs.SAMPLE))
             for a in argv]
@@ -55,6 +65,10 @@ def test_readme_commands_run_verbatim_for_a_newcomer(tmp_path):
   assert (tmp_path / "fer_demo" / "crops.png").stat().st_size > 10_000
   cpu = json.loads((tmp_path / "fer_cpu" / "eval" / "validation.json").read_text())
   assert cpu["checkpoint_step"] == 2 and cpu["num_examples"] == 87
+  plain = json.loads((tmp_path / "fer_plain" / "eval" / "validation.json").read_text())
+  assert plain["mean_branch_weights"] == {"face": 1.0} and plain["hinge_active"] is None
+  occlusion = json.loads((tmp_path / "fer_cpu" / "eval" / "occlusion_validation.json").read_text())
+  assert len(occlusion["occluders"]) == 14
   summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
   assert summary["frames"] == 2 and summary["faces"] == 2 and summary["checkpoint_step"] == 2
   for where in (runs.ROOT, tmp_path):

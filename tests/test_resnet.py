@@ -1,6 +1,8 @@
 """The fast CPU lowerings change no result: im2col convolutions and the strided-view max pool
 against XLA's convolution and reduce_window, outputs and gradients."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -61,8 +63,10 @@ def test_max_pool_equals_reduce_window(size):
 def test_backbone_lowerings_agree(depth, stem, size, impls):
   """`small`: XLA's convolutions, but im2col matmuls where the output map is tiny."""
   x = jax.random.normal(jax.random.key(0), (3, size, size, 1))
-  make = lambda impl, pixels=0: resnet.ResNet(depth=depth, width=0.125, stem=stem, conv_impl=impl,
-                                              small_conv_impl="matmul", small_map_pixels=pixels)
+  make = lambda impl, pixels=0: resnet.ResNet(
+      depth=depth, width=0.125, stem=stem, pool=lowering.max_pool_3x3_s2,
+      conv=functools.partial(lowering.Conv, conv_impl=impl, small_conv_impl="matmul",
+                             small_map_pixels=pixels))
   variables = jax.jit(lambda k: make("xla").init(k, x, train=False))(jax.random.key(1))
 
   def grads(model):
@@ -82,7 +86,21 @@ def test_backbone_lowerings_agree(depth, stem, size, impls):
 
 def test_same_parameters_under_every_lowering():
   x = jnp.zeros((1, 24, 24, 1))
-  shapes = lambda impl: jax.tree.map(jnp.shape, jax.eval_shape(
-      resnet.ResNet(depth=10, width=0.25, conv_impl=impl).init, jax.random.key(0), x)["params"])
-  for impl in lowering.CONV_IMPLS:
-    assert shapes(impl) == shapes("xla")
+  shapes = lambda conv: jax.tree.map(jnp.shape, jax.eval_shape(
+      resnet.ResNet(depth=10, width=0.25, conv=conv).init, jax.random.key(0), x)["params"])
+  for impl in lowering.CONV_IMPLS:  # and flax's own nn.Conv, the research model's default
+    assert shapes(functools.partial(lowering.Conv, conv_impl=impl)) == shapes(resnet.PlainConv)
+
+
+def test_lowering_is_resolved_per_platform_from_its_config_section():
+  low = dict(conv_impl="auto", small_conv_impl="matmul", small_map_pixels=4, branch_axis="auto")
+  assert lowering.conv_impl_for(low, "cpu") == lowering.CPU_CONV_IMPL
+  assert lowering.conv_impl_for(low, "gpu") == "xla"
+  assert lowering.branch_axis_for(low, "cpu") == "fold"
+  assert lowering.branch_axis_for(low, "tpu") == "vmap"
+  assert lowering.conv_module(low, "gpu").keywords["small_map_pixels"] == 0  # CPU-only rule
+  assert lowering.conv_module(low, "cpu").keywords["small_map_pixels"] == 4
+  with pytest.raises(ValueError, match="'im2row'"):
+    lowering.conv_impl_for(dict(low, conv_impl="im2row"), "cpu")
+  with pytest.raises(ValueError, match="branch_axis"):
+    lowering.branch_axis_for(dict(low, branch_axis="scan"), "cpu")

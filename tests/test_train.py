@@ -1,5 +1,6 @@
 """Training, checkpoints and evaluation, end to end on the committed FERPlus sample."""
 
+import functools
 import json
 import pathlib
 import subprocess
@@ -63,8 +64,8 @@ def test_training_run_checkpoints_evaluates_and_resumes(test_config, tmp_path, m
   result = train.train_and_evaluate(config, str(full))
   rows = metrics_rows(full)
   assert [r["step"] for r in rows] == [2, 4, 6, 8]
-  for key in ("loss", "ce", "constraint", "accuracy", "learning_rate", "grad_norm",
-              "steps_per_second", "mu/eyes", "mu/occluded"):
+  for key in ("loss", "ce", "constraint", "hinge_active", "accuracy", "learning_rate",
+              "grad_norm", "steps_per_second", "mu/eyes", "mu/occluded"):
     assert key in rows[0], key
   assert sorted(int(p.name) for p in (full / "checkpoints").iterdir() if p.name.isdigit()) == [3, 6, 8]
   assert (full / "eval" / "validation.json").exists() and result["num_examples"] == 87
@@ -94,6 +95,7 @@ def test_training_run_checkpoints_evaluates_and_resumes(test_config, tmp_path, m
 
 def test_checkpoint_round_trips_exactly(test_config, tmp_path):
   config = test_config
+  config.optimizer.ema_decay = 0.9  # the moving averages travel with the state
   mesh = parallel.make_mesh()
   tx, _ = state_lib.make_optimizer(config, 10)
   state = train.init_state(config, mesh, tx)
@@ -109,6 +111,73 @@ def test_checkpoint_round_trips_exactly(test_config, tmp_path):
   assert ckpt_lib.read_meta(mgr, 7)["metrics"] == {"accuracy": 0.5}
 
 
+def test_ema_is_the_documented_moving_average_and_is_what_evaluation_sees(test_config,
+                                                                         prepared):
+  config = test_config
+  config.optimizer.ema_decay = 0.2
+  split = pipeline.load_split(prepared[1], "train", "majority", False)
+  batch = next(iter(pipeline.train_dataset(split, global_batch=16, seed=1)))
+  batch = parallel.global_batch({k: v for k, v in batch.items() if k in train.STEP_INPUTS},
+                                parallel.make_mesh())
+  mesh = parallel.make_mesh()
+  tx, lr = state_lib.make_optimizer(config, 10)
+  step = train.make_train_step(config, mesh, tx, lr)
+  state = train.init_state(config, mesh, tx)
+  host = [jax.device_get(state)]
+  for _ in range(3):  # the step donates its input state: copy each one out first
+    state = step(state, batch)[0]
+    host.append(jax.device_get(state))
+  # Decays: update 0: min(0.2, 1/10) = 0.1; update 1: min(0.2, 2/11) = 2/11; update 2: 0.2.
+  expected = jax.tree.map(np.asarray, host[0].variables())
+  for t, decay in enumerate((0.1, 2 / 11, 0.2)):
+    expected = jax.tree.map(lambda e, v: decay * e + (1 - decay) * v, expected,
+                            host[t + 1].variables())
+  got = host[3].variables(ema=True)
+  assert jax.tree.structure(got) == jax.tree.structure(expected)
+  for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(host[3].params["classifier"]["kernel"],
+                         got["params"]["classifier"]["kernel"])
+  # Evaluation takes the averages when config.eval_ema, the raw weights otherwise.
+  eval_split = pipeline.load_split(prepared[1], "validation", "majority", True)
+  def probs(variables):
+    return evaluate.evaluate_split(config, variables, eval_split, mesh)[0]["mean_branch_weights"]
+  assert probs(state.variables(ema=True)) != probs(state.variables())
+  config.optimizer.ema_decay = 0.0
+  assert train.init_state(config, mesh, tx).ema is None
+
+
+def test_flip_averaging_is_the_mean_over_the_mirrored_faces(test_config, prepared):
+  """`eval_flip`: the probabilities are the mean of the face's and its mirror image's."""
+  config = test_config
+  config.data.crops.branches = ["face", "eyes", "nose", "mouth"]  # the occluder is not mirrored
+  mesh = parallel.make_mesh()
+  tx, _ = state_lib.make_optimizer(config, 10)
+  state = jax.device_get(train.init_state(config, mesh, tx))
+  # A classifier that is not zero, so that the probabilities depend on the image.
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda p: p + 0.3 * rng.standard_normal(p.shape).astype(p.dtype),
+                        state.params)
+  params["classifier"]["kernel"] = 20 * params["classifier"]["kernel"]
+  variables = {"params": params, "batch_stats": state.batch_stats}
+  split = pipeline.load_split(prepared[1], "validation", "majority", True)
+  exs = [split.source[int(i)] for i in split.indices[:8]]
+  images = np.stack([pipeline.ferplus.decode_png(e["image"]) for e in exs])
+  landmarks = np.stack([np.asarray(e["landmarks"], np.float32) for e in exs])
+  batch = dict(image=images, landmarks=landmarks, index=np.arange(8, dtype=np.int32))
+  mirrored = dict(image=np.ascontiguousarray(images[:, :, ::-1]),
+                  landmarks=np.stack([np.asarray(crops.flip_landmarks(jnp.asarray(l), 48))
+                                      for l in landmarks]), index=batch["index"])
+  model = state_lib.build_model(config)
+  step = lambda b, flip: jax.jit(functools.partial(
+      evaluate.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
+      crops_on="device", occluder_seed=0, flip=flip))(variables, b)
+  plain, other, averaged = step(batch, False), step(mirrored, False), step(batch, True)
+  assert np.abs(plain["probs"] - other["probs"]).max() > 1e-3  # the mirror image differs
+  np.testing.assert_allclose(averaged["probs"], (plain["probs"] + other["probs"]) / 2, atol=2e-5)
+  np.testing.assert_allclose(averaged["mu"], (plain["mu"] + other["mu"]) / 2, atol=2e-5)
+
+
 def test_eval_json_matches_a_direct_computation(test_config, tmp_path, prepared):
   config = test_config
   config.num_train_steps = 4
@@ -118,7 +187,8 @@ def test_eval_json_matches_a_direct_computation(test_config, tmp_path, prepared)
   metrics = evaluate.evaluate(config, str(workdir), "latest")
   saved = json.loads((workdir / "eval" / "validation.json").read_text())
   assert set(saved) == {"accuracy", "per_class_accuracy", "confusion_matrix", "num_examples",
-                        "mean_branch_weights", "checkpoint_step"}
+                        "mean_branch_weights", "hinge_active", "checkpoint_step"}
+  assert 0 <= saved["hinge_active"] <= 1
   assert saved["checkpoint_step"] == 4 and saved["num_examples"] == 87
   assert set(saved["mean_branch_weights"]) == set(config.data.crops.branches)
   assert np.array(saved["confusion_matrix"]).sum() == 87

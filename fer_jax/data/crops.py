@@ -24,7 +24,7 @@ so that the evaluation crops are a pure function of (seed, example index).
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,6 @@ REGIONS: dict[str, tuple[int, ...]] = {
     "left_eye": tuple(range(36, 42)),  # the subject's right eye, on the image's left
     "right_eye": tuple(range(42, 48)),
 }
-WHOLE_FACE_BRANCHES = ("face", "occluded")
 DEFAULT_BRANCHES = ("face", "eyes", "nose", "mouth", "occluded")
 NOSE_BRIDGE = 29  # the landmark whose height bounds the occluder from above (with F/2)
 
@@ -101,8 +100,8 @@ class CropConfig:
       return tuple(extra[name])
     if name in REGIONS:
       return REGIONS[name]
-    raise KeyError(f"unknown branch {name!r}: expected face, occluded, one of {sorted(REGIONS)} "
-                   f"or a region in data.crops.regions ({sorted(extra)})")
+    raise KeyError(f"unknown branch {name!r}: expected one of {sorted(BRANCH_KINDS)}, a region "
+                   f"of {sorted(REGIONS)} or one in data.crops.regions ({sorted(extra)})")
 
   def validate(self) -> "CropConfig":
     if self.size < 4:
@@ -110,7 +109,7 @@ class CropConfig:
     if not self.branches:
       raise ValueError("data.crops.branches is empty")
     for name in self.branches:
-      if name not in WHOLE_FACE_BRANCHES:
+      if name not in BRANCH_KINDS:
         idx = self.region(name)
         if not idx or min(idx) < 0 or max(idx) > 67:
           raise ValueError(f"region {name!r} must list landmark indices in [0, 67], got {idx}")
@@ -157,7 +156,7 @@ def face_box(face_size: float) -> jax.Array:
 
 def branch_boxes(landmarks: jax.Array, face_size: int, cfg: CropConfig) -> jax.Array:
   """[num_branches, 4] boxes, in the coordinates of `landmarks`."""
-  boxes = [face_box(face_size) if name in WHOLE_FACE_BRANCHES else
+  boxes = [BRANCH_KINDS[name].box(landmarks, face_size, cfg) if name in BRANCH_KINDS else
            region_box(landmarks, cfg.region(name), face_size, cfg.pad, cfg.min_box)
            for name in cfg.branches]
   return jnp.stack(boxes)
@@ -239,16 +238,12 @@ def crop_and_resize(image: jax.Array, box: jax.Array, size: int,
   return bilinear_sample(image, xs, ys)
 
 
-def occluder_box(key: jax.Array, landmarks: jax.Array, face_size: int,
+def _box_in_band(key: jax.Array, top: jax.Array, bottom: jax.Array, face_size: int,
                  cfg: CropConfig) -> jax.Array:
-  """A random box (x0, y0, x1, y1) inside the lower band of the face, in face coordinates.
-
-  The band spans the full width and runs from max(F/2, y of the nose bridge) to the bottom.
-  """
+  """A random box spanning `occluder_height` of the band [top, bottom] and `occluder_width`
+  of the face width, placed uniformly inside both."""
   k_h, k_w, k_y, k_x = jax.random.split(key, 4)
-  top = jnp.clip(jnp.maximum(landmarks[NOSE_BRIDGE, 1], face_size / 2 - 0.5), None,
-                 face_size - 1.5)
-  band = face_size - 0.5 - top
+  band = bottom - top
   h = band * jax.random.uniform(k_h, (), minval=cfg.occluder_height[0],
                                 maxval=cfg.occluder_height[1])
   w = face_size * jax.random.uniform(k_w, (), minval=cfg.occluder_width[0],
@@ -256,6 +251,24 @@ def occluder_box(key: jax.Array, landmarks: jax.Array, face_size: int,
   y0 = top + (band - h) * jax.random.uniform(k_y, ())
   x0 = -0.5 + (face_size - w) * jax.random.uniform(k_x, ())
   return jnp.stack([x0, y0, x0 + w, y0 + h])
+
+
+def occluder_box(key: jax.Array, landmarks: jax.Array, face_size: int,
+                 cfg: CropConfig) -> jax.Array:
+  """A random box (x0, y0, x1, y1) inside the lower band of the face, in face coordinates.
+
+  The band spans the full width and runs from max(F/2, y of the nose bridge) to the bottom.
+  """
+  top = jnp.clip(jnp.maximum(landmarks[NOSE_BRIDGE, 1], face_size / 2 - 0.5), None,
+                 face_size - 1.5)
+  return _box_in_band(key, top, jnp.asarray(face_size - 0.5, jnp.float32), face_size, cfg)
+
+
+def upper_occluder_box(key: jax.Array, landmarks: jax.Array, face_size: int,
+                       cfg: CropConfig) -> jax.Array:
+  """As `occluder_box`, in the upper band: from the top to min(F/2, y of the nose bridge)."""
+  bottom = jnp.clip(jnp.minimum(landmarks[NOSE_BRIDGE, 1], face_size / 2 - 0.5), 0.5, None)
+  return _box_in_band(key, jnp.asarray(-0.5, jnp.float32), bottom, face_size, cfg)
 
 
 def paint_occluder(crop: jax.Array, box: jax.Array, face_size: int, key: jax.Array,
@@ -279,6 +292,37 @@ def standardize(crop: jax.Array, eps: float = 1e-5) -> jax.Array:
   """Zero mean, unit variance per crop (eps keeps a flat crop finite)."""
   mean = crop.mean()
   return (crop - mean) / jnp.sqrt(jnp.mean(jnp.square(crop - mean)) + eps)
+
+
+# --------------------------------------------------------------------------------------------
+# Branch kinds.
+
+def _whole_face(landmarks: jax.Array, face_size: int, cfg: CropConfig) -> jax.Array:
+  del landmarks, cfg
+  return face_box(face_size)
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchKind:
+  """How a branch that is not a landmark region is cut.
+
+  Attributes:
+    box: (view landmarks [68, 2], face size F, cfg) -> the box (x0, y0, x1, y1) to crop.
+    occluder: None, or (key, view landmarks, F, cfg) -> a box in face coordinates that is
+      painted over the crop (`paint_occluder`, with `cfg.occluder_fill`).
+  """
+  box: Callable[[jax.Array, int, CropConfig], jax.Array]
+  occluder: Callable[[jax.Array, jax.Array, int, CropConfig], jax.Array] | None = None
+
+
+# Branch name -> kind. Every other branch name is a landmark region (`REGIONS` or
+# `data.crops.regions`), cut as the padded box of its landmarks. A new kind (another occluder,
+# say) is one entry here.
+BRANCH_KINDS: dict[str, BranchKind] = {
+    "face": BranchKind(_whole_face),
+    "occluded": BranchKind(_whole_face, occluder_box),  # the paper's: lower half of the face
+    "occluded_upper": BranchKind(_whole_face, upper_occluder_box),  # brows and eyes covered
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,8 +363,11 @@ def five_crops(image: jax.Array, landmarks: jax.Array, key: jax.Array, cfg: Crop
   crops = []
   for name, box in zip(cfg.branches, boxes):
     crop = crop_and_resize(image, box, cfg.size, view_to_image)
-    if name == "occluded":
-      crop = paint_occluder(crop, occ, face_size, k_fill, cfg.occluder_fill)
+    kind = BRANCH_KINDS.get(name)
+    if kind is not None and kind.occluder is not None:
+      painted = occ if kind.occluder is occluder_box else kind.occluder(k_occ, lm_view,
+                                                                         face_size, cfg)
+      crop = paint_occluder(crop, painted, face_size, k_fill, cfg.occluder_fill)
     crops.append(crop)
   crops = jnp.stack(crops)
   if cfg.standardize:

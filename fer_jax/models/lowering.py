@@ -20,13 +20,18 @@ Every lowering computes the same function (up to float rounding) from the same p
 The max pool (3x3, stride 2, 'SAME') is the maximum of nine strided views; its gradient,
 written by hand, routes each output's gradient to its first maximal input on four quarter-size
 grids, instead of the select-and-scatter that costs XLA:CPU a fifth of a ResNet-18 step.
+
+The choice is the config's `lowering` section, resolved per platform here (`conv_module`,
+`pool_for`, `branch_axis_for`): the research model (`models/branch_attention.py`, the
+backbones) takes a convolution module and a pool function and never names a lowering.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -196,3 +201,80 @@ def _pool_bwd(residuals, g):
 
 
 max_pool_3x3_s2.defvjp(_pool_fwd, _pool_bwd)
+
+
+# --------------------------------------------------------------------------------------------
+# The convolution module and the per-platform choice.
+
+class Conv(nn.Module):
+  """A bias-free 'SAME' convolution whose lowering is a choice, not a parameter.
+
+  Its only parameter, `kernel` [kh, kw, Cin, Cout], has the name, shape and initialiser of
+  `nn.Conv(use_bias=False)`, so checkpoints move freely between lowerings and `nn.Conv`.
+  Convolutions whose output map has at most `small_map_pixels` pixels use `small_conv_impl`,
+  the others `conv_impl`.
+  """
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  conv_impl: str = "xla"
+  small_conv_impl: str = "matmul"
+  small_map_pixels: int = 0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+  kernel_init: Callable = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x):
+    kh, kw = self.kernel_size
+    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
+                        self.param_dtype)
+    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
+    out_pixels = -(-x.shape[-3] // self.strides[0]) * -(-x.shape[-2] // self.strides[1])
+    small = out_pixels <= self.small_map_pixels
+    return conv(x, kernel, self.strides, self.small_conv_impl if small else self.conv_impl)
+
+
+CPU_CONV_IMPL = "matmul"  # the measured best on CPU (bench/RESULTS.md, bench/conv_lowering.py)
+BRANCH_AXES = ("auto", "vmap", "fold")
+
+
+def conv_impl_for(lowering_cfg: Mapping, platform: str) -> str:
+  """Resolves `lowering.conv_impl = 'auto'`: the measured best on CPU, XLA elsewhere."""
+  impl = lowering_cfg["conv_impl"]
+  if impl == "auto":
+    return CPU_CONV_IMPL if platform == "cpu" else "xla"
+  for name in (impl, lowering_cfg["small_conv_impl"]):
+    if name not in CONV_IMPLS:
+      raise ValueError(f"config.lowering conv_impl and small_conv_impl must be auto or one of "
+                       f"{CONV_IMPLS}, got {name!r}")
+  return impl
+
+
+def branch_axis_for(lowering_cfg: Mapping, platform: str) -> str:
+  """Resolves `lowering.branch_axis = 'auto'`: `fold` on CPU (measured faster there: XLA:CPU
+  transposes every activation in BatchNorm's backward under the vmapped branch axis), `vmap`
+  elsewhere. Both compute the same function with the same parameters."""
+  axis = lowering_cfg["branch_axis"]
+  if axis not in BRANCH_AXES:
+    raise ValueError(f"config.lowering.branch_axis must be one of {BRANCH_AXES}, got {axis!r}")
+  if axis == "auto":
+    return "fold" if platform == "cpu" else "vmap"
+  return axis
+
+
+def conv_module(lowering_cfg: Mapping, platform: str) -> Callable[..., nn.Module]:
+  """The convolution module for the backbones: `Conv` under the configured lowering (with the
+  small-map rule on CPU only), `partial`-ed like flax's `nn.Conv`."""
+  return functools.partial(
+      Conv, conv_impl=conv_impl_for(lowering_cfg, platform),
+      small_conv_impl=lowering_cfg["small_conv_impl"],
+      small_map_pixels=lowering_cfg["small_map_pixels"] if platform == "cpu" else 0)
+
+
+def pool_for(lowering_cfg: Mapping, platform: str) -> Callable[[jax.Array], jax.Array]:
+  """The 3x3 stride-2 'SAME' max pool: the strided-view form (`max_pool_3x3_s2`, equal to
+  `nn.max_pool`'s values and gradients) everywhere but under `xla` convolutions off CPU."""
+  if conv_impl_for(lowering_cfg, platform) == "xla" and platform != "cpu":
+    return lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+  return max_pool_3x3_s2

@@ -1,9 +1,10 @@
 """ResNet-18/34/50 backbones in Flax linen, sized for 48-112 px face crops.
 
 The backbone maps one image [N, S, S, C] to a pooled feature vector [N, D]. It knows nothing of
-branches, datasets or configs: `BranchAttentionNet` applies it over the branch axis. How its
-convolutions lower to XLA (`lowering.py`: `xla`, `matmul`, `hybrid`, `shifted`) is a choice
-per layer that changes neither the parameters nor the numbers.
+branches, datasets or configs: `BranchAttentionNet` applies it over the branch axis. It takes
+its convolution as a module (`conv`, `nn.Conv`-like, as flax's examples/imagenet does) and its
+max pool as a function, so how they lower to XLA (`lowering.py`) is the caller's choice and
+changes neither the parameters nor the numbers.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax.numpy as jnp
 
-from fer_jax.models import lowering
-
 ModuleDef = Any
 
 STAGE_SIZES = {
@@ -25,36 +24,11 @@ STAGE_SIZES = {
     50: (3, 4, 6, 3),
 }
 STEMS = ("imagenet", "small", "small_strided")
-CONV_IMPLS = lowering.CONV_IMPLS
+PlainConv = functools.partial(nn.Conv, use_bias=False)  # a `kernel` only, as `lowering.Conv`
 
 
-class Conv(nn.Module):
-  """A bias-free 'SAME' convolution whose lowering is a choice, not a parameter.
-
-  Its only parameter, `kernel` [kh, kw, Cin, Cout], has the name, shape and initialiser of
-  `nn.Conv(use_bias=False)`, so checkpoints move freely between lowerings. Convolutions whose
-  output map has at most `small_map_pixels` pixels use `small_conv_impl`, the others
-  `conv_impl`.
-  """
-  features: int
-  kernel_size: tuple[int, int]
-  strides: tuple[int, int] = (1, 1)
-  conv_impl: str = "xla"
-  small_conv_impl: str = "matmul"
-  small_map_pixels: int = 0
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-  kernel_init: Callable = nn.initializers.lecun_normal()
-
-  @nn.compact
-  def __call__(self, x):
-    kh, kw = self.kernel_size
-    kernel = self.param("kernel", self.kernel_init, (kh, kw, x.shape[-1], self.features),
-                        self.param_dtype)
-    x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
-    out_pixels = -(-x.shape[-3] // self.strides[0]) * -(-x.shape[-2] // self.strides[1])
-    small = out_pixels <= self.small_map_pixels
-    return lowering.conv(x, kernel, self.strides, self.small_conv_impl if small else self.conv_impl)
+def max_pool_3x3_s2(x):
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
 
 
 def _shortcut(block: nn.Module, residual, y, features: int):
@@ -107,7 +81,8 @@ class ResNet(nn.Module):
     width: multiplier on the channel counts (64, 128, 256, 512 at width 1).
     stem: `imagenet` (7x7/2 conv, 3x3/2 max pool), `small` (3x3/1 conv, for 48-64 px inputs)
       or `small_strided` (3x3/2 conv).
-    conv_impl, small_conv_impl, small_map_pixels: see `Conv`.
+    conv: the convolution module (`nn.Conv(use_bias=False)` or `lowering.Conv` partials).
+    pool: the imagenet stem's 3x3 stride-2 'SAME' max pool.
     bn_axis_name: axis name(s) over which BatchNorm averages its batch statistics, e.g. the
       vmapped branch axis, or that plus the data-parallel axis for synchronised BatchNorm.
     bn_momentum: the running-average decay of BatchNorm.
@@ -116,9 +91,8 @@ class ResNet(nn.Module):
   depth: int = 50
   width: float = 1.0
   stem: str = "imagenet"
-  conv_impl: str = "xla"
-  small_conv_impl: str = "matmul"
-  small_map_pixels: int = 0
+  conv: ModuleDef = PlainConv
+  pool: Callable = max_pool_3x3_s2
   bn_axis_name: Any = None
   bn_momentum: float = 0.9
   dtype: Any = jnp.float32
@@ -129,12 +103,7 @@ class ResNet(nn.Module):
       raise ValueError(f"ResNet depth must be one of {sorted(STAGE_SIZES)}, got {self.depth}")
     if self.stem not in STEMS:
       raise ValueError(f"ResNet stem must be one of {STEMS}, got {self.stem!r}")
-    for impl in (self.conv_impl, self.small_conv_impl):
-      if impl not in CONV_IMPLS:
-        raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {impl!r}")
-    conv = functools.partial(Conv, conv_impl=self.conv_impl,
-                             small_conv_impl=self.small_conv_impl,
-                             small_map_pixels=self.small_map_pixels, dtype=self.dtype)
+    conv = functools.partial(self.conv, dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-5, dtype=self.dtype,
                              axis_name=self.bn_axis_name)
@@ -148,7 +117,7 @@ class ResNet(nn.Module):
                name="conv_init")(x)
     x = nn.relu(norm(name="bn_init")(x))
     if self.stem == "imagenet":
-      x = lowering.max_pool_3x3_s2(x)
+      x = self.pool(x)
     for i, num_blocks in enumerate(STAGE_SIZES[self.depth]):
       for j in range(num_blocks):
         strides = (2, 2) if i > 0 and j == 0 else (1, 1)

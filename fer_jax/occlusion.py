@@ -1,0 +1,349 @@
+"""`--mode=occlusion`: a trained run's accuracy and branch weights under a fixed catalogue of
+occluders, painted on the face image before its crops are cut (as a real hand or book would
+hide part of the face, so every branch that sees that part sees the occluder).
+
+The catalogue, `OCCLUDERS` (in this order; a new occluder is one more entry):
+
+- `none`: the face as it is (the accuracy of `--mode=eval`);
+- `lower_half`: everything below max(F/2, y of the nose bridge), the band the training occluder
+  is drawn in (`crops.occluder_box`, `crops.NOSE_BRIDGE`);
+- `upper_half`: everything above that line (the complement of `lower_half`);
+- `eyes_band`: the full width, over the height of the `eyes` region box (brows and eyes);
+- `mouth`, `nose`: the region boxes of the mouth and nose landmarks;
+- `left_half`, `right_half`: everything left (right) of the nose bridge's x (the image's left,
+  the subject's right, for `left_half`);
+- `random_10` ... `random_50`: one pixel-aligned w x h rectangle covering 10, 20, 30, 40 or 50%
+  of the face (w * h within w / 2 pixels of that fraction of F^2), its width / height
+  log-uniform in `RANDOM_ASPECT`, at a uniform position inside the face;
+- `hand`: an ellipse centred on the mouth box, its semi-axes 1.5 x the box's half-width and
+  1.25 x its half-height (`HAND_SCALE`): a hand over the mouth.
+
+Geometry is `crops.py`'s: pixel-index coordinates (pixel (i, j) has its centre at x=j, y=i), and a
+pixel is covered when its centre lies in [x0, x1) x [y0, y1). Region boxes are
+`crops.region_box` with the default `CropConfig`'s pad and min_box (`PAD`, `MIN_BOX`), not the
+run's: the catalogue is one fixed test for every run.
+
+Fill: one uniform grey level in [0, 1] (0-255 for integer images) per face and occluder, drawn
+from the occluder's key, as the training occluder's default `occluder_fill='uniform'`.
+
+Randomness: the key of occluder `name` on the example at TFDS position `index` is
+`fold_in(fold_in(key(data.eval_occluder_seed), index), salt(name))`, `salt` a crc32 of the name,
+so the occluded faces are a pure function of (seed, index, name), and adding an occluder changes
+no other's draws.
+
+`evaluate` restores a checkpoint as `--mode=eval` does, runs one jitted step per batch with the
+occluder's position as a traced argument (one compile for the whole catalogue, `lax.switch`), and
+writes `WORKDIR/eval/occlusion_<split>.json` (`split`, `checkpoint_step`, `eval_occluder_seed`
+and `occluders`: name -> accuracy, per_class_accuracy, confusion_matrix, num_examples and
+mean_branch_weights, as `--mode=eval`'s JSON) and `occlusion_<split>.png`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import pathlib
+from typing import Any, Callable
+import zlib
+
+from absl import logging
+import jax
+from jax import lax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+import ml_collections
+import numpy as np
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import evaluate as eval_lib
+from fer_jax import parallel
+from fer_jax import plots
+from fer_jax import state as state_lib
+from fer_jax.data import crops as crops_lib
+from fer_jax.data import ferplus
+from fer_jax.data import pipeline
+
+# (image [F, F, C] uint8 or float, landmarks [68, 2], key) -> the occluded image (same dtype).
+Occluder = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+PAD = crops_lib.CropConfig.pad
+MIN_BOX = crops_lib.CropConfig.min_box
+RANDOM_ASPECT = (0.5, 2.0)  # width / height of the random rectangles, log-uniform
+HAND_SCALE = (1.5, 1.25)  # the hand ellipse's semi-axes / the mouth box's half-sides (x, y)
+
+
+# --------------------------------------------------------------------------------------------
+# Masks: (landmarks [68, 2], key, face size F) -> bool [F, F].
+
+def box_mask(box: jax.Array, face_size: int) -> jax.Array:
+  """The pixels whose centres lie in [x0, x1) x [y0, y1) (as `crops.paint_occluder`)."""
+  c = jnp.arange(face_size, dtype=jnp.float32)
+  inside_x = (c >= box[0]) & (c < box[2])
+  inside_y = (c >= box[1]) & (c < box[3])
+  return inside_y[:, None] & inside_x[None, :]
+
+
+def lower_band_top(landmarks: jax.Array, face_size: int) -> jax.Array:
+  """The top of the training occluder's band: max(F/2, y of the nose bridge), as in
+  `crops.occluder_box`."""
+  return jnp.clip(jnp.maximum(landmarks[crops_lib.NOSE_BRIDGE, 1], face_size / 2 - 0.5), None,
+                  face_size - 1.5)
+
+
+def _region(landmarks: jax.Array, name: str, face_size: int) -> jax.Array:
+  return crops_lib.region_box(landmarks, crops_lib.REGIONS[name], face_size, PAD, MIN_BOX)
+
+
+def _rows(y0, y1, face_size: int) -> jax.Array:
+  lo, hi = -0.5, face_size - 0.5
+  return box_mask(jnp.stack([jnp.float32(lo), y0, jnp.float32(hi), y1]), face_size)
+
+
+def _columns(x0, x1, face_size: int) -> jax.Array:
+  lo, hi = -0.5, face_size - 0.5
+  return box_mask(jnp.stack([x0, jnp.float32(lo), x1, jnp.float32(hi)]), face_size)
+
+
+def _midline(landmarks: jax.Array, face_size: int) -> jax.Array:
+  return jnp.clip(landmarks[crops_lib.NOSE_BRIDGE, 0], -0.5, face_size - 0.5)
+
+
+def lower_half_mask(landmarks, key, face_size):
+  del key
+  return _rows(lower_band_top(landmarks, face_size), jnp.float32(face_size - 0.5), face_size)
+
+
+def upper_half_mask(landmarks, key, face_size):
+  del key
+  return _rows(jnp.float32(-0.5), lower_band_top(landmarks, face_size), face_size)
+
+
+def eyes_band_mask(landmarks, key, face_size):
+  del key
+  box = _region(landmarks, "eyes", face_size)
+  return _rows(box[1], box[3], face_size)
+
+
+def region_mask(landmarks, key, face_size, *, region: str):
+  del key
+  return box_mask(_region(landmarks, region, face_size), face_size)
+
+
+def left_half_mask(landmarks, key, face_size):
+  del key
+  return _columns(jnp.float32(-0.5), _midline(landmarks, face_size), face_size)
+
+
+def right_half_mask(landmarks, key, face_size):
+  del key
+  return _columns(_midline(landmarks, face_size), jnp.float32(face_size - 0.5), face_size)
+
+
+def random_rectangle_mask(landmarks, key, face_size, *, fraction: float):
+  """A pixel-aligned w x h rectangle with w * h within w / 2 of `fraction` * F^2."""
+  del landmarks
+  k_aspect, k_x, k_y = jax.random.split(key, 3)
+  log_lo, log_hi = np.log(RANDOM_ASPECT[0]), np.log(RANDOM_ASPECT[1])
+  aspect = jnp.exp(jax.random.uniform(k_aspect, (), minval=log_lo, maxval=log_hi))
+  area = fraction * face_size * face_size
+  w = jnp.clip(jnp.round(jnp.sqrt(area * aspect)), 1, face_size)
+  h = jnp.clip(jnp.round(area / w), 1, face_size)
+  x0 = jnp.floor(jax.random.uniform(k_x, ()) * (face_size - w + 1))
+  y0 = jnp.floor(jax.random.uniform(k_y, ()) * (face_size - h + 1))
+  return box_mask(jnp.stack([x0, y0, x0 + w, y0 + h]) - 0.5, face_size)
+
+
+def hand_mask(landmarks, key, face_size):
+  """An ellipse centred on the mouth box, semi-axes `HAND_SCALE` x the box's half-sides."""
+  del key
+  box = _region(landmarks, "mouth", face_size)
+  centre = (box[:2] + box[2:]) / 2
+  semi = (box[2:] - box[:2]) / 2 * jnp.asarray(HAND_SCALE, jnp.float32)
+  c = jnp.arange(face_size, dtype=jnp.float32)
+  dx = (c[None, :] - centre[0]) / semi[0]
+  dy = (c[:, None] - centre[1]) / semi[1]
+  return dx * dx + dy * dy <= 1
+
+
+# --------------------------------------------------------------------------------------------
+# Occluders: (image [F, F, C], landmarks [68, 2], key) -> the occluded image.
+
+def paint(image: jax.Array, mask: jax.Array, key: jax.Array) -> jax.Array:
+  """`image` [F, F, C] with the `mask` [F, F] pixels set to one uniform grey drawn from `key`
+  (in [0, 1] for a float image, [0, 255] for an integer one); same dtype."""
+  grey = jax.random.uniform(key, ())
+  if jnp.issubdtype(image.dtype, jnp.integer):
+    fill = jnp.round(grey * 255).astype(image.dtype)
+  else:
+    fill = grey.astype(image.dtype)
+  return jnp.where(mask[..., None], fill, image)
+
+
+def filled(mask_fn: Callable[..., jax.Array], **kwargs) -> Occluder:
+  """The occluder that paints `mask_fn(landmarks, key, F, **kwargs)` one grey level."""
+
+  def occluder(image, landmarks, key):
+    k_shape, k_fill = jax.random.split(key)
+    mask = mask_fn(jnp.asarray(landmarks, jnp.float32), k_shape, image.shape[0], **kwargs)
+    return paint(image, mask, k_fill)
+
+  return occluder
+
+
+def no_occluder(image, landmarks, key):
+  del landmarks, key
+  return image
+
+
+OCCLUDERS: dict[str, Occluder] = {
+    "none": no_occluder,
+    "lower_half": filled(lower_half_mask),
+    "upper_half": filled(upper_half_mask),
+    "eyes_band": filled(eyes_band_mask),
+    "mouth": filled(region_mask, region="mouth"),
+    "nose": filled(region_mask, region="nose"),
+    "left_half": filled(left_half_mask),
+    "right_half": filled(right_half_mask),
+    **{f"random_{p}": filled(random_rectangle_mask, fraction=p / 100)
+       for p in (10, 20, 30, 40, 50)},
+    "hand": filled(hand_mask),
+}
+
+
+def salt(name: str) -> int:
+  """The number folded into an example's key for occluder `name` (stable across runs)."""
+  return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+def occlude(image: jax.Array, landmarks: jax.Array, key: jax.Array,
+            occluder: int | jax.Array) -> jax.Array:
+  """One face [F, F, C] under the catalogue's occluder number `occluder` (may be traced).
+
+  `key` is the example's key, `fold_in(key(seed), index)`; each occluder folds in its `salt`.
+  """
+  if image.ndim != 3 or image.shape[0] != image.shape[1]:
+    raise ValueError(f"occlude needs one square face image [F, F, C], got {image.shape}")
+
+  def branch(fn, s):
+    return lambda im, lm, k: fn(im, lm, jax.random.fold_in(k, s))
+
+  branches = [branch(fn, salt(name)) for name, fn in OCCLUDERS.items()]
+  return lax.switch(occluder, branches, image, landmarks, key)
+
+
+def occlude_all(image: jax.Array, landmarks: jax.Array, key: jax.Array) -> jax.Array:
+  """One face under every occluder of the catalogue: [len(OCCLUDERS), F, F, C]."""
+  return jax.vmap(occlude, in_axes=(None, None, None, 0))(
+      image, landmarks, key, jnp.arange(len(OCCLUDERS)))
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluation.
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+  if config.data.crops_on != "device":
+    raise ValueError(
+        f"--mode=occlusion paints the occluders on the face image before the crops are cut, so "
+        f"it needs config.data.crops_on='device', got {config.data.crops_on!r} (set "
+        f"--config.data.crops_on=device; the crops and the results are the same)")
+
+
+def occlusion_step(variables, batch, occluder, *, model, crop_cfg, occluder_seed: int,
+                   flip: bool = False):
+  """Per-device forward pass of `evaluate.eval_step` on faces under occluder number
+  `occluder` (a traced scalar): class probabilities and branch weights of each example."""
+  keys = crops_lib.example_keys(jax.random.key(occluder_seed), batch["index"])
+  images = jax.vmap(occlude, in_axes=(0, 0, 0, None))(
+      batch["image"], batch["landmarks"], keys, occluder)
+  return eval_lib.eval_step(variables, {**batch, "image": images}, model=model,
+                            crop_cfg=crop_cfg, crops_on="device", occluder_seed=occluder_seed,
+                            flip=flip)
+
+
+def make_occlusion_step(config: ml_collections.ConfigDict, mesh):
+  """jit(shard_map(occlusion_step)): (variables, batch, occluder number) -> probs, mu."""
+  check_config(config)
+  model = state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS)
+  fn = functools.partial(occlusion_step, model=model, crop_cfg=state_lib.crop_config(config),
+                         occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip)
+  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS), P()),
+                         out_specs=P(parallel.DATA_AXIS), check_vma=False)
+  return jax.jit(mapped)
+
+
+def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipeline.Split,
+                       mesh) -> dict[str, dict[str, Any]]:
+  """`evaluate.evaluate_split`'s metrics of `split` under each occluder, by name.
+
+  Each occluder is one pass over the split (every example once, padding masked out), whose log
+  line names the occluder, its accuracy and its seconds.
+  """
+  step_fn = make_occlusion_step(config, mesh)
+  results = {}
+  for i, name in enumerate(OCCLUDERS):
+    tagged = dataclasses.replace(split, name=f"{split.name} under {name} "
+                                             f"({i + 1}/{len(OCCLUDERS)})")
+    run = lambda v, b, k=np.int32(i): step_fn(v, b, k)
+    results[name], _ = eval_lib.evaluate_split(config, variables, tagged, mesh, run)
+  return results
+
+
+def first_face(split: pipeline.Split, seed: int) -> np.ndarray:
+  """The split's first face under every occluder, keyed as in evaluation: [n, F, F, C]."""
+  idx = int(split.indices[0])
+  ex = split.source[idx]
+  key = jax.random.fold_in(jax.random.key(seed), idx)
+  return np.asarray(jax.jit(occlude_all)(ferplus.decode_png(ex["image"]),
+                                         np.asarray(ex["landmarks"], np.float32), key))
+
+
+def write_results(workdir: str, split_name: str, results: dict[str, dict[str, Any]],
+                  checkpoint_step: int, branch_names: list[str], seed: int,
+                  examples: np.ndarray | None = None, make_plots: bool = True) -> pathlib.Path:
+  """WORKDIR/eval/occlusion_<split>.json and, with `make_plots`, occlusion_<split>.png."""
+  out_dir = pathlib.Path(workdir) / "eval"
+  out_dir.mkdir(parents=True, exist_ok=True)
+  path = out_dir / f"occlusion_{split_name}.json"
+  report = dict(split=split_name, checkpoint_step=int(checkpoint_step), eval_occluder_seed=seed,
+                occluders=results)
+  path.write_text(json.dumps(report, indent=1))
+  if make_plots:
+    names = list(results)
+    plots.occlusion(names, [results[n]["accuracy"] for n in names],
+                    np.array([[results[n]["mean_branch_weights"][b] for b in branch_names]
+                              for n in names]),
+                    branch_names, out_dir / f"occlusion_{split_name}.png",
+                    title=f"{split_name} under occlusion, checkpoint step {checkpoint_step} "
+                          f"({results[names[0]]['num_examples']} faces)",
+                    examples=examples)
+  return path
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
+             ) -> dict[str, dict[str, Any]]:
+  """`--mode=occlusion`: restores checkpoint `which` (latest, best or a step number) and
+  evaluates `data.eval_split` (or `data.eval_list`) under every occluder of `OCCLUDERS`.
+
+  Returns:
+    occluder name -> `evaluate.summarize`'s metrics (accuracy, per_class_accuracy,
+    confusion_matrix, num_examples, mean_branch_weights), as in the JSON's `occluders`.
+  """
+  check_config(config)
+  mesh = parallel.make_mesh()
+  sources = pipeline.open_sources(pipeline.resolve_tfds_dir(config.data.tfds_dir, workdir),
+                                  config.data.landmarks, config.data.manual_dir,
+                                  prepare_if_missing=False)
+  split = eval_lib.load_eval_split(config, sources)
+  mgr = ckpt_lib.manager(workdir, read_only=True)
+  step, variables = ckpt_lib.restore_first(
+      mgr, which, lambda s: eval_lib.restore_variables(config, mgr, s, mesh))
+  results = evaluate_occluders(config, variables, split, mesh)
+  if parallel.is_main():
+    seed = config.data.eval_occluder_seed
+    examples = first_face(split, seed) if config.plots and len(split) else None
+    path = write_results(workdir, split.name, results, step, list(config.data.crops.branches),
+                         seed, examples, config.plots)
+    logging.info("wrote %s (checkpoint step %d, %d examples): %s", path, step,
+                 len(split), ", ".join(f"{n} {m['accuracy']:.4f}" for n, m in results.items()))
+  return results

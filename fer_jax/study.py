@@ -1,0 +1,572 @@
+"""Studies (`--mode=study`): a grid of config overrides crossed with seeds, one ordinary run
+each, summarised in WORKDIR/study.csv, study.md and study.png.
+
+A study config is an ordinary config with a `study` section (configs/studies/):
+
+    config.study.axes = (("loss.margin", (0.0, 0.01, 0.03)),)  # (dotted key, values) pairs
+    config.study.combine = "cross"  # cross: every combination of the axes' values
+    #                                 zip: the i-th value of every axis together
+    config.study.seeds = (0, 1, 2)  # each cell is run once per seed (config.seed)
+    config.study.occlusion = False  # also evaluate each finished run under the occluders
+    config.study.labels = ()  # optional: one folder-safe name per cell, in cell order
+
+A run's config is the study config without its `study` section, with its cell's overrides and
+seed applied (and `data.tfds_dir=""` meaning WORKDIR/tfds, so the dataset is prepared once for
+the whole study). It runs in `WORKDIR/<cell>/seed=<seed>/` through `train.train_and_evaluate`,
+where `<cell>` is its label or `key=value,...` of its overrides (`loss.margin=0.03/seed=1`);
+there it leaves what any run leaves (config.json, checkpoints, metrics.jsonl, eval/) plus
+`study_run.json`: its status, the wall time of this study's attempts at it and, when asked, its
+occlusion accuracies.
+
+Runs go seed by seed (every cell's seed 0 first), so a study stopped early still covers every
+cell. A run is finished when its `study_run.json` says it trained to step S and
+`eval/<eval split>.json` holds checkpoint step S: finished runs are skipped, and a run that was
+cut resumes from its latest checkpoint, so the same command continues a study after a crash or
+across days. A run whose loss became non-finite is recorded as `diverged` and skipped after
+that (delete its folder to run it again); SIGTERM saves the run in progress and stops the study.
+Turning `occlusion` on for a study whose runs are finished evaluates them under the
+occluders (`occlusion.evaluate`) without training them again.
+
+Runs are keyed by their folder: before anything trains, every existing run folder's config.json
+is compared with the config the study would give it, and a difference (another study's run of
+the same name, or a changed base config) is refused, naming the folder and the keys. Paths,
+plots, logging and multihost settings are not compared. `study.json` records the study section
+and its runs, and is rewritten by each invocation; runs of an earlier study in the same WORKDIR
+that this one does not name are left alone and are not in its tables.
+
+After every run the study files are rewritten: `study.csv` (a row per run: its overrides, seed,
+status, final and best validation accuracy, occlusion accuracies, mean mu per branch, the
+fraction of examples whose hinge is active, steps, wall seconds), `study.md` (per cell: n
+finished seeds, mean +- sample standard deviation) and `study.png` (accuracy against the value of
+a single numeric axis with error bars, as the paper's Figure 3; otherwise bars per cell).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import difflib
+import itertools
+import json
+import pathlib
+import re
+import time
+from typing import Any, Sequence
+
+from absl import logging
+import ml_collections
+import numpy as np
+
+from fer_jax import jsonl
+
+COMBINES = ("cross", "zip")
+RUN_FILE = "study_run.json"  # in each run folder: status, wall time, occlusion accuracies
+# Config keys whose values do not change what a run learns: a run folder written with other
+# values of these is still this study's run.
+UNCOMPARED = ("data.manual_dir", "data.tfds_dir", "data.worker_count", "data.prefetch",
+              "plots", "log_every_steps", "multihost", "predict")
+_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,-]*")
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a study: a cell (its folder name and overrides) and a seed."""
+  cell: str
+  overrides: tuple[tuple[str, Any], ...]
+  seed: int
+
+  @property
+  def name(self) -> str:
+    """The run's folder, relative to the study's WORKDIR."""
+    return f"{self.cell}/seed={self.seed}"
+
+  def describe(self) -> str:
+    return " ".join([f"{k}={format_value(v)}" for k, v in self.overrides]
+                    + [f"seed={self.seed}"])
+
+
+def format_value(value: Any) -> str:
+  """A value as folder names, tables and the log show it: 0.01, face+eyes, none."""
+  if isinstance(value, (tuple, list)):
+    return "+".join(format_value(v) for v in value)
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)
+
+
+def _plain(value: Any) -> Any:
+  """Lists (from JSON or ConfigDict) as tuples, all the way down, so values compare and hash."""
+  if isinstance(value, (tuple, list)):
+    return tuple(_plain(v) for v in value)
+  return value
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str, where: str) -> Any:
+  """The value of dotted `key` in `config`; a ValueError naming `where` and the key if absent."""
+  node, path = config, []
+  for part in key.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      prefix = "config" + "".join(f".{p}" for p in path)
+      known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
+      close = difflib.get_close_matches(part, known, n=1)
+      hint = f" (did you mean {close[0]!r}?)" if close else ""
+      raise ValueError(f"{where} names {key!r}, which is not a config key: {prefix} has no "
+                       f"{part!r}{hint}")
+    node = node[part]
+    path.append(part)
+  return node
+
+
+def _assign(config: ml_collections.ConfigDict, key: str, value: Any, where: str) -> None:
+  *parents, name = key.split(".")
+  section = config
+  for part in parents:
+    section = section[part]
+  current = section[name]
+  try:
+    with section.unlocked():
+      section[name] = value
+  except (TypeError, ValueError):
+    raise ValueError(f"{where}: {key}={value!r} does not fit config.{key}, a "
+                     f"{type(current).__name__} ({current!r} in the base config)") from None
+
+
+def _section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  if "study" not in config or not isinstance(config.study, ml_collections.ConfigDict):
+    raise ValueError("--mode=study needs a study config: config.study is missing (its axes, "
+                     "combine, seeds; see configs/studies/margin.py)")
+  return config.study
+
+
+def cells(config: ml_collections.ConfigDict) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
+  """The study's cells in order, as (folder name, ((key, value), ...)); validates the axes,
+  combine and labels, naming the offending key or value."""
+  study = _section(config)
+  axes = study.get("axes", ())
+  if isinstance(axes, ml_collections.ConfigDict):
+    raise ValueError("config.study.axes must be a tuple of (dotted key, values) pairs, e.g. "
+                     "(('loss.margin', (0.0, 0.03)),): ConfigDict field names cannot hold dots")
+  pairs = []
+  for entry in axes or ():
+    if not isinstance(entry, (tuple, list)) or len(entry) != 2 or not isinstance(entry[0], str):
+      raise ValueError(f"config.study.axes: {entry!r} is not a (dotted key, values) pair")
+    key, values = entry
+    if key == "seed":
+      raise ValueError("config.study.axes names 'seed': give the seeds as config.study.seeds")
+    if key == "study" or key.startswith("study."):
+      raise ValueError(f"config.study.axes names {key!r}: the study section cannot be an axis")
+    if any(key == k for k, _ in pairs):
+      raise ValueError(f"config.study.axes names {key!r} twice")
+    current = _lookup(config, key, "config.study.axes")
+    if isinstance(current, ml_collections.ConfigDict):
+      raise ValueError(f"config.study.axes names {key!r}, a section: name one of its keys "
+                       f"({', '.join(current.keys())})")
+    if not isinstance(values, (tuple, list)) or not values:
+      raise ValueError(f"config.study.axes: {key!r} needs a non-empty tuple of values, got "
+                       f"{values!r}")
+    pairs.append((key, tuple(_plain(v) for v in values)))
+
+  combine = study.get("combine", "cross")
+  if combine not in COMBINES:
+    raise ValueError(f"config.study.combine must be one of {COMBINES}, got {combine!r}")
+  keys = [k for k, _ in pairs]
+  if combine == "zip":
+    lengths = {k: len(v) for k, v in pairs}
+    if len(set(lengths.values())) > 1:
+      raise ValueError("config.study.combine='zip' needs axes of equal length: " + ", ".join(
+          f"{k} has {n} value{'s' * (n != 1)}" for k, n in lengths.items()))
+    combos = list(zip(*(v for _, v in pairs))) if pairs else [()]
+  else:
+    combos = list(itertools.product(*(v for _, v in pairs)))
+
+  labels = tuple(study.get("labels", ()) or ())
+  if labels and len(labels) != len(combos):
+    raise ValueError(f"config.study.labels has {len(labels)} names for {len(combos)} cells")
+  out, seen = [], {}
+  for i, combo in enumerate(combos):
+    overrides = tuple(zip(keys, combo))
+    if labels:
+      name = str(labels[i])
+      if not _SAFE.fullmatch(name):
+        raise ValueError(f"config.study.labels: {name!r} is not a folder name (letters, "
+                         f"digits and . _ + = , - only, not starting with . or -)")
+    else:
+      name = ",".join(f"{k}={format_value(v)}" for k, v in overrides) or "base"
+      name = re.sub(r"[^A-Za-z0-9._+=,-]", "_", name)
+    if name in seen:
+      raise ValueError(f"config.study: cells {seen[name]} and {overrides} would share the "
+                       f"folder {name!r}" + ("" if labels else "; give config.study.labels"))
+    seen[name] = overrides
+    out.append((name, overrides))
+  return out
+
+
+def seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """config.study.seeds, checked: a non-empty tuple of distinct integers."""
+  value = _section(config).get("seeds", ())
+  if isinstance(value, int) and not isinstance(value, bool):
+    value = (value,)
+  if not isinstance(value, (tuple, list)) or not value:
+    raise ValueError(f"config.study.seeds must be a non-empty tuple of integers, got {value!r}")
+  for s in value:
+    if not isinstance(s, int) or isinstance(s, bool):
+      raise ValueError(f"config.study.seeds: {s!r} is not an integer seed")
+  if len(set(value)) != len(value):
+    raise ValueError(f"config.study.seeds repeats a seed: {tuple(value)}")
+  return tuple(value)
+
+
+def plan(config: ml_collections.ConfigDict) -> list[Run]:
+  """Every run of the study, seed-major (every cell's first seed first); each run's config is
+  built once here, so a value that does not fit its key fails before anything trains."""
+  runs = [Run(name, overrides, seed) for seed in seeds(config)
+          for name, overrides in cells(config)]
+  for run in runs[:len(runs) // len(seeds(config))]:
+    run_config(config, run)
+  return runs
+
+
+def run_config(config: ml_collections.ConfigDict, run: Run,
+               workdir: str | None = None) -> ml_collections.ConfigDict:
+  """The ordinary config of `run`: `config` without its study section, with the run's
+  overrides and seed; `data.tfds_dir=""` becomes WORKDIR/tfds (shared by the study's runs)."""
+  cfg = copy.deepcopy(config)
+  with cfg.unlocked():
+    if "study" in cfg:
+      del cfg["study"]
+  for key, value in run.overrides:
+    _assign(cfg, key, value, f"config.study cell {run.cell!r}")
+  _assign(cfg, "seed", run.seed, "config.study.seeds")
+  if workdir is not None and not cfg.data.tfds_dir:
+    _assign(cfg, "data.tfds_dir", str(pathlib.Path(workdir) / "tfds"), "--workdir")
+  return cfg
+
+
+def eval_name(config: ml_collections.ConfigDict) -> str:
+  """The name of the evaluation train_and_evaluate writes at the end (eval/<name>.json)."""
+  if config.data.eval_list:
+    return pathlib.Path(config.data.eval_list).stem
+  return config.data.eval_split
+
+
+def _check_base(config: ml_collections.ConfigDict) -> None:
+  if not config.eval_at_end or not (config.data.eval_split or config.data.eval_list):
+    raise ValueError("a study reads each run's final evaluation: it needs config.eval_at_end="
+                     f"True (got {config.eval_at_end}) and a config.data.eval_split (got "
+                     f"{config.data.eval_split!r})")
+
+
+# ---- files of a run
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
+  try:
+    value = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return None
+  return value if isinstance(value, dict) else None
+
+
+def _write_json(path: pathlib.Path, value: Any) -> None:
+  """Written whole or not at all (a temporary file renamed over the old one)."""
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(json.dumps(value, indent=1))
+  tmp.replace(path)
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flat(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: _plain(tree)}
+
+
+def config_conflicts(run_dir: pathlib.Path, cfg: ml_collections.ConfigDict) -> list[str]:
+  """The keys whose value in `run_dir`'s config.json differs from `cfg`'s ("key: was, now"),
+  among the keys both have, except `UNCOMPARED` (nothing when the folder has no config.json)."""
+  old = _read_json(run_dir / "config.json")
+  if old is None:
+    return []
+  old, new = _flat(old), _flat(json.loads(cfg.to_json_best_effort()))
+  skip = lambda k: any(k == u or k.startswith(u + ".") for u in UNCOMPARED)
+  return [f"{k} was {old[k]!r}, now {new[k]!r}" for k in sorted(old.keys() & new.keys())
+          if not skip(k) and old[k] != new[k]]
+
+
+def run_status(run_dir: pathlib.Path, name: str, occlusion: bool) -> str:
+  """finished | trained (occlusion still to evaluate) | diverged | started | pending."""
+  info = _read_json(run_dir / RUN_FILE) or {}
+  if info.get("status") == "diverged":
+    return "diverged"
+  evaluation = _read_json(run_dir / "eval" / f"{name}.json")
+  if (info.get("status") == "trained" and evaluation is not None
+      and evaluation.get("checkpoint_step") == info.get("step")):
+    return "trained" if occlusion and info.get("occlusion") is None else "finished"
+  return "started" if run_dir.exists() else "pending"
+
+
+def read_row(run: Run, run_dir: pathlib.Path, name: str, occlusion: bool) -> dict[str, Any]:
+  """The run's study.csv row, read from its own files (values None where it has none)."""
+  status = run_status(run_dir, name, occlusion)
+  info = _read_json(run_dir / RUN_FILE) or {}
+  row = dict(run=run.name, **{k: (format_value(v) if isinstance(v, tuple) else v)
+                              for k, v in run.overrides})
+  row.update(seed=run.seed, status=status, final_accuracy=None, best_accuracy=None)
+  if status in ("finished", "trained"):
+    evaluation = _read_json(run_dir / "eval" / f"{name}.json")
+    row["final_accuracy"] = evaluation["accuracy"]
+    metrics = run_dir / "metrics.jsonl"
+    evals = [r["accuracy"] for r in (jsonl.read(metrics) if metrics.exists() else [])
+             if r.get("kind") == "eval" and isinstance(r.get("accuracy"), (int, float))]
+    row["best_accuracy"] = max(evals + [evaluation["accuracy"]])
+    for occluder, accuracy in (info.get("occlusion") or {}).items():
+      row[f"occlusion/{occluder}"] = accuracy
+    for branch, mu in (evaluation.get("mean_branch_weights") or {}).items():
+      row[f"mu/{branch}"] = mu
+    row["hinge_active"] = evaluation.get("hinge_active")
+    row["steps"] = evaluation.get("checkpoint_step")
+  elif status == "diverged":
+    row["steps"] = info.get("step")
+  row["wall_seconds"] = round(info["seconds"], 1) if "seconds" in info else None
+  return row
+
+
+# ---- the study's tables and figure
+
+
+_TAIL = ("hinge_active", "steps", "wall_seconds")
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+  """The run, its overrides, seed, status and accuracies, then occlusion accuracies and mu per
+  branch (in first-seen order: runs of one study may have different branches), then `_TAIL`."""
+  seen = []
+  for row in rows:
+    seen += [k for k in row if k not in seen]
+  groups = ("occlusion/", "mu/")
+  return ([k for k in seen if not k.startswith(groups) and k not in _TAIL]
+          + [k for g in groups for k in seen if k.startswith(g)] + list(_TAIL))
+
+
+def write_csv(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
+  columns = _columns(rows)
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "w", newline="") as f:
+    writer = csv.DictWriter(f, columns, restval="")
+    writer.writeheader()
+    for row in rows:
+      writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+  tmp.replace(path)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+  values = np.asarray(values, np.float64)
+  return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+
+
+def summarize(rows: list[dict[str, Any]], cell_names: Sequence[str]) -> list[dict[str, Any]]:
+  """Per cell, in order: its overrides (from its first row), n finished runs and, for each
+  numeric column of the finished runs, the per-seed values."""
+  out = []
+  for cell in cell_names:
+    mine = [r for r in rows if r["run"].startswith(cell + "/")]
+    done = [r for r in mine if r["status"] == "finished"]
+    metric_keys = [k for k in _columns(done) if k == "final_accuracy" or k == "best_accuracy"
+                   or k.startswith(("occlusion/", "mu/")) or k == "hinge_active"]
+    values = {k: [r[k] for r in done if isinstance(r.get(k), (int, float))] for k in metric_keys}
+    out.append(dict(cell=cell, row=mine[0] if mine else {}, n=len(done), runs=len(mine),
+                    values=values))
+  return out
+
+
+def _cell_text(values: Sequence[float], percent: bool) -> str:
+  if not values:
+    return "-"
+  mean, std = mean_std(values)
+  scale, digits = (100.0, 2) if percent else (1.0, 3)
+  text = f"{mean * scale:.{digits}f}"
+  return text + (f" ± {std * scale:.{digits}f}" if len(values) > 1 else "")
+
+
+def markdown(summary: list[dict[str, Any]], axis_keys: Sequence[str], labelled: bool,
+             header: str) -> str:
+  """study.md: a row per cell, mean ± sample std over its finished seeds."""
+  metric_keys = [k for k in _columns([c["values"] for c in summary])
+                 if any(k in c["values"] for c in summary)]
+  names = {"final_accuracy": "final accuracy (%)", "best_accuracy": "best accuracy (%)",
+           "hinge_active": "hinge active"}
+  titles = (["cell"] if labelled else []) + list(axis_keys) + ["n"] + [
+      names.get(k, k + (" (%)" if k.startswith("occlusion/") else "")) for k in metric_keys]
+  lines = [header, "", "| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]
+  for cell in summary:
+    cells_ = ([cell["cell"]] if labelled else []) + [
+        str(cell["row"].get(k, "")) for k in axis_keys] + [f"{cell['n']}/{cell['runs']}"]
+    cells_ += [_cell_text(cell["values"].get(k, []), "accuracy" in k or k.startswith("occ"))
+               for k in metric_keys]
+    lines.append("| " + " | ".join(cells_) + " |")
+  return "\n".join(lines) + "\n"
+
+
+def write_files(workdir: pathlib.Path, config: ml_collections.ConfigDict,
+                runs: Sequence[Run]) -> list[dict[str, Any]]:
+  """study.csv, study.md and study.png from the runs' own files; returns the rows."""
+  from fer_jax import plots  # pylint: disable=g-import-not-at-top
+  name, occlusion = eval_name(config), bool(config.study.get("occlusion", False))
+  rows = [read_row(r, workdir / r.name, name, occlusion) for r in runs]
+  write_csv(rows, workdir / "study.csv")
+  cell_list = cells(config)
+  axis_keys = [k for k, _ in cell_list[0][1]]
+  labelled = bool(tuple(config.study.get("labels", ()) or ()))
+  summary = summarize(rows, [c for c, _ in cell_list])
+  done = sum(r["status"] == "finished" for r in rows)
+  header = (f"# Study {workdir.name}\n\n{done} of {len(rows)} runs finished: "
+            f"{config.study.get('combine', 'cross')} of "
+            f"{', '.join(axis_keys) or 'no axes'}, seeds {', '.join(map(str, seeds(config)))}. "
+            f"Accuracy on {name} (mean ± sample std over the finished seeds; n = finished/runs "
+            f"per cell); a row per run in study.csv.")
+  text = markdown(summary, axis_keys, labelled, header)
+  (workdir / "study.md").write_text(text)
+  if done:
+    series = {name: [c["values"].get("final_accuracy", []) for c in summary]}
+    for key in [k for c in summary for k in c["values"] if k.startswith("occlusion/")]:
+      series.setdefault(key.removeprefix("occlusion/"),
+                        [c["values"].get(key, []) for c in summary])
+    values = [c[1][0][1] if c[1] else None for c in cell_list]
+    numeric = len(axis_keys) == 1 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    plots.study_accuracy([c for c, _ in cell_list], series, workdir / "study.png",
+                         x=values if numeric else None, xlabel=axis_keys[0] if numeric else "",
+                         title=f"{workdir.name}: final accuracy on {name}"
+                         + (" and under each occluder" if len(series) > 1 else "")
+                         + ", mean ± std over seeds")
+  return rows
+
+
+# ---- running
+
+
+def _duration(seconds: float) -> str:
+  seconds = int(round(max(seconds, 0)))
+  h, rem = divmod(seconds, 3600)
+  return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
+
+
+def _occlusion_accuracies(result: dict[str, Any]) -> dict[str, float]:
+  return {k: float(v["accuracy"]) for k, v in result.items()
+          if isinstance(v, dict) and isinstance(v.get("accuracy"), (int, float))}
+
+
+def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[str, Any],
+             status: str, occlusion_lib, main: bool) -> str:
+  """Trains (or resumes) one run, then evaluates it under the occluders when `occlusion_lib`
+  is given; updates `info` (the run's study_run.json) and returns "done", "diverged" or
+  "preempted"."""
+  from fer_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  if status != "trained":
+    info.update(status="running", attempts=info.get("attempts", 0) + 1)
+    if main:
+      run_dir.mkdir(parents=True, exist_ok=True)
+      _write_json(run_dir / RUN_FILE, info)
+    try:
+      result = train_lib.train_and_evaluate(cfg, str(run_dir))
+    except train_lib.NonFiniteLossError as e:
+      info.update(status="diverged", error=str(e))
+      logging.error("%s diverged: %s", run_dir, e)
+      return "diverged"
+    if result.get("preempted"):
+      return "preempted"
+    info.update(status="trained", step=int(result["step"]))
+  if occlusion_lib is not None:
+    if main:  # what is known so far, should the occlusion evaluation fail
+      _write_json(run_dir / RUN_FILE, info)
+    info["occlusion"] = _occlusion_accuracies(occlusion_lib.evaluate(cfg, str(run_dir),
+                                                                     "latest"))
+  return "done"
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
+  """`--mode=study`: runs (or continues) every run of the study in `workdir`; returns the
+  study.csv rows. `jax.distributed` is started by the caller (`cli.run`)."""
+  from fer_jax import parallel  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(workdir).resolve()
+  runs = plan(config)
+  _check_base(run_config(config, runs[0]))
+  want_occlusion = bool(config.study.get("occlusion", False))
+  occlusion_lib = None
+  if want_occlusion:
+    try:
+      from fer_jax import occlusion as occlusion_lib  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ValueError(f"config.study.occlusion=True needs fer_jax.occlusion: {e}") from None
+  if (root / "checkpoints").exists():
+    raise ValueError(f"--workdir={root} holds a training run (checkpoints/): a study needs a "
+                     f"folder of its own, where each run gets a subfolder")
+  for r in runs:
+    conflicts = config_conflicts(root / r.name, run_config(config, r, str(root)))
+    if conflicts:
+      raise ValueError(
+          f"{root / r.name} holds a run with other settings than this study gives it ("
+          f"{'; '.join(conflicts[:4])}{'; ...' if len(conflicts) > 4 else ''}): use another "
+          f"--workdir, or delete that folder to run it again")
+  name = eval_name(config)
+  main = parallel.is_main()
+  if main:
+    previous = _read_json(root / "study.json")
+    if previous and previous.get("runs") != [r.name for r in runs]:
+      logging.warning("%s/study.json described another study (%d runs); its runs that this one "
+                      "does not name stay in their folders, outside study.csv",
+                      root, len(previous.get("runs") or []))
+    _write_json(root / "study.json", dict(
+        study=json.loads(config.study.to_json_best_effort()),
+        runs=[r.name for r in runs],
+        overrides={r.name: {k: v for k, v in r.overrides} | {"seed": r.seed} for r in runs}))
+
+  todo = [r for r in runs if run_status(root / r.name, name, want_occlusion) != "finished"]
+  logging.info("study in %s: %d runs, %d finished, %d to run", root, len(runs),
+               len(runs) - len(todo), len(todo))
+  rows, fresh = None, []
+  for i, r in enumerate(runs, 1):
+    run_dir = root / r.name
+    status = run_status(run_dir, name, want_occlusion)
+    tag = f"run {i}/{len(runs)}: {r.describe()}"
+    if status == "finished":
+      continue
+    if status == "diverged":
+      logging.warning("%s diverged in an earlier attempt: skipped (delete %s to run it again)",
+                      tag, run_dir)
+      continue
+    logging.info("%s: %s in %s", tag, "evaluating occlusion" if status == "trained" else
+                 ("resuming" if status == "started" else "starting"), run_dir)
+    info = _read_json(run_dir / RUN_FILE) or {}
+    start, outcome = time.time(), "failed"
+    try:
+      outcome = _attempt(run_config(config, r, str(root)), run_dir, info, status,
+                         occlusion_lib if want_occlusion else None, main)
+    finally:
+      seconds = time.time() - start
+      info["seconds"] = info.get("seconds", 0.0) + seconds
+      if main:
+        _write_json(run_dir / RUN_FILE, info)
+        rows = write_files(root, config, runs)
+    if outcome == "preempted":
+      logging.warning("%s preempted: the study stops here; the same command continues it", tag)
+      break
+    fresh.append(seconds)
+    row = next((x for x in rows or [] if x["run"] == r.name), {})
+    left = sum(run_status(root / x.name, name, want_occlusion) not in ("finished", "diverged")
+               for x in runs[i:])
+    accuracy = row.get("final_accuracy")
+    result = (f"accuracy {accuracy:.4f} (best {row['best_accuracy']:.4f})"
+              if isinstance(accuracy, float) else outcome)
+    logging.info("%s: %s, %s; %d runs left, ETA %s", tag, result, _duration(seconds), left,
+                 _duration(left * float(np.mean(fresh))))
+  if main and rows is None:
+    rows = write_files(root, config, runs)
+  if main:
+    logging.info("study: wrote %s, %s and %s", root / "study.csv", root / "study.md",
+                 root / "study.png")
+  return rows or []

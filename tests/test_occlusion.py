@@ -1,0 +1,168 @@
+"""The occluder catalogue on real faces (dlib landmarks), and `--mode=occlusion` on the
+reference run: every occluder covers what it says and nothing else, deterministically per
+(seed, index), and `none` gives exactly `--mode=eval`'s accuracy."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import runs
+from fer_jax import evaluate, occlusion
+from fer_jax.data import crops, ferplus, pipeline
+
+F = 48
+NAMES = ("none", "lower_half", "upper_half", "eyes_band", "mouth", "nose", "left_half",
+         "right_half", "random_10", "random_20", "random_30", "random_40", "random_50", "hand")
+SEED = 1234
+SENTINEL = -1.0  # outside every fill's range, so that a painted pixel always differs
+
+
+def keys(indices, seed=SEED):
+  return crops.example_keys(jax.random.key(seed), jnp.asarray(indices))
+
+
+# Every occluder on a batch of faces: [B, F, F, C] -> [B, len(OCCLUDERS), F, F, C].
+occlude_batch = jax.jit(jax.vmap(occlusion.occlude_all))
+
+
+@pytest.fixture(scope="module")
+def faces(prepared_dlib):
+  """Eight validation faces with their fitted landmarks: (images uint8 [8, F, F, 1],
+  landmarks [8, 68, 2], TFDS indices [8])."""
+  split = pipeline.load_split(prepared_dlib[1], "validation", "majority", for_eval=True)
+  idx = split.indices[:8]
+  exs = [split.source[int(i)] for i in idx]
+  return (np.stack([ferplus.decode_png(e["image"]) for e in exs]),
+          np.stack([np.asarray(e["landmarks"], np.float32) for e in exs]), idx)
+
+
+@pytest.fixture(scope="module")
+def occluded(faces):
+  """(images under every occluder, the masks of every occluder) of `faces`."""
+  images, landmarks, idx = faces
+  k = keys(idx)
+  out = np.asarray(occlude_batch(images, landmarks, k))
+  sentinel = np.full(images.shape, SENTINEL, np.float32)
+  masks = np.asarray(occlude_batch(sentinel, landmarks, k))[..., 0] != SENTINEL
+  return out, masks
+
+
+def pixel_box(box):
+  """[F, F] mask of the pixels whose centres lie in [x0, x1) x [y0, y1), in numpy."""
+  c = np.arange(F)
+  return (((c >= box[1]) & (c < box[3]))[:, None]) & (((c >= box[0]) & (c < box[2]))[None, :])
+
+
+def region(lm, name):
+  return np.asarray(crops.region_box(jnp.asarray(lm), crops.REGIONS[name], F, 0.15, 0.25))
+
+
+def test_catalogue_is_the_14_occluders_in_order():
+  assert tuple(occlusion.OCCLUDERS) == NAMES
+  assert len({occlusion.salt(n) for n in NAMES}) == len(NAMES)
+
+
+def test_each_occluder_covers_its_region_and_leaves_the_rest(faces, occluded):
+  images, landmarks, _ = faces
+  out, masks = occluded
+  for b, (image, lm) in enumerate(zip(images, landmarks)):
+    m = dict(zip(NAMES, masks[b]))
+    for i, name in enumerate(NAMES):  # unchanged outside the mask, one grey level inside
+      np.testing.assert_array_equal(out[b, i][~m[name]], image[~m[name]], err_msg=name)
+      assert len(np.unique(out[b, i][m[name]])) <= 1, name
+    assert not m["none"].any()
+    for name in ("mouth", "nose"):
+      np.testing.assert_array_equal(m[name], pixel_box(region(lm, name)), err_msg=(b, name))
+    eyes = region(lm, "eyes")
+    np.testing.assert_array_equal(m["eyes_band"], pixel_box([-0.5, eyes[1], F, eyes[3]]))
+    # The halves split the face in two: at the training occluder's line, and at the nose.
+    top = max(lm[crops.NOSE_BRIDGE, 1], F / 2 - 0.5)
+    np.testing.assert_array_equal(m["lower_half"], pixel_box([-0.5, top, F, F]))
+    np.testing.assert_array_equal(m["upper_half"], ~m["lower_half"])
+    np.testing.assert_array_equal(m["left_half"],
+                                  pixel_box([-0.5, -0.5, lm[crops.NOSE_BRIDGE, 0], F]))
+    np.testing.assert_array_equal(m["right_half"], ~m["left_half"])
+    # Each region's landmarks are under its occluder (the pixel each one falls in).
+    for name, regions in (("mouth", "mouth"), ("nose", "nose"), ("eyes_band", "eyes"),
+                          ("hand", "mouth"), ("lower_half", "mouth")):
+      pts = np.clip(np.round(lm[list(crops.REGIONS[regions])]).astype(int), 0, F - 1)
+      assert m[name][pts[:, 1], pts[:, 0]].all(), (b, name)
+    # The hand: an ellipse around the mouth box, wider than it, about pi/4 of its bounding box.
+    ys, xs = np.nonzero(m["hand"])
+    mouth = region(lm, "mouth")
+    assert xs.max() - xs.min() + 1 > mouth[2] - mouth[0]
+    bbox = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
+    assert 0.65 < m["hand"].sum() / bbox < 0.9, m["hand"].sum() / bbox
+
+
+def test_random_rectangles_cover_their_fraction_of_the_face(faces):
+  _, landmarks, _ = faces
+  sentinel = np.full((8, F, F, 1), SENTINEL, np.float32)  # the fixture's shapes: no compile
+  masks = np.concatenate([np.asarray(occlude_batch(sentinel, landmarks, keys(range(i, i + 8))))
+                          for i in range(0, 64, 8)])[..., 0] != SENTINEL
+  for p in (10, 20, 30, 40, 50):
+    ms = masks[:, NAMES.index(f"random_{p}")]
+    boxes = set()
+    for m in ms:
+      rows, cols = np.nonzero(m.any(1))[0], np.nonzero(m.any(0))[0]
+      h, w = len(rows), len(cols)
+      assert m.sum() == h * w == (rows[-1] - rows[0] + 1) * (cols[-1] - cols[0] + 1)  # a rectangle
+      assert abs(m.sum() - p / 100 * F * F) <= w / 2, (p, m.sum(), w)
+      assert 0.5 - 2 / h <= w / h <= 2 + 2 / h, (p, w, h)
+      boxes.add((rows[0], cols[0], h, w))
+    assert len(boxes) > len(ms) // 2, (p, len(boxes))  # positions and shapes vary with the index
+
+
+def test_occluders_are_deterministic_per_seed_and_index(faces, occluded):
+  images, landmarks, idx = faces
+  out, _ = occluded
+  again = np.asarray(occlude_batch(images, landmarks, keys(idx)))
+  np.testing.assert_array_equal(again, out)
+  # The same face at another index (or under another seed) is occluded differently.
+  same_face = np.repeat(images[:1], 8, 0), np.repeat(landmarks[:1], 8, 0)
+  k = jnp.concatenate([keys([idx[0], idx[0] + 1]), keys(idx[:6], seed=SEED + 1)])
+  other = np.asarray(occlude_batch(*same_face, k))[:3]
+  np.testing.assert_array_equal(other[0], out[0])
+  np.testing.assert_array_equal(other[1:, 0], out[:1, 0].repeat(2, 0))  # none is none
+  for i in range(1, len(NAMES)):
+    assert (other[1, i] != out[0, i]).any() and (other[2, i] != out[0, i]).any(), NAMES[i]
+
+
+def test_crops_on_host_is_refused(test_config, tmp_path):
+  test_config.data.crops_on = "host"
+  with pytest.raises(ValueError, match="crops_on='device'"):
+    occlusion.evaluate(test_config, str(tmp_path), "latest")
+
+
+def test_occlusion_mode_on_the_reference_run(reference_run, prepared, tmp_path):
+  """main.py --mode=occlusion: the JSON and PNG; `none` is --mode=eval's accuracy, exactly."""
+  workdir = tmp_path / "run"
+  shutil.copytree(reference_run, workdir)
+  r = runs.run(workdir, prepared[0], *runs.REFERENCE_FLAGS, "--config.plots=True",
+               mode="occlusion")
+  assert r.returncode == 0, r.stderr[-3000:]
+  for name in NAMES:  # a line per occluder, with its accuracy
+    assert f"of validation under {name} (" in r.stderr, name
+  saved = json.loads((workdir / "eval" / "occlusion_validation.json").read_text())
+  assert saved["checkpoint_step"] == runs.STEPS
+  assert tuple(saved["occluders"]) == NAMES
+  n = len(pipeline.load_split(prepared[1], "validation", "majority", for_eval=True))
+  assert all(m["num_examples"] == n for m in saved["occluders"].values())
+  assert (workdir / "eval" / "occlusion_validation.png").stat().st_size > 10_000
+
+  config = runs.config(prepared[0], *runs.REFERENCE_FLAGS)
+  clean = evaluate.evaluate(config, str(workdir), "latest")
+  none = saved["occluders"]["none"]
+  assert none["accuracy"] == clean["accuracy"]
+  assert none["per_class_accuracy"] == clean["per_class_accuracy"]
+  assert none["confusion_matrix"] == clean["confusion_matrix"]
+  for b, mu in clean["mean_branch_weights"].items():
+    assert abs(none["mean_branch_weights"][b] - mu) < 1e-6, b
+  # An occluder changes what the branches see, hence their weights.
+  mu = {name: m["mean_branch_weights"] for name, m in saved["occluders"].items()}
+  assert mu["mouth"]["mouth"] != mu["none"]["mouth"]
+  assert mu["eyes_band"]["eyes"] != mu["none"]["eyes"]

@@ -1,0 +1,289 @@
+"""Studies (`--mode=study`): a run per cell and seed, skipped once finished, resumed when cut,
+summarised in study.csv, study.md and study.png; bad study configs refused by name."""
+
+import csv
+import json
+import pathlib
+import shutil
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import runs
+
+from configs import test as test_config_module
+from configs.studies import ablation, margin
+from configs.studies import test as study_test
+from fer_jax import jsonl, state as state_lib, study, train
+
+RUN_NAMES = ["loss.margin=0.0/seed=0", "loss.margin=0.05/seed=0", "loss.margin=0.0/seed=1",
+             "loss.margin=0.05/seed=1"]
+
+
+@pytest.fixture(scope="module")
+def study_config(prepared):
+  config = study_test.get_config()
+  config.data.manual_dir = str(runs.SAMPLE)
+  config.data.tfds_dir = prepared[0]
+  return config
+
+
+@pytest.fixture(scope="module")
+def finished(study_config, tmp_path_factory):
+  """configs/studies/test.py run once in-process: two margins by two seeds, two steps each."""
+  workdir = tmp_path_factory.mktemp("study")
+  return workdir, study.run(study_config, str(workdir))
+
+
+def read_csv(path):
+  with open(path, newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def snapshot(workdir):
+  """Every file of every run, with its modification time."""
+  return {str(p.relative_to(workdir)): p.stat().st_mtime_ns
+          for name in RUN_NAMES for p in (workdir / name).rglob("*") if p.is_file()}
+
+
+def test_study_runs_each_cell_and_seed_and_summarises_them(finished):
+  workdir, rows = finished
+  assert [r["run"] for r in rows] == RUN_NAMES
+  table = read_csv(workdir / "study.csv")
+  assert [r["run"] for r in table] == RUN_NAMES
+  by_margin = {}
+  for row, csv_row in zip(rows, table):
+    run_dir = workdir / row["run"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert "study" not in config
+    assert config["loss"]["margin"] == row["loss.margin"] == float(csv_row["loss.margin"])
+    assert config["seed"] == row["seed"] == int(csv_row["seed"])
+    evaluation = json.loads((run_dir / "eval" / "validation.json").read_text())
+    evals = [r["accuracy"] for r in jsonl.read(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
+    assert csv_row["status"] == row["status"] == "finished"
+    assert float(csv_row["final_accuracy"]) == row["final_accuracy"] == evaluation["accuracy"]
+    assert float(csv_row["best_accuracy"]) == row["best_accuracy"] == max(evals)
+    assert int(csv_row["steps"]) == row["steps"] == evaluation["checkpoint_step"] == 2
+    for branch, mu in evaluation["mean_branch_weights"].items():
+      assert float(csv_row[f"mu/{branch}"]) == row[f"mu/{branch}"] == mu
+    hinge = evaluation.get("hinge_active")
+    assert csv_row["hinge_active"] == ("" if hinge is None else str(hinge))
+    info = json.loads((run_dir / study.RUN_FILE).read_text())
+    assert info["status"] == "trained" and info["step"] == 2 and info["attempts"] == 1
+    assert float(csv_row["wall_seconds"]) == round(info["seconds"], 1) > 0
+    by_margin.setdefault(row["loss.margin"], []).append(evaluation["accuracy"])
+
+  md = (workdir / "study.md").read_text()
+  assert "4 of 4 runs finished" in md
+  for value, accuracies in by_margin.items():
+    mean, std = np.mean(accuracies) * 100, np.std(accuracies, ddof=1) * 100
+    assert f"| {value} | 2/2 | {mean:.2f} ± {std:.2f} |" in md, md
+  assert (workdir / "study.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  assert json.loads((workdir / "study.json").read_text())["runs"] == RUN_NAMES
+
+
+def test_rerunning_a_finished_study_runs_nothing(finished, study_config, monkeypatch):
+  workdir, rows = finished
+  before = snapshot(workdir)
+
+  def must_not_train(*args):
+    raise AssertionError(f"train_and_evaluate{args} called on a finished study")
+
+  monkeypatch.setattr(train, "train_and_evaluate", must_not_train)
+  assert study.run(study_config, str(workdir)) == rows
+  assert snapshot(workdir) == before
+
+
+def test_a_cut_run_resumes_and_only_it(finished, study_config, tmp_path, monkeypatch):
+  """A run killed before its final evaluation (as SIGKILL leaves it: no eval json, its
+  study_run.json still `running`) is resumed from its checkpoint; the others are skipped."""
+  workdir = tmp_path / "study"
+  shutil.copytree(finished[0], workdir)
+  cut = workdir / RUN_NAMES[1]
+  (cut / "eval" / "validation.json").unlink()
+  info = json.loads((cut / study.RUN_FILE).read_text())
+  (cut / study.RUN_FILE).write_text(json.dumps(dict(info, status="running")))
+  others = {n: json.loads((workdir / n / study.RUN_FILE).read_text()) for n in RUN_NAMES}
+  calls, real = [], train.train_and_evaluate
+
+  def recording(config, run_dir):
+    calls.append(pathlib.Path(run_dir))
+    return real(config, run_dir)
+
+  monkeypatch.setattr(train, "train_and_evaluate", recording)
+  rows = study.run(study_config, str(workdir))
+  assert calls == [cut]
+  assert [r["status"] for r in rows] == ["finished"] * 4
+  # Resumed at its last step, it evaluates the same checkpoint again: the same accuracy.
+  assert rows[1]["final_accuracy"] == finished[1][1]["final_accuracy"]
+  assert rows[1]["steps"] == 2
+  info = json.loads((cut / study.RUN_FILE).read_text())
+  assert info["attempts"] == 2 and info["seconds"] > others[RUN_NAMES[1]]["seconds"]
+  for name in RUN_NAMES[:1] + RUN_NAMES[2:]:
+    assert json.loads((workdir / name / study.RUN_FILE).read_text()) == others[name]
+  assert [r["final_accuracy"] for r in read_csv(workdir / "study.csv")] == [
+      str(r["final_accuracy"]) for r in rows]
+
+
+def test_a_run_folder_with_other_settings_is_refused(finished, study_config, monkeypatch):
+  monkeypatch.setattr(train, "train_and_evaluate", None)  # nothing may train
+  config = study_config.copy_and_resolve_references()
+  config.num_train_steps = 3
+  with pytest.raises(ValueError, match=r"loss.margin=0.0/seed=0 holds a run with other "
+                                       r"settings .*num_train_steps was 2, now 3"):
+    study.run(config, str(finished[0]))
+
+
+def test_occlusion_is_added_to_finished_runs_without_training(finished, study_config,
+                                                                tmp_path, monkeypatch):
+  """`study.occlusion` turned on later: each finished run is evaluated under the occluders (a
+  stand-in for fer_jax.occlusion here), nothing trains, and the tables gain the columns."""
+  import fer_jax  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "study"
+  shutil.copytree(finished[0], workdir)
+  evaluated = []
+
+  def evaluate(config, run_dir, which):
+    evaluated.append((pathlib.Path(run_dir).relative_to(workdir).as_posix(), which))
+    return {"lower_half": dict(accuracy=0.25 + config.loss.margin), "hand": dict(accuracy=0.5)}
+
+  fake = types.ModuleType("fer_jax.occlusion")
+  fake.evaluate = evaluate
+  monkeypatch.setitem(sys.modules, "fer_jax.occlusion", fake)
+  monkeypatch.setattr(fer_jax, "occlusion", fake, raising=False)
+  monkeypatch.setattr(train, "train_and_evaluate", None)  # nothing may train
+  config = study_config.copy_and_resolve_references()
+  config.study.occlusion = True
+  rows = study.run(config, str(workdir))
+  assert evaluated == [(name, "latest") for name in RUN_NAMES]
+  assert [r["status"] for r in rows] == ["finished"] * 4
+  assert [r["occlusion/lower_half"] for r in rows] == [0.25, 0.3, 0.25, 0.3]
+  table = read_csv(workdir / "study.csv")
+  assert [float(r["occlusion/hand"]) for r in table] == [0.5] * 4
+  md = (workdir / "study.md").read_text()
+  assert "occlusion/lower_half (%)" in md and "| 0.05 | 2/2 |" in md
+  evaluated.clear()
+  study.run(config, str(workdir))
+  assert evaluated == []
+
+
+def fake_study(tmp_path, monkeypatch, fake):
+  """configs/studies/test.py in `tmp_path` with `fake` in place of train_and_evaluate."""
+  calls = []
+
+  def recording(config, run_dir):
+    calls.append(pathlib.Path(run_dir).relative_to(tmp_path).as_posix())
+    return fake(config, run_dir)
+
+  monkeypatch.setattr(train, "train_and_evaluate", recording)
+  return calls, lambda: study.run(study_test.get_config(), str(tmp_path))
+
+
+def test_a_diverged_run_is_recorded_and_not_retried(tmp_path, monkeypatch):
+  def diverge(config, run_dir):
+    raise train.NonFiniteLossError(f"the loss became nan at step 1 (margin {config.loss.margin})")
+
+  calls, run = fake_study(tmp_path, monkeypatch, diverge)
+  rows = run()
+  assert calls == RUN_NAMES and [r["status"] for r in rows] == ["diverged"] * 4
+  assert [r["status"] for r in read_csv(tmp_path / "study.csv")] == ["diverged"] * 4
+  assert "0 of 4 runs finished" in (tmp_path / "study.md").read_text()
+  info = json.loads((tmp_path / RUN_NAMES[0] / study.RUN_FILE).read_text())
+  assert info["status"] == "diverged" and "nan at step 1" in info["error"]
+  calls.clear()
+  run()
+  assert calls == []
+
+
+def test_sigterm_stops_the_study_after_saving_the_run(tmp_path, monkeypatch):
+  calls, run = fake_study(tmp_path, monkeypatch, lambda c, d: dict(preempted=True, step=1))
+  rows = run()
+  assert calls == RUN_NAMES[:1]
+  assert [r["status"] for r in rows] == ["started", "pending", "pending", "pending"]
+
+
+# ---- the study config, checked before anything trains
+
+
+def with_study(**section):
+  config = study_test.get_config()
+  for key, value in section.items():
+    config.study[key] = value
+  return config
+
+
+@pytest.mark.parametrize("section, message", [
+    (dict(axes=(("loss.margn", (0.1,)),)),
+     r"config.study.axes names 'loss.margn', .*config.loss has no 'margn' \(did you mean "
+     r"'margin'\?\)"),
+    (dict(axes=(("los.margin", (0.1,)),)), r"config has no 'los' \(did you mean 'loss'\?\)"),
+    (dict(axes=(("loss", (0.1,)),)), r"names 'loss', a section"),
+    (dict(axes=(("seed", (1, 2)),)), r"config.study.seeds"),
+    (dict(axes=(("loss.margin", ()),)), r"'loss.margin' needs a non-empty tuple of values"),
+    (dict(axes=(("loss.margin", (0.0,)), ("loss.margin", (0.1,)))), r"'loss.margin' twice"),
+    (dict(axes=(("loss.margin", (0.0, 0.1)), ("optimizer.learning_rate", (0.1, 0.2, 0.3))),
+          combine="zip"),
+     r"equal length: loss.margin has 2 values, optimizer.learning_rate has 3 values"),
+    (dict(combine="grid"), r"config.study.combine must be one of \('cross', 'zip'\), got 'grid'"),
+    (dict(seeds=()), r"config.study.seeds must be a non-empty tuple"),
+    (dict(seeds=(0, 0)), r"config.study.seeds repeats a seed"),
+    (dict(seeds=(0, 1.5)), r"config.study.seeds: 1.5 is not an integer seed"),
+    (dict(axes=(("num_train_steps", (2, 2.5)),)), r"num_train_steps=2.5 does not fit"),
+    (dict(labels=("a",)), r"config.study.labels has 1 names for 2 cells"),
+    (dict(labels=("a", "a")), r"would share the folder 'a'"),
+    (dict(labels=("a", "../b")), r"'../b' is not a folder name"),
+])
+def test_bad_study_configs_are_refused_naming_the_culprit(section, message):
+  with pytest.raises(ValueError, match=message):
+    study.plan(with_study(**section))
+
+
+def test_a_config_without_a_study_or_a_final_evaluation_is_refused(tmp_path):
+  with pytest.raises(ValueError, match=r"config.study is missing"):
+    study.run(test_config_module.get_config(), str(tmp_path))
+  config = with_study()
+  config.eval_at_end = False
+  with pytest.raises(ValueError, match=r"config.eval_at_end=True"):
+    study.run(config, str(tmp_path))
+  assert not list(tmp_path.iterdir())
+
+
+def test_main_refuses_a_config_without_a_study(prepared, tmp_path):
+  r = runs.run(tmp_path / "w", prepared[0], mode="study")
+  assert r.returncode == 2, r.stderr[-2000:]
+  assert "--mode=study needs a study config: config.study is missing" in r.stderr
+
+
+# ---- the shipped studies
+
+
+def test_margin_study_is_figure_3_over_three_seeds():
+  assert "main.py --mode=study --config=configs/studies/margin.py" in margin.__doc__
+  assert "estimated" in margin.__doc__
+  config = margin.get_config()
+  planned = study.plan(config)
+  assert len(planned) == 15
+  assert sorted({study.run_config(config, r).loss.margin for r in planned}) == [
+      0.0, 0.01, 0.03, 0.05, 0.1]
+  assert sorted({r.seed for r in planned}) == [0, 1, 2]
+  assert all("study" not in study.run_config(config, r) for r in planned)
+
+
+def test_ablation_study_cells():
+  assert "main.py --mode=study --config=configs/studies/ablation.py" in ablation.__doc__
+  assert "estimated" in ablation.__doc__
+  config = ablation.get_config()
+  planned = study.plan(config)
+  assert len(planned) == 9 and {r.seed for r in planned} == {0, 1, 2}
+  assert [r.name for r in planned[:3]] == [f"{c}/seed=0" for c in ablation.LABELS]
+  one, five, constrained = (study.run_config(config, r) for r in planned[:3])
+  assert tuple(one.data.crops.branches) == ("face",) and one.model.fusion == "none"
+  assert one.loss.constraint_weight == five.loss.constraint_weight == 0.0
+  assert len(five.data.crops.branches) == len(constrained.data.crops.branches) == 5
+  assert constrained.loss.constraint_weight == 1.0 and constrained.model.fusion == "weighted_sum"
+  assert state_lib.constraint_indices(one) is None is state_lib.constraint_indices(five)
+  assert state_lib.constraint_indices(constrained) is not None
+  for cfg in (one, five):  # the architectures differ: both build (shapes only)
+    assert state_lib.count_params(state_lib.abstract_train_state(cfg).params) > 0
