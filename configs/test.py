@@ -3,14 +3,21 @@
     python -m pytest -q tests
 
 Not a research config: small enough that a train step compiles and runs in seconds on two
-CPU cores. Tests set data.manual_dir and data.tfds_dir to the committed sample.
+CPU cores. It reads the committed sample (tests/data/ferplus_sample), prepared into
+WORKDIR/tfds on first use, so that `python main.py --config=configs/test.py --workdir=W` runs
+as it is; the tests point data.tfds_dir at a sample they prepare once per session.
 """
 
+import pathlib
+
 from configs import default
+
+SAMPLE = pathlib.Path(__file__).resolve().parents[1] / "tests" / "data" / "ferplus_sample"
 
 
 def get_config():
   config = default.get_config()
+  config.data.manual_dir = str(SAMPLE)
   config.data.tfds_dir = ""
   config.data.landmarks = "template"  # dlib's fit is tested on its own (tests/test_landmarks.py)
   config.data.crops.size = 24

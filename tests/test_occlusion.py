@@ -3,6 +3,7 @@ reference run: every occluder covers what it says and nothing else, deterministi
 (seed, index), and `none` gives exactly `--mode=eval`'s accuracy."""
 
 import json
+import logging
 import shutil
 
 import jax
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 
 import runs
-from fer_jax import evaluate, occlusion
+from fer_jax import cli, evaluate, occlusion
 from fer_jax.data import crops, ferplus, pipeline
 
 F = 48
@@ -138,15 +139,17 @@ def test_crops_on_host_is_refused(test_config, tmp_path):
     occlusion.evaluate(test_config, str(tmp_path), "latest")
 
 
-def test_occlusion_mode_on_the_reference_run(reference_run, prepared, tmp_path):
-  """main.py --mode=occlusion: the JSON and PNG; `none` is --mode=eval's accuracy, exactly."""
+def test_occlusion_mode_on_the_reference_run(reference_run, prepared, tmp_path, caplog):
+  """--mode=occlusion (in-process; README's command runs it through main.py in
+  tests/test_readme.py): the JSON and PNG; `none` is --mode=eval's accuracy, exactly."""
   workdir = tmp_path / "run"
   shutil.copytree(reference_run, workdir)
-  r = runs.run(workdir, prepared[0], *runs.REFERENCE_FLAGS, "--config.plots=True",
-               mode="occlusion")
-  assert r.returncode == 0, r.stderr[-3000:]
+  caplog.set_level(logging.INFO)
+  config = runs.config(prepared[0], *runs.REFERENCE_FLAGS, "--config.plots=True")
+  cli.run("occlusion", config, str(workdir))
+  logged = "\n".join(r.getMessage() for r in caplog.records)
   for name in NAMES:  # a line per occluder, with its accuracy
-    assert f"of validation under {name} (" in r.stderr, name
+    assert f"of validation under {name} (" in logged, name
   saved = json.loads((workdir / "eval" / "occlusion_validation.json").read_text())
   assert saved["checkpoint_step"] == runs.STEPS
   assert tuple(saved["occluders"]) == NAMES
