@@ -377,10 +377,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   tx, lr_fn = state_lib.make_optimizer(config, steps_per_epoch)
   state = init_state(config, mesh, tx)
-  logging.info("model: %s parameters (backbone %s, shared by %d branches); %d devices, "
+  nb = len(crop_cfg.branches)
+  logging.info("model: %s parameters (backbone %s, %s); %d devices, "
                "%d processes; %d training examples (%s), %d steps per epoch, %d steps",
                f"{state_lib.count_params(state.params):,}",
-               f"{state_lib.count_params(state.params['backbone']):,}", len(crop_cfg.branches),
+               f"{state_lib.count_params(state.params['backbone']):,}",
+               f"shared by {nb} branches" if nb > 1 else "one branch",
                jax.device_count(), jax.process_count(), len(train_split), config.data.source,
                steps_per_epoch, num_steps)
 
