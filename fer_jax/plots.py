@@ -104,8 +104,8 @@ def crops_grid(faces: Sequence[dict], branch_names: Sequence[str], path, title: 
     lm = np.asarray(face["landmarks"])
     ax.scatter(lm[:, 0], lm[:, 1], s=3, c="red")
     for b, (name, box) in enumerate(zip(branch_names, np.asarray(face["boxes"]))):
-      if name in ("face", "occluded"):
-        continue
+      if np.allclose(box, [-0.5, -0.5, img.shape[1] - 0.5, img.shape[0] - 0.5]):
+        continue  # a whole-face branch (face, occluded, occluded_upper): nothing to outline
       ax.add_patch(plt.Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
                                  fill=False, color=colours[b], lw=1))
     if "occluder" in face and "occluded" in branch_names:
