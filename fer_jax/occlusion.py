@@ -6,7 +6,7 @@ The catalogue, `OCCLUDERS` (in this order; a new occluder is one more entry):
 
 - `none`: the face as it is (the accuracy of `--mode=eval`);
 - `lower_half`: everything below max(F/2, y of the nose bridge), the band the training occluder
-  is drawn in (`crops.occluder_box`, `crops.NOSE_BRIDGE`);
+  is drawn in (`crops.lower_band_top`);
 - `upper_half`: everything above that line (the complement of `lower_half`);
 - `eyes_band`: the full width, over the height of the `eyes` region box (brows and eyes);
 - `mouth`, `nose`: the region boxes of the mouth and nose landmarks;
@@ -84,13 +84,6 @@ def box_mask(box: jax.Array, face_size: int) -> jax.Array:
   return inside_y[:, None] & inside_x[None, :]
 
 
-def lower_band_top(landmarks: jax.Array, face_size: int) -> jax.Array:
-  """The top of the training occluder's band: max(F/2, y of the nose bridge), as in
-  `crops.occluder_box`."""
-  return jnp.clip(jnp.maximum(landmarks[crops_lib.NOSE_BRIDGE, 1], face_size / 2 - 0.5), None,
-                  face_size - 1.5)
-
-
 def _region(landmarks: jax.Array, name: str, face_size: int) -> jax.Array:
   return crops_lib.region_box(landmarks, crops_lib.REGIONS[name], face_size, PAD, MIN_BOX)
 
@@ -111,12 +104,14 @@ def _midline(landmarks: jax.Array, face_size: int) -> jax.Array:
 
 def lower_half_mask(landmarks, key, face_size):
   del key
-  return _rows(lower_band_top(landmarks, face_size), jnp.float32(face_size - 0.5), face_size)
+  top = crops_lib.lower_band_top(landmarks, face_size)
+  return _rows(top, jnp.float32(face_size - 0.5), face_size)
 
 
 def upper_half_mask(landmarks, key, face_size):
   del key
-  return _rows(jnp.float32(-0.5), lower_band_top(landmarks, face_size), face_size)
+  top = crops_lib.lower_band_top(landmarks, face_size)
+  return _rows(jnp.float32(-0.5), top, face_size)
 
 
 def eyes_band_mask(landmarks, key, face_size):

@@ -253,15 +253,21 @@ def _box_in_band(key: jax.Array, top: jax.Array, bottom: jax.Array, face_size: i
   return jnp.stack([x0, y0, x0 + w, y0 + h])
 
 
+def lower_band_top(landmarks: jax.Array, face_size: int) -> jax.Array:
+  """Where the lower face begins: max(F/2, y of the nose bridge), kept one pixel above the
+  bottom."""
+  return jnp.clip(jnp.maximum(landmarks[NOSE_BRIDGE, 1], face_size / 2 - 0.5), None,
+                  face_size - 1.5)
+
+
 def occluder_box(key: jax.Array, landmarks: jax.Array, face_size: int,
                  cfg: CropConfig) -> jax.Array:
   """A random box (x0, y0, x1, y1) inside the lower band of the face, in face coordinates.
 
-  The band spans the full width and runs from max(F/2, y of the nose bridge) to the bottom.
+  The band spans the full width and runs from `lower_band_top` to the bottom.
   """
-  top = jnp.clip(jnp.maximum(landmarks[NOSE_BRIDGE, 1], face_size / 2 - 0.5), None,
-                 face_size - 1.5)
-  return _box_in_band(key, top, jnp.asarray(face_size - 0.5, jnp.float32), face_size, cfg)
+  return _box_in_band(key, lower_band_top(landmarks, face_size),
+                      jnp.asarray(face_size - 0.5, jnp.float32), face_size, cfg)
 
 
 def upper_occluder_box(key: jax.Array, landmarks: jax.Array, face_size: int,
@@ -365,9 +371,8 @@ def five_crops(image: jax.Array, landmarks: jax.Array, key: jax.Array, cfg: Crop
     crop = crop_and_resize(image, box, cfg.size, view_to_image)
     kind = BRANCH_KINDS.get(name)
     if kind is not None and kind.occluder is not None:
-      painted = occ if kind.occluder is occluder_box else kind.occluder(k_occ, lm_view,
-                                                                         face_size, cfg)
-      crop = paint_occluder(crop, painted, face_size, k_fill, cfg.occluder_fill)
+      box_painted = kind.occluder(k_occ, lm_view, face_size, cfg)
+      crop = paint_occluder(crop, box_painted, face_size, k_fill, cfg.occluder_fill)
     crops.append(crop)
   crops = jnp.stack(crops)
   if cfg.standardize:
