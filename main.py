@@ -5,9 +5,12 @@
         --config.data.manual_dir=DIR --config.data.tfds_dir=OUT
     python main.py --config=configs/default.py --workdir=W --mode=eval [--checkpoint=best]
     python main.py --workdir=W --mode=predict --input=PATH --output=DIR
+    python main.py --mode=predict --input=PATH --output=DIR     # the released model
+    python main.py --mode=eval --config.data.manual_dir=DIR     # the released model on validation
     python main.py --config=configs/default.py --workdir=W --mode=crops --output=crops.png
     python main.py --config=configs/cpu.py --workdir=W --mode=occlusion [--checkpoint=best]
     python main.py --config=configs/studies/margin.py --workdir=W --mode=study
+    python main.py --workdir=W --mode=export --output=model.onnx [--checkpoint=best]
 
 Exit status: 0 done (also after SIGTERM, with a checkpoint saved), 1 the run failed (a
 non-finite loss; the last good checkpoint stays), 2 bad input (flags, config, data, files).
@@ -31,9 +34,13 @@ _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, evaluations.")
 flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
 flags.DEFINE_string("checkpoint", "latest",
-                    "eval/predict/occlusion: latest, best or a step number.")
+                    "eval/predict/occlusion/export: latest, best or a step number.")
+flags.DEFINE_string("model", None,
+                    "eval/predict/export without --workdir: a released model of fer_jax/weights/ "
+                    "(default: the one fer_jax.release.DEFAULT_MODEL names).")
 flags.DEFINE_string("input", None, "predict: an image, a folder of images or a video.")
-flags.DEFINE_string("output", None, "predict: the output folder; crops: the PNG to write.")
+flags.DEFINE_string("output", None,
+                    "predict: the output folder; crops: the PNG to write; export: the .onnx file.")
 
 
 def fail(message: str, status: int = 2):
@@ -48,7 +55,7 @@ def main(argv):
   cli.setup_logging()
   try:
     cli.run(FLAGS.mode, _CONFIG.value, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
-            input_path=FLAGS.input, output=FLAGS.output)
+            input_path=FLAGS.input, output=FLAGS.output, model=FLAGS.model)
   except cli.EXPECTED_ERRORS as e:
     logging.error("%s: %s", type(e).__name__, e)
     fail(str(e), cli.exit_status(e))

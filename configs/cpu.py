@@ -23,7 +23,10 @@ them: majority-vote validation accuracy (3,191 faces) by epoch 59.5, 66.6, 70.4,
 
 Not reached: the 80.0% final in 45 minutes that issue 16 asks for. The recipe is underfitting
 (training accuracy 0.77 at the end); what was tried, each against the previous recipe in the
-same conditions, is in bench/RESULTS.md ("Time to accuracy").
+same conditions, is in bench/RESULTS.md ("Time to accuracy"). The machine matters: on an AVX2
+machine without AVX-512 (a later session the same day) the step is about 25% slower, ten epochs
+take about 48 minutes, and progressive resizing (`data.train_sizes`, most epochs at 24 px) did
+not buy the time back (75.2% final, bench/RESULTS.md R3).
 """
 
 from configs import default

@@ -1,5 +1,6 @@
 """Drawing predictions onto frames (OpenCV, BGR uint8): a box per face, its label with the
-probability, and a small bar chart of the branch weights next to the face."""
+probability, and a small bar chart of the branch weights next to the face; and blurring faces
+out of a frame (`blur_boxes`)."""
 
 from __future__ import annotations
 
@@ -60,6 +61,30 @@ def weight_bars(image: np.ndarray, weights: Sequence[float], names: Sequence[str
     cv2.rectangle(image, (bx, bottom - height), (bx + bw - 1, bottom), colour, -1)
     cv2.putText(image, name[:1], (bx, py + ph - 3), cv2.FONT_HERSHEY_SIMPLEX, scale,
                 (255, 255, 255), 1, cv2.LINE_AA)
+
+
+def blur_boxes(frame: np.ndarray, boxes: Sequence, grow: float = 0.2, cells: int = 6
+               ) -> np.ndarray:
+  """A copy of `frame` with each box (x0, y0, x1, y1), grown by `grow` of its width and height
+  on every side, blurred beyond recognition: the region is shrunk to `cells` pixels across its
+  shorter side (area averaging) and scaled back up (bilinear), so that no detail finer than
+  about a sixth of the face is left."""
+  out = np.ascontiguousarray(frame.copy())
+  h, w = out.shape[:2]
+  for box in boxes:
+    x0, y0, x1, y1 = [float(v) for v in box]
+    dx, dy = grow * (x1 - x0), grow * (y1 - y0)
+    x0, y0 = max(int(np.floor(x0 - dx)), 0), max(int(np.floor(y0 - dy)), 0)
+    x1, y1 = min(int(np.ceil(x1 + dx)), w), min(int(np.ceil(y1 + dy)), h)
+    if x1 - x0 < 2 or y1 - y0 < 2:
+      continue
+    region = out[y0:y1, x0:x1]
+    scale = cells / min(x1 - x0, y1 - y0)
+    small = cv2.resize(region, (max(int(round((x1 - x0) * scale)), 1),
+                                max(int(round((y1 - y0) * scale)), 1)),
+                       interpolation=cv2.INTER_AREA)
+    out[y0:y1, x0:x1] = cv2.resize(small, (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR)
+  return out
 
 
 def draw_faces(frame: np.ndarray, faces: Sequence[dict], branch_names: Sequence[str],

@@ -16,20 +16,30 @@ restores, and moves the damaged newer ones to WORKDIR/damaged_checkpoints/ (so t
 write those steps again and the retention policy never deletes them); eval and predict use the
 newest (or best) good step, and fail on a damaged step only when it was asked for by number.
 Nothing is deleted.
+
+`load_checkpoint` rebuilds the model a checkpoint holds from the run's own config (its `meta`
+item, else WORKDIR/config.json, laid over `fer_jax.defaults`), for `--mode=eval` and
+`--mode=predict`: the user's config never has to repeat the run's architecture.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import pathlib
 import shutil
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from absl import logging
 import grain.checkpoint as grain_ckpt
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
+
+from fer_jax import defaults
+from fer_jax import parallel
+from fer_jax import state as state_lib
 
 policies = ocp.checkpoint_managers
 T = TypeVar("T")
@@ -247,3 +257,133 @@ def restore_data(mgr: ocp.CheckpointManager, step: int, data_iter: Any) -> bool:
   except Exception as e:  # pylint: disable=broad-except
     raise DamagedCheckpointError(mgr, step, e) from None
   return True
+
+
+# ---- the model a checkpoint holds, from the run's own config
+
+# What the checkpoint's config decides when eval or predict rebuild its model: what the
+# parameters compute (the architecture, the crops it reads, the targets and loss it was trained
+# on) and the shape of the saved state (the optimizer's slots, the moving averages). The rest of
+# the caller's config applies: data folders and landmark variant, the split or list, batch
+# sizes, `eval_flip`, `eval_ema`, the evaluation occluders' seed and `lowering` (how the
+# convolutions run here: speed only, never the numbers or the parameters).
+RUN_KEYS = ("model", "data.crops", "data.label_mode", "loss", "optimizer")
+
+
+def _overlay(config: ml_collections.ConfigDict, saved: Mapping, prefix: str) -> list[str]:
+  """Writes `saved` (nested dicts) onto `config` in place; returns the keys it ignored."""
+  ignored = []
+  for key, value in saved.items():
+    if key not in config:
+      ignored.append(f"{prefix}.{key}")
+    elif isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
+      ignored += _overlay(config[key], value, f"{prefix}.{key}")
+    else:
+      old = config[key]
+      value = tuple(value) if isinstance(value, list) and isinstance(old, tuple) else value
+      try:
+        config[key] = value
+      except TypeError:  # e.g. an int where this version keeps a float
+        config[key] = type(old)(value)
+  return ignored
+
+
+def saved_config(workdir: str, mgr: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:
+  """The config `step` was written with (its `meta` item, else WORKDIR/config.json), or None."""
+  saved = read_meta(mgr, step).get("config")
+  if saved:
+    return saved
+  path = pathlib.Path(workdir) / "config.json"
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def run_config(workdir: str, mgr: ocp.CheckpointManager, step: int) -> ml_collections.ConfigDict:
+  """The config a checkpoint was trained with, laid over `fer_jax.defaults` so that a checkpoint
+  of an older fer_jax still loads: keys the run did not know keep their defaults, keys this
+  version no longer has are ignored."""
+  saved = saved_config(workdir, mgr, step)
+  if saved is None:
+    raise FileNotFoundError(f"checkpoint {step} in {mgr.directory} carries no config and "
+                            f"{pathlib.Path(workdir) / 'config.json'} does not exist: cannot "
+                            "tell which model it holds")
+  config = defaults.get_config()
+  ignored = _overlay(config, saved, "config")
+  if ignored:
+    logging.info("the checkpoint's config has keys this version ignores: %s", ignored)
+  return config
+
+
+def _get(config: ml_collections.ConfigDict, key: str):
+  for part in key.split("."):
+    config = config[part]
+  return config
+
+
+def _flat(value, prefix: str) -> dict[str, Any]:
+  if isinstance(value, (ml_collections.ConfigDict, Mapping)):
+    return {k: v for key in value.keys() for k, v in _flat(value[key], f"{prefix}.{key}").items()}
+  return {prefix: tuple(value) if isinstance(value, list) else value}
+
+
+def with_run_keys(config: ml_collections.ConfigDict, run: ml_collections.ConfigDict
+                  ) -> tuple[ml_collections.ConfigDict, list[str]]:
+  """A copy of `config` whose `RUN_KEYS` are `run`'s, and the keys where the two differed
+  ("model.width: 0.25 -> 0.125", the given value first)."""
+  out = copy.deepcopy(config)
+  changed = []
+  for key in RUN_KEYS:
+    given, theirs = _flat(_get(config, key), key), _flat(_get(run, key), key)
+    changed += [f"{k}: {given.get(k)!r} -> {v!r}" for k, v in theirs.items() if given.get(k) != v]
+    *parents, name = key.split(".")
+    section = _get(out, ".".join(parents)) if parents else out
+    section[name] = copy.deepcopy(_get(run, key))
+  return out, changed
+
+
+def restore_variables(config: ml_collections.ConfigDict, mgr: ocp.CheckpointManager, step: int,
+                      mesh) -> dict[str, Any]:
+  """The model variables of checkpoint `step` (the moving averages when `config.eval_ema` and
+  the run keeps them), restored replicated over `mesh` into a state shaped from `config` (a
+  checkpoint of another architecture is refused, naming the mismatch)."""
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                       sharding=parallel.replicated(mesh)),
+                        state_lib.abstract_train_state(config))
+  return restore_state(mgr, step, target).variables(config.eval_ema)
+
+
+def load_checkpoint(workdir: str, which: str | int = "latest",
+                    config: ml_collections.ConfigDict | None = None, mesh=None
+                    ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """(config, the model variables, the step) of checkpoint `which` of `workdir`.
+
+  Without `config` (predict), the config is the run's own, whole. With `config` (eval), it is
+  `config` with the run's `RUN_KEYS` (model, crops, label mode, loss, optimizer): the model is
+  always the one the checkpoint holds, while the caller's data, split, batch sizes, eval_flip,
+  eval_ema, occluder seed and lowering apply; a given RUN_KEYS value that differs is logged and
+  gives way. A checkpoint that carries no config (and no WORKDIR/config.json) is read with
+  `config` as it is, or refused without one.
+  """
+  from fer_jax import release  # pylint: disable=g-import-not-at-top
+  if release.is_release(workdir):  # a released model's folder (fer_jax/weights/NAME)
+    return release.load_path(pathlib.Path(workdir), config=config, mesh=mesh)
+  mgr = manager(workdir, read_only=True)
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+
+  def restore(step):
+    if config is None:
+      cfg = run_config(workdir, mgr, step)
+    elif saved_config(workdir, mgr, step) is None:
+      logging.warning("checkpoint %d in %s carries no config: its model is taken to be the "
+                      "given config's", step, mgr.directory)
+      cfg = config
+    else:
+      cfg, changed = with_run_keys(config, run_config(workdir, mgr, step))
+      if changed:
+        shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more"
+                                          if len(changed) > 6 else "")
+        logging.info("the model is the checkpoint's: its run's config replaces the given "
+                     "one's %s (given -> the run's): %s", "/".join(RUN_KEYS), shown)
+    return cfg, restore_variables(cfg, mgr, step, mesh)
+
+  step, (cfg, variables) = restore_first(mgr, which, restore)
+  return cfg, variables, step

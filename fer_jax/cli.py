@@ -10,7 +10,7 @@ import tempfile
 from absl import logging
 import ml_collections
 
-MODES = ("prepare", "train", "eval", "predict", "crops", "occlusion", "study")
+MODES = ("prepare", "train", "eval", "predict", "crops", "occlusion", "study", "export")
 
 # Every config value that is a path. They, `--workdir`, `--input` and `--output` are expanded
 # (`~`, $VARS) here, once, so no module ever sees a raw path: the shell leaves `~` alone in
@@ -162,15 +162,22 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 def check_paths(mode: str, workdir: str | None, output: str | None) -> None:
   """Folders the mode writes into exist (or can be made) and take files: checked before any
   model is built, so a typo costs seconds, not a compile."""
-  if workdir and mode in ("train", "eval", "predict", "occlusion", "study"):
+  if workdir and mode in ("train", "eval", "predict", "occlusion", "study", "export"):
     _check_dir(pathlib.Path(workdir), "--workdir", create=mode in ("train", "study"),
-               writable=mode != "predict")  # predict only reads the run
+               writable=mode not in ("predict", "export"))  # these only read the run
   if output and mode == "predict":
     _check_dir(pathlib.Path(output), "--output", create=True)
   elif output and mode == "crops":
     out = pathlib.Path(output)
     if out.is_dir():
       raise UsageError(f"--output={out} is a folder; --mode=crops writes a PNG file")
+    _check_dir(out.parent, "--output's folder", create=True)
+  elif output and mode == "export":
+    out = pathlib.Path(output)
+    if out.suffix != ".onnx":
+      raise UsageError(f"--output={out} must end in .onnx: --mode=export writes an ONNX model")
+    if out.is_dir():
+      raise UsageError(f"--output={out} is a folder; --mode=export writes a .onnx file")
     _check_dir(out.parent, "--output's folder", create=True)
 
 
@@ -180,12 +187,34 @@ def _need(value, flag: str, mode: str):
   return value
 
 
+# Modes that read a trained model: without --workdir they use a released one (--model=NAME).
+RELEASED_MODEL_MODES = ("eval", "predict", "export")
+
+
+def released_model_dir(mode: str, workdir: str | None, model: str | None) -> str | None:
+  """The released model's folder when `mode` reads a model and no --workdir is given (a
+  workdir wins over --model); None otherwise."""
+  if model and mode not in RELEASED_MODEL_MODES:
+    raise UsageError(f"--model={model} is for --mode={'/'.join(RELEASED_MODEL_MODES)}, "
+                     f"not --mode={mode}")
+  if workdir or mode not in RELEASED_MODEL_MODES:
+    if model:
+      logging.warning("--model=%s ignored: --workdir=%s is used", model, workdir)
+    return None
+  from fer_jax import release  # pylint: disable=g-import-not-at-top
+  path = release.model_dir(model or release.DEFAULT_MODEL)
+  logging.info("no --workdir: using the released model %s (%s)", path.name, path)
+  return str(path)
+
+
 def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
-        checkpoint: str = "latest", input_path: str | None = None, output: str | None = None):
+        checkpoint: str = "latest", input_path: str | None = None, output: str | None = None,
+        model: str | None = None):
   expand_paths(config)
   workdir, input_path, output = map(expand_path, (workdir, input_path, output))
+  released = released_model_dir(mode, workdir, model)
   check_config(config)
-  if mode in ("eval", "predict", "occlusion"):
+  if mode in ("eval", "predict", "occlusion", "export"):
     check_checkpoint_flag(checkpoint)
   if mode == "prepare":
     from fer_jax.data import ferplus, pipeline  # pylint: disable=g-import-not-at-top
@@ -197,9 +226,16 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     for split, s in sizes.items():
       print(f"{split}: {s['examples']:,} examples, {s['majority']:,} kept by majority vote")
     return sizes
-  if mode != "crops":
-    workdir = _need(workdir, "--workdir", mode)
-  check_paths(mode, workdir, output)
+  if released:
+    check_paths(mode, None, output)
+    workdir = released
+    if mode == "eval":
+      output = output or os.path.abspath(f"eval_{pathlib.Path(released).name}")
+      _check_dir(pathlib.Path(output), "--output", create=True)
+  else:
+    if mode != "crops":
+      workdir = _need(workdir, "--workdir", mode)
+    check_paths(mode, workdir, output)
   from fer_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize(config.multihost)
   if mode == "crops":
@@ -212,7 +248,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     return train.train_and_evaluate(config, workdir)
   if mode == "eval":
     from fer_jax import evaluate  # pylint: disable=g-import-not-at-top
-    return evaluate.evaluate(config, workdir, checkpoint)
+    return evaluate.evaluate(config, workdir, checkpoint, out_dir=output)
   if mode == "occlusion":
     from fer_jax import occlusion  # pylint: disable=g-import-not-at-top
     return occlusion.evaluate(config, workdir, checkpoint)
@@ -224,4 +260,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     return predict.predict(workdir, _need(input_path, "--input", mode),
                            _need(output, "--output", mode), checkpoint=checkpoint,
                            overrides=config)
+  if mode == "export":
+    from fer_jax import export  # pylint: disable=g-import-not-at-top
+    return export.export(workdir, _need(output, "--output", mode), checkpoint)
   raise UsageError(f"unknown --mode={mode}; expected one of {MODES}")

@@ -2,8 +2,9 @@
 
 `evaluate_split` runs the jitted, data-parallel forward pass over every example exactly once and
 computes accuracy, per-class accuracy, the confusion matrix and the mean branch weights.
-`evaluate` (`--mode=eval`) restores a checkpoint into a state shaped from the config and writes
-`WORKDIR/eval/<name>.json`, a confusion-matrix PNG and a branch-weight PNG.
+`evaluate` (`--mode=eval`) restores a checkpoint with the model its run's config describes
+(`checkpoint.load_checkpoint`) and writes `WORKDIR/eval/<name>.json`, a confusion-matrix PNG and
+a branch-weight PNG.
 """
 
 from __future__ import annotations
@@ -138,30 +139,31 @@ def load_eval_split(config: ml_collections.ConfigDict, sources) -> pipeline.Spli
                              for_eval=True)
 
 
-def restore_variables(config: ml_collections.ConfigDict, mgr, step: int, mesh) -> dict[str, Any]:
-  """The model variables of checkpoint `step`, restored replicated over `mesh` into a state
-  shaped from `config` (a checkpoint of another architecture is refused, naming the mismatch)."""
-  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                                       sharding=parallel.replicated(mesh)),
-                        state_lib.abstract_train_state(config))
-  return ckpt_lib.restore_state(mgr, step, target).variables(config.eval_ema)
+# Restoring lives with the checkpoints; the name stays here for the modules that evaluate.
+restore_variables = ckpt_lib.restore_variables
 
 
-def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
-             ) -> dict[str, Any]:
-  """`--mode=eval`: restores a checkpoint and evaluates `data.eval_split` or `data.eval_list`."""
+def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest",
+             out_dir: str | None = None) -> dict[str, Any]:
+  """`--mode=eval`: restores a checkpoint and evaluates `data.eval_split` or `data.eval_list`.
+
+  The model is the checkpoint's: `checkpoint.RUN_KEYS` (config.model, data.crops,
+  data.label_mode, loss, optimizer) come from the run's own config, so any --config evaluates
+  any run. Everything else comes from `config`: the data (manual_dir, tfds_dir, landmarks,
+  eval_split, eval_list, crops_on, workers), eval_batch_size, eval_flip, eval_ema,
+  data.eval_occluder_seed, lowering and plots. The results go to OUT_DIR/eval (WORKDIR/eval
+  without `out_dir`); the dataset is prepared from `data.manual_dir` if it is not yet.
+  """
   mesh = parallel.make_mesh()
   sources = pipeline.open_sources(pipeline.resolve_tfds_dir(config.data.tfds_dir, workdir),
-                                  config.data.landmarks, config.data.manual_dir,
-                                  prepare_if_missing=False)
+                                  config.data.landmarks, config.data.manual_dir)
   split = load_eval_split(config, sources)
-  mgr = ckpt_lib.manager(workdir, read_only=True)
-  step, variables = ckpt_lib.restore_first(
-      mgr, which, lambda s: restore_variables(config, mgr, s, mesh))
+  config, variables, step = ckpt_lib.load_checkpoint(workdir, which, config=config, mesh=mesh)
   metrics, mu = evaluate_split(config, variables, split, mesh)
   metrics["checkpoint_step"] = int(step)
   if parallel.is_main():
-    path = write_results(workdir, split.name, metrics, mu, list(config.data.crops.branches),
+    path = write_results(out_dir or workdir, split.name, metrics, mu,
+                         list(config.data.crops.branches),
                          config.plots)
     logging.info("wrote %s (accuracy %.4f over %d examples, checkpoint step %d)", path,
                  metrics["accuracy"], metrics["num_examples"], step)

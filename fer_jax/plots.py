@@ -147,6 +147,40 @@ def track_timeline(times: np.ndarray, probs: np.ndarray, eye_weight: np.ndarray,
   return _save(fig, path)
 
 
+def class_timeline(starts: np.ndarray, ends: np.ndarray, shares: np.ndarray,
+                   eye_weight: np.ndarray, faces: np.ndarray, class_names: Sequence[str], path,
+                   title: str = "") -> str:
+  """A class over a video, window by window: the share of each expression among its faces
+  (stacked bars as wide as the windows), and the mean eye weight with the number of faces. A
+  window without shares (no face, or too few to show) is left blank."""
+  starts, ends = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
+  shares = np.asarray(shares, np.float64).reshape(len(starts), len(class_names))
+  fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True,
+                                 gridspec_kw=dict(height_ratios=[2, 1]))
+  bottom = np.zeros(len(starts))
+  colours = plt.cm.tab10(np.arange(len(class_names)))
+  for i, name in enumerate(class_names):
+    ax1.bar(starts, np.nan_to_num(shares[:, i]), width=ends - starts, bottom=bottom,
+            align="edge", color=colours[i], label=name, linewidth=0)
+    bottom += np.nan_to_num(shares[:, i])
+  ax1.set_ylim(0, 1)
+  ax1.set_ylabel("share of faces")
+  ax1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  mid = (starts + ends) / 2
+  ax2.plot(mid, np.asarray(eye_weight, np.float64), "k.-")
+  ax2.set_ylim(0, 1)
+  ax2.set_ylabel("mean eye weight")
+  ax2.set_xlabel("time (s)")
+  counts = ax2.twinx()
+  counts.bar(starts, np.asarray(faces, np.float64), width=ends - starts, align="edge",
+             color="grey", alpha=0.25)
+  counts.set_ylabel("faces", color="grey")
+  ax2.set_zorder(counts.get_zorder() + 1)  # the eye weight over the face counts
+  ax2.patch.set_visible(False)
+  ax1.set_title(title)
+  return _save(fig, path)
+
+
 def occlusion(names: Sequence[str], accuracy: Sequence[float], mu: np.ndarray,
               branch_names: Sequence[str], path, title: str = "",
               examples: np.ndarray | None = None) -> str:

@@ -23,6 +23,7 @@ small against the convolutions.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import pathlib
@@ -109,11 +110,36 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
   return new_state, metrics
 
 
-def make_train_step(config: ml_collections.ConfigDict, mesh, tx, lr_fn):
+def train_sizes(config: ml_collections.ConfigDict, steps_per_epoch: int) -> list[tuple[int, int]]:
+  """Progressive resizing as [(first step, crop size), ...] from `config.data.train_sizes`
+  (((until_epoch, size), ...), then `data.crops.size` to the end); one entry without it."""
+  sizes, start = [], 0
+  for pair in tuple(config.data.train_sizes):
+    if len(pair) != 2 or int(pair[1]) < 4 or float(pair[0]) <= 0:
+      raise ValueError("config.data.train_sizes must be ((until_epoch, size), ...) with "
+                       f"epochs > 0 and sizes >= 4, got {tuple(config.data.train_sizes)}")
+    until = int(round(float(pair[0]) * steps_per_epoch))
+    if until <= start:
+      raise ValueError("config.data.train_sizes' epochs must increase, got "
+                       f"{tuple(config.data.train_sizes)}")
+    sizes.append((start, int(pair[1])))
+    start = until
+  return sizes + [(start, int(config.data.crops.size))]
+
+
+def size_at(sizes: list[tuple[int, int]], step: int) -> int:
+  """The training crop size at `step` under `train_sizes`' schedule."""
+  return [size for first, size in sizes if first <= step][-1]
+
+
+def make_train_step(config: ml_collections.ConfigDict, mesh, tx, lr_fn, size: int | None = None):
   """The jitted, shard_mapped train step. With `data.source="grain"`: (state, global batch)
   -> (state, metrics); with "memory": (state, arrays, order table, its first step) -> (state,
-  metrics), the step gathering its batch itself (`memory.gather`)."""
+  metrics), the step gathering its batch itself (`memory.gather`). `size` replaces the crop
+  size (progressive resizing); the parameters do not depend on it (global average pooling)."""
   crop_cfg = state_lib.crop_config(config)
+  if size is not None:
+    crop_cfg = dataclasses.replace(crop_cfg, size=int(size)).validate()
   inputs_fn = functools.partial(crops_lib.model_inputs, cfg=crop_cfg, seed=config.seed,
                                 train=True, crops_on=config.data.crops_on)
   loss_fn = losses.make_loss_fn(
@@ -372,7 +398,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       config.data.eval_split or config.data.eval_list) else None
   steps_per_epoch = pipeline.steps_per_epoch(train_split, config.batch_size)
   num_steps = state_lib.total_steps(config, steps_per_epoch)
-  eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
+  eval_every = (config.eval_every_steps if config.eval_every_steps > 0 else
+                max(int(round(config.eval_every_epochs * steps_per_epoch)), 1))
+  sizes = train_sizes(config, steps_per_epoch)
   ckpt_every = config.checkpoint_every_steps if config.checkpoint_every_steps > 0 else eval_every
 
   tx, lr_fn = state_lib.make_optimizer(config, steps_per_epoch)
@@ -398,17 +426,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     (workdir_path / "config.json").write_text(config_json)
   branch_names = list(crop_cfg.branches)
   writer = MetricWriter(workdir_path, start, num_steps, steps_per_epoch, branch_names)
-  step_fn = make_train_step(config, mesh, tx, lr_fn)
-  eval_step = eval_lib.make_eval_step(config, mesh) if eval_split is not None else None
+  step_fns = {}  # crop size -> its step, built when the schedule reaches it
+
+  def step_fn(state, *inputs):
+    size = size_at(sizes, int(step))
+    if size not in step_fns:
+      if len(sizes) > 1:
+        logging.info("step %d: training on %d px crops", step, size)
+      step_fns[size] = make_train_step(config, mesh, tx, lr_fn,
+                                       None if len(sizes) == 1 else size)
+    return step_fns[size](state, *inputs)
+
+  eval_steps = {}  # crop size -> (config, eval step)
 
   def run_eval(step: int) -> tuple[dict[str, Any], np.ndarray] | None:
+    """Evaluates at the crop size training is at (the last phase's, `crops.size`, at the end):
+    a network in its 24 px phase, say, is not yet the one that sees 32 px crops."""
     if eval_split is None:
       return None
-    metrics, mu = eval_lib.evaluate_split(config, state.variables(config.eval_ema), eval_split,
-                                          mesh, eval_step)
+    size = size_at(sizes, step - 1)
+    if size not in eval_steps:
+      eval_config = config
+      if size != config.data.crops.size:
+        eval_config = config.copy_and_resolve_references()
+        eval_config.data.crops.size = size
+      eval_steps[size] = eval_config, eval_lib.make_eval_step(eval_config, mesh)
+    eval_config, eval_step = eval_steps[size]
+    metrics, mu = eval_lib.evaluate_split(eval_config, state.variables(config.eval_ema),
+                                          eval_split, mesh, eval_step)
     metrics["checkpoint_step"] = step
+    if size != config.data.crops.size:
+      metrics["crop_size"] = size
     hinge = {} if metrics["hinge_active"] is None else dict(hinge_active=metrics["hinge_active"])
-    writer.write(step, "eval", dict(accuracy=metrics["accuracy"], **hinge,
+    writer.write(step, "eval", dict(accuracy=metrics["accuracy"], **hinge, crop_size=size,
                                     **{f"mu/{k}": v for k, v in
                                        metrics["mean_branch_weights"].items()}))
     return metrics, mu
@@ -451,7 +501,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           break
         evaluated = run_eval(step) if itstime(step, eval_every, num_steps) else None
         if itstime(step, ckpt_every, num_steps) or evaluated:
-          save(step, evaluated[0] if evaluated else None)
+          # An evaluation at another crop size than the final one is no candidate for the best.
+          save(step, evaluated[0] if evaluated and "crop_size" not in evaluated[0] else None)
         if preemption.should_stop():
           for done_step, done in pending:
             check_finite(done_step, done)

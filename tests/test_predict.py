@@ -1,8 +1,12 @@
-"""`--mode=predict` on real faces: photos, a video made of them, the tracker and bad inputs."""
+"""`--mode=predict` on real faces: photos, a video made of them, the tracker, the class
+timeline, the privacy modes and bad inputs; and the model a checkpoint's own config describes,
+as predict and eval rebuild it."""
 
 import csv
 import json
+import logging
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -188,7 +192,7 @@ def video(tmp_path_factory):
 def test_video_tracks_each_face_and_summarises_the_tracks(run_dir, video, tmp_path):
   out = tmp_path / "out"
   summary = predict.predict(str(run_dir), str(video), str(out),
-                            overrides=overrides(detector_upsample=0))
+                            overrides=overrides(detector_upsample=0, window_s=1.0))
   assert summary["kind"] == "video" and summary["frames"] == 30 and summary["faces"] == 60
   assert summary["tracks"] == 2 and not summary["stopped_early"]
   rows = read_rows(out)
@@ -219,6 +223,32 @@ def test_video_tracks_each_face_and_summarises_the_tracks(run_dir, video, tmp_pa
   assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 30
   cap.release()
 
+  # The class timeline: a row per second of the 3 s video, over every face of the second.
+  windows = read_windows(out / "class_timeline.csv")
+  assert summary["windows"] == len(windows) == 3
+  assert [(w["window"], w["start_s"], w["end_s"]) for w in windows] == [
+      ("0", "0.0", "1.0"), ("1", "1.0", "2.0"), ("2", "2.0", "3.0")]
+  for k, w in enumerate(windows):
+    in_window = [r for r in rows if k <= r["time"] < k + 1]
+    assert int(w["frames"]) == 10 and int(w["faces"]) == len(in_window) == 20
+    shares = [float(w[f"share_{c}"]) for c in labels.CLASS_NAMES]
+    assert sum(shares) == pytest.approx(1, abs=1e-3)
+    assert shares == pytest.approx([np.mean([r["label"] == c for r in in_window])
+                                    for c in labels.CLASS_NAMES], abs=1e-4)
+    assert float(w["mean_eye_weight"]) == pytest.approx(
+        np.mean([r["mu_eyes"] for r in in_window]), abs=1e-5)
+  assert (out / "class_timeline.png").stat().st_size > 5000
+
+
+def read_windows(path):
+  """class_timeline.csv / class_shares.csv, its columns checked against the documented ones."""
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    assert reader.fieldnames == (["window", "source", "start_s", "end_s", "frames", "faces"] +
+                                 [f"share_{c}" for c in labels.CLASS_NAMES] +
+                                 ["mean_eye_weight"])
+    return list(reader)
+
 
 class FailingCapture:
   """A VideoCapture whose frame 5 (of 30) fails to decode."""
@@ -244,6 +274,161 @@ def test_video_frame_that_fails_to_decode_stops_and_keeps_the_frames_before(
   assert summary["stopped_early"] and summary["frames"] == 5
   assert sorted({r["frame"] for r in read_rows(out)}) == [0, 1, 2, 3, 4]
   assert summary["tracks"] == 2 and not (out / "annotated.mp4").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Privacy: blurred faces, class-level shares only.
+
+def test_blur_faces_hides_each_face_and_leaves_the_rest_of_the_photo(run_dir, tmp_path):
+  out = tmp_path / "out"
+  predict.predict(str(run_dir), str(PHOTOS), str(out), overrides=overrides(blur_faces=True))
+  rows = read_rows(out)
+  assert len(rows) == 2  # the rows are unchanged: blurring is for the images
+  gray = lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)
+  for row in rows:
+    original = cv2.imread(str(PHOTOS / row["source"]))
+    blurred = cv2.imread(str(out / f"{pathlib.Path(row['source']).stem}_annotated.jpg"))
+    x0, y0, x1, y1 = np.round(row["box"]).astype(int)
+    side, m = x1 - x0, (x1 - x0) // 5
+    inner = (slice(y0 + m, y1 - m), slice(x0 + m, x1 - m))
+    # The face: its detail gone (the Laplacian's energy down 20-fold), its pixels far moved.
+    detail = lambda img: cv2.Laplacian(gray(img), cv2.CV_32F)[inner].var()
+    assert detail(blurred) < 0.05 * detail(original), (detail(blurred), detail(original))
+    assert np.abs(gray(blurred)[inner] - gray(original)[inner]).mean() > 8
+    # Away from the face, its label and its weight bars: the photo, up to JPEG's rounding.
+    far = np.ones(original.shape[:2], bool)
+    far[max(y0 - side, 0):y1 + side, max(x0 - side, 0):x1 + 2 * side] = False
+    assert far.mean() > 0.1
+    assert np.abs(gray(blurred) - gray(original))[far].mean() < 3
+
+
+FACE_DATA_KEYS = {"face", "box", "x0", "landmarks", "track", "tracks", "label", "label_prob",
+                  "label_counts", "edge", "edge_faces", "score", "mu_eyes"}
+
+
+def json_keys(value):
+  if isinstance(value, dict):
+    return set(value) | {k for v in value.values() for k in json_keys(v)}
+  if isinstance(value, list):
+    return {k for v in value for k in json_keys(v)}
+  return set()
+
+
+def assert_class_level_only(out, expected_files, least):
+  """Every file of `out` is listed, and none holds anything about a single face: no per-face
+  rows, boxes, landmarks, tracks or images; each window holds at least `least` faces."""
+  files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+  assert files == sorted(expected_files)  # no faces.*, tracks/, *_annotated.jpg, annotated.mp4
+  for name in files:
+    path = out / name
+    if path.suffix == ".json":
+      assert not json_keys(json.loads(path.read_text())) & FACE_DATA_KEYS, name
+    elif path.suffix == ".csv":
+      for w in read_windows(path):
+        assert int(w["faces"]) >= least, (name, w)
+        assert sum(float(w[f"share_{c}"]) for c in labels.CLASS_NAMES) == pytest.approx(
+            1, abs=1e-3)
+
+
+def test_aggregate_only_writes_class_shares_and_nothing_about_a_face(run_dir, video, tmp_path):
+  # A video in 2 s windows: 20 frames of two faces, then 10; min_group=30 leaves out the second.
+  out = tmp_path / "video"
+  summary = predict.predict(str(run_dir), str(video), str(out), overrides=overrides(
+      detector_upsample=0, aggregate_only=True, window_s=2.0, min_group=30))
+  assert summary["faces"] == 60 and summary["windows"] == 1 and summary["windows_left_out"] == 1
+  assert_class_level_only(out, ["class_timeline.csv", "class_timeline.png", "summary.json"], 30)
+  (kept,) = read_windows(out / "class_timeline.csv")
+  assert (kept["window"], kept["start_s"], kept["end_s"], kept["frames"], kept["faces"]) == (
+      "0", "0.0", "2.0", "20", "40")
+  # A folder: each photo is a window; the one with a single face is under min_group=2.
+  folder = tmp_path / "in"
+  folder.mkdir()
+  group = np.full((200, 360, 3), 120, np.uint8)
+  group[25:175, 15:165], group[25:175, 195:345] = (head("astronaut.png", 150),
+                                                   head("grace_hopper.jpg", 150))
+  cv2.imwrite(str(folder / "group.png"), group)
+  cv2.imwrite(str(folder / "single.png"), head("astronaut.png", 150))
+  out = tmp_path / "photos"
+  summary = predict.predict(str(run_dir), str(folder), str(out), overrides=overrides(
+      detector_upsample=0, aggregate_only=True, min_group=2))
+  assert summary["faces"] == 3 and summary["windows"] == 1 and summary["annotated"] == []
+  assert_class_level_only(out, ["class_shares.csv", "summary.json"], 2)
+  (kept,) = read_windows(out / "class_shares.csv")
+  assert (kept["source"], kept["frames"], kept["faces"], kept["start_s"]) == (
+      "group.png", "1", "2", "")
+
+
+def test_new_options_refuse_bad_values_naming_the_key():
+  for key, value, message in (
+      ("window_s", 0, "config.predict.window_s must be a positive number of seconds, got 0"),
+      ("window_s", "ten", "config.predict.window_s must be a float, got 'ten'"),
+      ("min_group", 0, "config.predict.min_group must be >= 1, got 0"),
+      ("blur_faces", "yes", "config.predict.blur_faces must be True or False, got 'yes'"),
+      ("aggregate_only", 1, "config.predict.aggregate_only must be True or False, got 1")):
+    with pytest.raises(ValueError) as e:
+      predict.options({"predict": {key: value}})
+    assert str(e.value).startswith(message), str(e.value)
+  opts = predict.options({"predict": {"window_s": 5, "aggregate_only": True}})
+  assert opts.window_s == 5.0 and opts.aggregate_only and opts.min_group == 5
+
+
+def test_inputs_sharing_a_stem_keep_distinct_outputs(tmp_path):
+  """`a.png` and `a.jpg` of one folder: each its own annotated image (the rows keep the file
+  names); tests/test_bad_input.py runs such a folder end to end."""
+  stems = predict.output_stems
+  assert stems(["a.jpg", "a.png", "b.png"]) == ["a_jpg", "a_png", "b"]
+  # A renamed file never takes the name of a file that has it as its own stem.
+  assert stems(["a.jpg", "a.png", "a_png.bmp"]) == ["a_jpg", "a_png_2", "a_png"]
+  # Names that differ only in case would meet on a case-insensitive disk.
+  got = stems(["A.png", "a.png", "a.jpg"])
+  assert len({s.casefold() for s in got}) == 3 and got[0] == "A_png"
+  for name in ("a.png", "a.jpg", "b.png"):
+    cv2.imwrite(str(tmp_path / name), np.full((8, 8, 3), 9, np.uint8))
+  frames = list(predict.Input(str(tmp_path)).frames())
+  assert [(f.source, f.stem) for f in frames] == [("a.jpg", "a_jpg"), ("a.png", "a_png"),
+                                                  ("b.png", "b")]
+
+
+# --------------------------------------------------------------------------------------------
+# The model a checkpoint's config describes.
+
+def test_eval_takes_the_model_from_the_checkpoint_and_the_rest_from_the_config(
+    run_dir, prepared, tmp_path, monkeypatch, caplog):
+  """`--mode=eval`: the run's model, crops, label mode, loss and optimizer, whatever the given
+  config says; the given data, split, batch size, eval_flip, eval_ema, seed and lowering."""
+  from fer_jax import evaluate  # pylint: disable=g-import-not-at-top
+  workdir = tmp_path / "run"
+  shutil.copytree(run_dir, workdir)
+  given = runs.config(prepared[0], "--config.model.width=0.25", "--config.data.crops.size=32",
+                      "--config.optimizer.momentum=0.0", "--config.loss.margin=0.5",
+                      "--config.data.label_mode=probability", "--config.data.eval_split=train",
+                      "--config.eval_flip=True", "--config.eval_ema=False",
+                      "--config.eval_batch_size=8", "--config.data.eval_occluder_seed=7",
+                      "--config.lowering.conv_impl=matmul")
+  seen = {}
+
+  def evaluate_split(config, variables, split, mesh, step_fn=None):  # records, runs nothing
+    seen.update(config=config, variables=variables, split=split.name)
+    return dict(accuracy=0.5, num_examples=len(split)), np.zeros((len(split), 5), np.float32)
+
+  monkeypatch.setattr(evaluate, "evaluate_split", evaluate_split)
+  with caplog.at_level(logging.INFO):
+    metrics = evaluate.evaluate(given, str(workdir))
+  run = json.loads((workdir / "config.json").read_text())
+  used = seen["config"]
+  assert (used.model.width, used.data.crops.size, used.optimizer.momentum, used.loss.margin,
+          used.data.label_mode) == (run["model"]["width"], run["data"]["crops"]["size"],
+                                    run["optimizer"]["momentum"], run["loss"]["margin"],
+                                    run["data"]["label_mode"]) == (0.125, 24, 0.9, 0.03,
+                                                                   "majority")
+  assert (seen["split"], used.eval_flip, used.eval_ema, used.eval_batch_size,
+          used.data.eval_occluder_seed, used.lowering.conv_impl, used.data.tfds_dir) == (
+              "train", True, False, 8, 7, "matmul", prepared[0])
+  assert given.model.width == 0.25  # the given config itself is left as it was
+  _, variables, _ = predict.load_checkpoint(str(workdir))  # predict: the run's config, whole
+  assert jax.tree.map(np.shape, seen["variables"]) == jax.tree.map(np.shape, variables)
+  assert metrics["checkpoint_step"] == 3 and (workdir / "eval" / "train.json").exists()
+  assert "model.width: 0.25 -> 0.125" in caplog.text
 
 
 # --------------------------------------------------------------------------------------------

@@ -37,8 +37,8 @@ def test_readme_commands_run_verbatim_for_a_newcomer(tmp_path):
   commands = readme_commands()
   modes = [next((a.split("=", 1)[1] for a in c if a.startswith("--mode=")), "train")
            for c in commands]
-  assert modes == ["train", "prepare", "crops", "train", "eval", "train", "occlusion", "study",
-                   "study", "predict"], commands
+  assert modes == ["train", "predict", "eval", "prepare", "crops", "train", "eval", "train",
+                   "occlusion", "study", "study", "predict"], commands
   assert not any("tfds_dir" in a for c in commands for a in c)  # the default data dir
   # The studies (hours of runs) are checked for what they would run: every cell's config
   # builds; tests/test_study.py runs a study end to end through the same code.
@@ -69,6 +69,9 @@ def test_readme_commands_run_verbatim_for_a_newcomer(tmp_path):
   assert plain["mean_branch_weights"] == {"face": 1.0} and plain["hinge_active"] is None
   occlusion = json.loads((tmp_path / "fer_cpu" / "eval" / "occlusion_validation.json").read_text())
   assert len(occlusion["occluders"]) == 14
+  released = json.loads((tmp_path / "eval_released" / "eval" / "validation.json").read_text())
+  assert released["num_examples"] == 87 and released["checkpoint_step"] == 4360
+  assert (tmp_path / "pred_released" / "faces.csv").exists()
   summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
   assert summary["frames"] == 2 and summary["faces"] == 2 and summary["checkpoint_step"] == 2
   for where in (runs.ROOT, tmp_path):

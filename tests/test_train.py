@@ -13,6 +13,8 @@ import pytest
 
 import runs
 
+from configs import test as test_config_module
+
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import evaluate, parallel, state as state_lib, train
 from fer_jax.data import crops, pipeline
@@ -91,6 +93,61 @@ def test_training_run_checkpoints_evaluates_and_resumes(test_config, tmp_path, m
     np.testing.assert_array_equal(x, y)
   # metrics.jsonl holds each step once, the redone steps not duplicated.
   assert [r["step"] for r in metrics_rows(resumed)] == [2, 4, 6, 8]
+
+
+def test_train_sizes_schedule():
+  config = test_config_module.get_config()
+  assert train.train_sizes(config, 10) == [(0, 24)]
+  config.data.train_sizes = ((1.5, 16), (2, 20))
+  sizes = train.train_sizes(config, 10)
+  assert sizes == [(0, 16), (15, 20), (20, 24)]
+  assert [train.size_at(sizes, s) for s in (0, 14, 15, 19, 20, 99)] == [16, 16, 20, 20, 24, 24]
+  for bad in (((2, 16), (1, 20)), ((0, 16),), ((1, 2),), ((1,),)):
+    config.data.train_sizes = bad
+    with pytest.raises(ValueError, match="train_sizes"):
+      train.train_sizes(config, 10)
+
+
+def test_progressive_resizing_equals_training_in_stages(test_config, tmp_path):
+  """Two steps at 16 px then two at 24 px, in one run, give the very parameters of a 16 px
+  run of two steps resumed at 24 px for two more: the schedule changes the crops and nothing
+  else."""
+  config = test_config
+  config.eval_every_steps = 2
+  config.checkpoint_every_steps = 2
+  config.num_train_steps = 4
+  split = pipeline.load_split(pipeline.open_sources(config.data.tfds_dir, "template",
+                                                    prepare_if_missing=False),
+                              "train", config.data.label_mode, for_eval=False)
+  spe = pipeline.steps_per_epoch(split, config.batch_size)
+  config.data.train_sizes = ((2 / spe, 16),)
+  assert train.train_sizes(config, spe) == [(0, 16), (2, 24)]
+  train.train_and_evaluate(config, str(tmp_path / "progressive"))
+  # Evaluated at the size it trains on: 16 px at step 2, the final 24 px at the end.
+  assert [(r["step"], r["crop_size"]) for r in metrics_rows(tmp_path / "progressive", "eval")
+          ] == [(2, 16), (4, 24)]
+
+  staged = config.copy_and_resolve_references()
+  staged.data.eval_split = ""
+  staged.data.train_sizes = ()
+  staged.data.crops.size = 16
+  staged.num_train_steps = 2
+  train.train_and_evaluate(staged, str(tmp_path / "staged"))
+  staged.data.crops.size = 24
+  staged.num_train_steps = 4
+  train.train_and_evaluate(staged, str(tmp_path / "staged"))
+  step_a, a = host_params(tmp_path / "progressive", config)
+  step_b, b = host_params(tmp_path / "staged", config)
+  assert step_a == step_b == 4
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(x, y)
+  # ...and differ from four steps at 24 px throughout.
+  plain = config.copy_and_resolve_references()
+  plain.data.train_sizes = ()
+  plain.data.eval_split = ""
+  train.train_and_evaluate(plain, str(tmp_path / "plain"))
+  _, c = host_params(tmp_path / "plain", config)
+  assert not np.array_equal(a.params["classifier"]["kernel"], c.params["classifier"]["kernel"])
 
 
 def test_checkpoint_round_trips_exactly(test_config, tmp_path):

@@ -276,5 +276,7 @@ def pool_for(lowering_cfg: Mapping, platform: str) -> Callable[[jax.Array], jax.
   """The 3x3 stride-2 'SAME' max pool: the strided-view form (`max_pool_3x3_s2`, equal to
   `nn.max_pool`'s values and gradients) everywhere but under `xla` convolutions off CPU."""
   if conv_impl_for(lowering_cfg, platform) == "xla" and platform != "cpu":
-    return lambda x: nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+    # window_shape by keyword: the stand-in that jax2onnx (--mode=export) puts in place of
+    # nn.max_pool while it traces takes it no other way.
+    return lambda x: nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
   return max_pool_3x3_s2

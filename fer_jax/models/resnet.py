@@ -28,7 +28,8 @@ PlainConv = functools.partial(nn.Conv, use_bias=False)  # a `kernel` only, as `l
 
 
 def max_pool_3x3_s2(x):
-  return nn.max_pool(x, (3, 3), strides=(2, 2), padding="SAME")
+  # window_shape by keyword, as jax2onnx's stand-in for nn.max_pool needs (lowering.pool_for).
+  return nn.max_pool(x, window_shape=(3, 3), strides=(2, 2), padding="SAME")
 
 
 def _shortcut(block: nn.Module, residual, y, features: int):

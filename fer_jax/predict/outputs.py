@@ -1,0 +1,179 @@
+"""What predict writes per face and frame: faces.jsonl/csv rows, annotated images and video, and
+the bookkeeping that keeps earlier results from being destroyed by accident.
+
+Class-level summaries over time (tracks, the class timeline) are `timelines.py`'s.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import pathlib
+from typing import Any, Sequence
+
+from absl import logging
+import cv2
+import numpy as np
+
+from fer_jax import annotate
+
+# Every file predict may write into its output folder (the package docstring): names, the suffix
+# of the annotated images, and the folder of track plots with the pattern of its files.
+OUTPUT_FILES = ("faces.jsonl", "faces.csv", "summary.json", "tracks.csv", "tracks.json",
+                "annotated.mp4", "class_timeline.csv", "class_timeline.png", "class_shares.csv")
+ANNOTATED_SUFFIX = "_annotated.jpg"
+TRACKS_DIR, TRACK_PLOTS = "tracks", "track_*.png"
+JPEG_QUALITY = 92
+
+
+# ---- earlier results
+
+def earlier_results(out_dir: pathlib.Path) -> list[pathlib.Path]:
+  """The files of `out_dir` that predict writes (OUTPUT_FILES, *_annotated.jpg and
+  tracks/track_*.png), sorted; nothing else."""
+  if not out_dir.is_dir():
+    return []
+  found = [p for p in out_dir.iterdir()
+           if p.name in OUTPUT_FILES or (p.name.endswith(ANNOTATED_SUFFIX) and not p.is_dir())]
+  tracks = out_dir / TRACKS_DIR
+  if tracks.is_dir():
+    found += [p for p in tracks.glob(TRACK_PLOTS) if not p.is_dir()]
+  return sorted(found)
+
+
+def check_output(out_dir: pathlib.Path, overwrite: bool, inputs=()) -> list[pathlib.Path]:
+  """Fails (ValueError) on an output folder that holds results (`earlier_results`) unless
+  `overwrite`; returns the results to remove. (`cli.check_paths` has already made sure that
+  the folder is one and takes files.)"""
+  results = earlier_results(out_dir)
+  if not results:
+    return []
+  shown = [str(p.relative_to(out_dir)) for p in results]
+  listing = ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+  if not overwrite:
+    raise ValueError(f"output folder {out_dir} already holds the results of a prediction "
+                     f"({listing}); pass --config.predict.overwrite=True to replace them, or "
+                     "choose another --output")
+  folders = [p for p in results if p.is_dir() and not p.is_symlink()]
+  if folders:
+    raise ValueError(f"cannot overwrite the results in {out_dir}: "
+                     f"{', '.join(p.name for p in folders)} is a folder, not a file")
+  given = {pathlib.Path(p).resolve() for p in inputs}
+  clash = [p for p in results if p.resolve() in given]
+  if clash:
+    raise ValueError(f"input {clash[0]} lies in output folder {out_dir} under a name predict "
+                     "writes; choose another --output")
+  return results
+
+
+def remove_results(out_dir: pathlib.Path, results: list[pathlib.Path]) -> None:
+  """Removes the earlier results `check_output` listed (and tracks/ once it is empty)."""
+  for p in results:
+    p.unlink(missing_ok=True)
+  tracks = out_dir / TRACKS_DIR
+  if any(p.parent == tracks for p in results) and tracks.is_dir() and not any(tracks.iterdir()):
+    tracks.rmdir()
+  if results:
+    logging.info("overwrite: removed %d earlier result file(s) from %s", len(results), out_dir)
+
+
+# ---- rows
+
+def table_columns(class_names, branch_names) -> list[str]:
+  """The columns of faces.csv (faces.jsonl holds the same keys, with `box` and `landmarks` as
+  lists instead of x0..y1 and a JSON string)."""
+  return (["source", "frame", "time", "track", "face", "no_face", "x0", "y0", "x1", "y1",
+           "score"] + list(class_names) + ["label", "label_prob"] +
+          [f"mu_{b}" for b in branch_names] + ["landmark_source", "edge", "landmarks"])
+
+
+def face_row(frame, face_no: int | None, face, probs, mu, track, class_names, branch_names,
+             landmark_source: str) -> dict[str, Any]:
+  """One faces.jsonl row: a face of `frame` with its prediction, or a no-face row."""
+  row = dict(source=frame.source, frame=frame.index,
+             time=None if frame.time is None else round(frame.time, 4), track=track,
+             face=face_no, no_face=face is None)
+  if face is None:
+    row.update(landmark_source=landmark_source)
+    return row
+  label = int(np.argmax(probs))
+  row.update(box=[round(float(v), 1) for v in face.box], score=round(face.score, 4))
+  row.update({c: round(float(p), 6) for c, p in zip(class_names, probs)})
+  row.update(label=class_names[label], label_prob=round(float(probs[label]), 6))
+  row.update({f"mu_{b}": round(float(m), 6) for b, m in zip(branch_names, mu)})
+  row.update(landmark_source=landmark_source, edge=face.edge,
+             landmarks=np.round(face.landmarks, 2).tolist())
+  return row
+
+
+def csv_row(row: dict[str, Any]) -> dict[str, Any]:
+  """A faces.jsonl row flattened for faces.csv."""
+  out = {k: v for k, v in row.items() if k not in ("box", "landmarks")}
+  if "box" in row:
+    out.update(zip(("x0", "y0", "x1", "y1"), row["box"]))
+    out["landmarks"] = json.dumps(row["landmarks"], separators=(",", ":"))
+  return out
+
+
+class RowWriter:
+  """faces.jsonl and faces.csv, each row flushed to disk as it is written."""
+
+  def __init__(self, out_dir: pathlib.Path, columns: list[str]):
+    self._jsonl = open(out_dir / "faces.jsonl", "w")
+    self._csv_file = open(out_dir / "faces.csv", "w", newline="")
+    self._csv = csv.DictWriter(self._csv_file, columns)
+    self._csv.writeheader()
+
+  def write(self, row: dict[str, Any]) -> None:
+    self._jsonl.write(json.dumps(row) + "\n")
+    self._csv.writerow(csv_row(row))
+
+  def flush(self) -> None:
+    self._jsonl.flush()
+    self._csv_file.flush()
+
+  def close(self) -> None:
+    self._jsonl.close()
+    self._csv_file.close()
+
+
+# ---- annotation
+
+def annotated(image: np.ndarray, faces: Sequence, probs, mu, tracks, class_names, branch_names,
+              blur: bool = False) -> np.ndarray:
+  """`image` with each face's box, label, probability and branch weights drawn (and its
+  landmarks, unless `blur`); with `blur`, every face is blurred out first."""
+  if blur:
+    image = annotate.blur_boxes(image, [f.box for f in faces])
+  if not faces:
+    return annotate.no_face(image)
+  drawn = [dict(box=f.box, label_index=int(np.argmax(p)), prob=round(float(np.max(p)), 6),
+                weights=m, track=t, landmarks=None if blur else f.landmarks, edge=f.edge)
+           for f, p, m, t in zip(faces, probs, mu, tracks)]
+  return annotate.draw_faces(image, drawn, branch_names, class_names)
+
+
+def write_image(path: pathlib.Path, image: np.ndarray) -> str:
+  cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+  return str(path)
+
+
+class VideoOut:
+  """annotated.mp4 (mp4v), opened on the first frame."""
+
+  def __init__(self, path: pathlib.Path, fps: float):
+    self.path, self.fps, self._writer, self.frames = path, fps, None, 0
+
+  def write(self, image: np.ndarray) -> None:
+    if self._writer is None:
+      h, w = image.shape[:2]
+      self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
+                                     (w, h))
+      if not self._writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {self.path} (mp4v)")
+    self._writer.write(image)
+    self.frames += 1
+
+  def close(self) -> None:
+    if self._writer is not None:
+      self._writer.release()

@@ -1,0 +1,135 @@
+"""One prediction's outputs as its frames come in: the per-frame writing and counting that ties
+`outputs.py` (rows, annotation) and `timelines.py` (tracks, windows) together, under the
+options (`predict.annotate`, `blur_faces`, `aggregate_only`, `min_group`, `window_s`).
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+from fer_jax import tracking
+from fer_jax.predict import outputs
+from fer_jax.predict import timelines
+from fer_jax.predict.inputs import Frame, Input
+
+
+class Recorder:
+  """What one prediction writes and counts as its frames come in, in order: rows (flushed by
+  `flush`), tracks, windows and annotated images; `finish` writes the tracks, the class
+  timeline or shares and summary.json."""
+
+  def __init__(self, opts, out_dir: pathlib.Path, inp: Input, class_names, branch_names,
+               landmark_source: str):
+    self.opts, self.out_dir, self.inp = opts, out_dir, inp
+    self.class_names, self.branch_names = class_names, branch_names
+    self.landmark_source = landmark_source
+    self.is_video = inp.kind == "video"
+    self.aggregate = bool(opts.aggregate_only)
+    self.annotate = bool(opts.annotate) and not self.aggregate
+    self.rows = (None if self.aggregate else
+                 outputs.RowWriter(out_dir, outputs.table_columns(class_names, branch_names)))
+    self.video_out = (outputs.VideoOut(out_dir / "annotated.mp4", inp.fps / inp.stride)
+                      if self.is_video and self.annotate else None)
+    self.tracker = tracking.TrackerState() if self.is_video and not self.aggregate else None
+    self.series: dict[int, dict[str, list]] = {}
+    self.windows: dict[int, timelines.Window] = {}
+    self.counts = dict(frames=0, faces=0, no_face_frames=0, edge_faces=0)
+    self.label_counts = {c: 0 for c in class_names}
+    self.annotated_images: list[str] = []
+    self.last_index = 0
+
+  def record(self, frame: Frame, faces, probs, mu) -> None:
+    """One frame's faces and predictions: rows, tracks, its window and its annotation."""
+    ids = [None] * len(faces)
+    if self.tracker is not None:
+      self.tracker, ids = tracking.update(self.tracker, [f.box for f in faces],
+                                          self.counts["frames"], self.opts.iou_threshold,
+                                          int(self.opts.max_track_gap))
+    if self.rows is not None:
+      if not faces:
+        self.rows.write(outputs.face_row(frame, None, None, None, None, None, self.class_names,
+                                         self.branch_names, self.landmark_source))
+      for j, (face, p, m, tid) in enumerate(zip(faces, probs, mu, ids)):
+        self.rows.write(outputs.face_row(frame, j, face, p, m, tid, self.class_names,
+                                         self.branch_names, self.landmark_source))
+    for face, p, m, tid in zip(faces, probs, mu, ids):
+      self.label_counts[self.class_names[int(np.argmax(p))]] += 1
+      self.counts["edge_faces"] += int(face.edge)
+      if tid is not None:
+        s = self.series.setdefault(tid, dict(times=[], frames=[], probs=[], mu=[]))
+        s["times"].append(frame.time)
+        s["frames"].append(frame.index)
+        s["probs"].append(p)
+        s["mu"].append(m)
+    self.counts["faces"] += len(faces)
+    self.counts["no_face_frames"] += int(not faces)
+    key = (timelines.window_index(frame.time, self.opts.window_s) if self.is_video
+           else self.counts["frames"])
+    eye = timelines.eye_weights(mu, self.branch_names) if faces else np.zeros(0)
+    self.windows[key] = timelines.add_frame(self.windows.get(key), frame.source, probs, eye,
+                                            len(self.class_names))
+    self.counts["frames"] += 1
+    self.last_index = frame.index
+    if self.annotate:
+      image = outputs.annotated(frame.image, faces, probs, mu, ids, self.class_names,
+                                self.branch_names, blur=bool(self.opts.blur_faces))
+      if self.video_out is not None:
+        self.video_out.write(image)
+      else:
+        self.annotated_images.append(outputs.write_image(
+            self.out_dir / f"{frame.stem}{outputs.ANNOTATED_SUFFIX}", image))
+
+  def flush(self) -> None:
+    if self.rows is not None:
+      self.rows.flush()
+
+  def close(self) -> None:
+    if self.rows is not None:
+      self.rows.close()
+    if self.video_out is not None:
+      self.video_out.close()
+
+  def finish(self, workdir: str, step: int, seconds: float) -> dict[str, Any]:
+    """Tracks, the class timeline or shares, and summary.json; returns the summary."""
+    inp, opts, names = self.inp, self.opts, self.class_names
+    least = int(opts.min_group) if self.aggregate else 0
+    windows_written, dropped = 0, []
+    if self.is_video:
+      end_s = (inp.frame_count if inp.frame_count and not inp.stopped_early
+               else self.last_index + 1) / inp.fps
+      rows, dropped = timelines.window_rows(self.windows, names, least, opts.window_s, end_s)
+      title = (f"{inp.path.name}: {len(rows)} window{'s' * (len(rows) != 1)} of "
+               f"{opts.window_s:g} s" +
+               (f" ({len(dropped)} under {least} faces left out)" if dropped else ""))
+      timelines.write_class_timeline(self.out_dir, rows, names, title)
+      windows_written = len(rows)
+    elif self.aggregate:
+      rows, dropped = timelines.window_rows(self.windows, names, least)
+      timelines.write_windows(self.out_dir / "class_shares.csv", rows, names)
+      windows_written = len(rows)
+    summary = dict(
+        input=str(inp.path), kind=inp.kind, output=str(self.out_dir), workdir=str(workdir),
+        checkpoint_step=int(step), landmark_source=self.landmark_source,
+        aggregate_only=self.aggregate, blur_faces=bool(opts.blur_faces), **self.counts,
+        label_counts=self.label_counts, fps=inp.fps, frame_stride=int(opts.frame_stride),
+        stopped_early=inp.stopped_early, skipped=inp.skipped,
+        annotated=(str(self.video_out.path) if self.video_out else self.annotated_images))
+    if self.tracker is not None:
+      summary["tracks"] = len(timelines.write_tracks(self.out_dir, self.series, names,
+                                                     self.branch_names))
+    elif not self.aggregate:
+      summary["tracks"] = 0
+    if self.is_video or self.aggregate:
+      summary.update(windows=windows_written, windows_left_out=len(dropped))
+      summary.update(window_s=float(opts.window_s) if self.is_video else None)
+    if self.aggregate:  # class-level counts only: nothing that could single out one face
+      summary.update(min_group=int(opts.min_group))
+      for key in ("label_counts", "edge_faces"):
+        summary.pop(key)
+    summary["seconds"] = round(seconds, 3)
+    (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,121 @@
+"""Released models: trained weights that ship inside the package, in `fer_jax/weights/NAME/`.
+
+A released model is what `--mode=predict` and `--mode=eval` use when no `--workdir` is given
+(`--model=NAME` chooses one, `DEFAULT_MODEL` otherwise). Its folder holds
+
+    variables/       an Orbax checkpoint of {"params", "batch_stats"} only (no optimizer
+                     state), stored in `dtype` (bfloat16 halves it) and read back as float32
+    config.json      the run's whole config, as a workdir's
+    release.json     where it came from: workdir, step, dtype, validation accuracy
+    MODEL_CARD.md    data, command, accuracy, limits, licences and intended use (by hand)
+
+`write` makes the first three from a training run's checkpoint; `load` gives back what
+`checkpoint.load_checkpoint` gives for a workdir: (config, variables, step), the config being
+the model's own, or the caller's with the model's `checkpoint.RUN_KEYS`.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import shutil
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+
+from fer_jax import checkpoint as ckpt_lib
+from fer_jax import defaults
+from fer_jax import parallel
+
+WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
+DEFAULT_MODEL = "fer_r10_cpu"
+DTYPES = ("float32", "bfloat16")
+
+
+def available(root: pathlib.Path | None = None) -> list[str]:
+  """The names of the released models under `root` (WEIGHTS_DIR)."""
+  root = root or WEIGHTS_DIR
+  if not root.is_dir():
+    return []
+  return sorted(p.name for p in root.iterdir() if is_release(p))
+
+
+def model_dir(name: str, root: pathlib.Path | None = None) -> pathlib.Path:
+  """The folder of released model `name`; an error listing the available ones otherwise."""
+  root = root or WEIGHTS_DIR
+  path = root / name
+  if not is_release(path):
+    names = ", ".join(available(root)) or "none"
+    raise FileNotFoundError(f"no released model {name!r} in {root} (available: {names}); "
+                            "or give --workdir=W to use a run of your own")
+  return path
+
+
+def write(workdir: str, name: str, which: str | int = "latest", dtype: str = "bfloat16",
+          root: pathlib.Path | None = None, extra: dict[str, Any] | None = None
+          ) -> pathlib.Path:
+  """Writes checkpoint `which` of `workdir` as released model `name` (replacing one of that
+  name); returns its folder. The model card is not written here."""
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+  config, variables, step = ckpt_lib.load_checkpoint(workdir, which)
+  out = (root or WEIGHTS_DIR) / name
+  out.mkdir(parents=True, exist_ok=True)
+  if (out / "variables").exists():
+    shutil.rmtree(out / "variables")
+  stored = jax.tree.map(lambda x: jnp.asarray(x, dtype), jax.device_get(variables))
+  with ocp.StandardCheckpointer() as ckptr:
+    ckptr.save((out / "variables").resolve(), stored)
+  (out / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  info = dict(workdir=str(workdir), step=int(step), dtype=dtype, **(extra or {}))
+  (out / "release.json").write_text(json.dumps(info, indent=2) + "\n")
+  logging.info("released step %d of %s as %s (%s)", step, workdir, out, dtype)
+  return out
+
+
+def is_release(path) -> bool:
+  """Whether `path` is a released model's folder (rather than a training run's)."""
+  path = pathlib.Path(path)
+  return (path / "release.json").is_file() and (path / "variables").is_dir()
+
+
+def own_config(path: pathlib.Path) -> ml_collections.ConfigDict:
+  """The released model's own config, laid over `fer_jax.defaults` as a run's is."""
+  saved = json.loads((path / "config.json").read_text())
+  config = defaults.get_config()
+  ckpt_lib._overlay(config, saved, "config")  # pylint: disable=protected-access
+  return config
+
+
+def load_path(path: pathlib.Path, config: ml_collections.ConfigDict | None = None, mesh=None
+              ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """(config, float32 variables replicated over `mesh`, step) of the released model in `path`,
+  with the semantics of `checkpoint.load_checkpoint` (which calls this for such a folder):
+  without `config` the model's own config, with it the caller's carrying the model's
+  `RUN_KEYS`."""
+  own = own_config(path)
+  if config is None:
+    cfg = own
+  else:
+    cfg, changed = ckpt_lib.with_run_keys(config, own)
+    if changed:
+      logging.info("the model is the released %s: its config replaces the given one's %s: %s",
+                   path.name, "/".join(ckpt_lib.RUN_KEYS), "; ".join(changed[:6]))
+  with ocp.StandardCheckpointer() as ckptr:
+    stored = ckptr.restore((path / "variables").resolve())
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  variables = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), stored),
+                             parallel.replicated(mesh))
+  step = int(json.loads((path / "release.json").read_text()).get("step", 0))
+  return cfg, variables, step
+
+
+def load(name: str = DEFAULT_MODEL, config: ml_collections.ConfigDict | None = None,
+         root: pathlib.Path | None = None, mesh=None
+         ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """`load_path` of released model `name`."""
+  return load_path(model_dir(name, root), config=config, mesh=mesh)
