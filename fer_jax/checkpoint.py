@@ -306,11 +306,31 @@ def run_config(workdir: str, mgr: ocp.CheckpointManager, step: int) -> ml_collec
     raise FileNotFoundError(f"checkpoint {step} in {mgr.directory} carries no config and "
                             f"{pathlib.Path(workdir) / 'config.json'} does not exist: cannot "
                             "tell which model it holds")
+  return config_from_saved(saved)
+
+
+def config_from_saved(saved: Mapping) -> ml_collections.ConfigDict:
+  """A saved config (nested dicts, as config.json holds) laid over `fer_jax.defaults`."""
   config = defaults.get_config()
   ignored = _overlay(config, saved, "config")
   if ignored:
-    logging.info("the checkpoint's config has keys this version ignores: %s", ignored)
+    logging.info("the saved config has keys this version ignores: %s", ignored)
   return config
+
+
+def model_config(config: ml_collections.ConfigDict | None, run: ml_collections.ConfigDict,
+                 whose: str) -> ml_collections.ConfigDict:
+  """The config a saved model is used with: `run` (its own) without `config`, else `config`
+  carrying `run`'s RUN_KEYS, the replaced values logged."""
+  if config is None:
+    return run
+  cfg, changed = with_run_keys(config, run)
+  if changed:
+    shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more"
+                                      if len(changed) > 6 else "")
+    logging.info("the model is %s: its config replaces the given one's %s (given -> its): %s",
+                 whose, "/".join(RUN_KEYS), shown)
+  return cfg
 
 
 def _get(config: ml_collections.ConfigDict, key: str):
@@ -370,19 +390,12 @@ def load_checkpoint(workdir: str, which: str | int = "latest",
   mesh = mesh if mesh is not None else parallel.make_mesh()
 
   def restore(step):
-    if config is None:
-      cfg = run_config(workdir, mgr, step)
-    elif saved_config(workdir, mgr, step) is None:
+    if config is not None and saved_config(workdir, mgr, step) is None:
       logging.warning("checkpoint %d in %s carries no config: its model is taken to be the "
                       "given config's", step, mgr.directory)
       cfg = config
     else:
-      cfg, changed = with_run_keys(config, run_config(workdir, mgr, step))
-      if changed:
-        shown = "; ".join(changed[:6]) + (f"; and {len(changed) - 6} more"
-                                          if len(changed) > 6 else "")
-        logging.info("the model is the checkpoint's: its run's config replaces the given "
-                     "one's %s (given -> the run's): %s", "/".join(RUN_KEYS), shown)
+      cfg = model_config(config, run_config(workdir, mgr, step), "the checkpoint's")
     return cfg, restore_variables(cfg, mgr, step, mesh)
 
   step, (cfg, variables) = restore_first(mgr, which, restore)

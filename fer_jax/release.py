@@ -28,7 +28,6 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import defaults
 from fer_jax import parallel
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
@@ -83,28 +82,12 @@ def is_release(path) -> bool:
   return (path / "release.json").is_file() and (path / "variables").is_dir()
 
 
-def own_config(path: pathlib.Path) -> ml_collections.ConfigDict:
-  """The released model's own config, laid over `fer_jax.defaults` as a run's is."""
-  saved = json.loads((path / "config.json").read_text())
-  config = defaults.get_config()
-  ckpt_lib._overlay(config, saved, "config")  # pylint: disable=protected-access
-  return config
-
-
 def load_path(path: pathlib.Path, config: ml_collections.ConfigDict | None = None, mesh=None
               ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
   """(config, float32 variables replicated over `mesh`, step) of the released model in `path`,
-  with the semantics of `checkpoint.load_checkpoint` (which calls this for such a folder):
-  without `config` the model's own config, with it the caller's carrying the model's
-  `RUN_KEYS`."""
-  own = own_config(path)
-  if config is None:
-    cfg = own
-  else:
-    cfg, changed = ckpt_lib.with_run_keys(config, own)
-    if changed:
-      logging.info("the model is the released %s: its config replaces the given one's %s: %s",
-                   path.name, "/".join(ckpt_lib.RUN_KEYS), "; ".join(changed[:6]))
+  with the semantics of `checkpoint.load_checkpoint` (which calls this for such a folder)."""
+  own = ckpt_lib.config_from_saved(json.loads((path / "config.json").read_text()))
+  cfg = ckpt_lib.model_config(config, own, f"the released {path.name}")
   with ocp.StandardCheckpointer() as ckptr:
     stored = ckptr.restore((path / "variables").resolve())
   mesh = mesh if mesh is not None else parallel.make_mesh()

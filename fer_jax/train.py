@@ -138,7 +138,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh, tx, lr_fn, size: in
   metrics), the step gathering its batch itself (`memory.gather`). `size` replaces the crop
   size (progressive resizing); the parameters do not depend on it (global average pooling)."""
   crop_cfg = state_lib.crop_config(config)
-  if size is not None:
+  if size is not None and size != crop_cfg.size:
     crop_cfg = dataclasses.replace(crop_cfg, size=int(size)).validate()
   inputs_fn = functools.partial(crops_lib.model_inputs, cfg=crop_cfg, seed=config.seed,
                                 train=True, crops_on=config.data.crops_on)
@@ -428,14 +428,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   writer = MetricWriter(workdir_path, start, num_steps, steps_per_epoch, branch_names)
   step_fns = {}  # crop size -> its step, built when the schedule reaches it
 
-  def step_fn(state, *inputs):
-    size = size_at(sizes, int(step))
+  def step_fn_at(step: int):
+    size = size_at(sizes, step)
     if size not in step_fns:
       if len(sizes) > 1:
         logging.info("step %d: training on %d px crops", step, size)
-      step_fns[size] = make_train_step(config, mesh, tx, lr_fn,
-                                       None if len(sizes) == 1 else size)
-    return step_fns[size](state, *inputs)
+      step_fns[size] = make_train_step(config, mesh, tx, lr_fn, size)
+    return step_fns[size]
 
   eval_steps = {}  # crop size -> (config, eval step)
 
@@ -446,17 +445,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       return None
     size = size_at(sizes, step - 1)
     if size not in eval_steps:
-      eval_config = config
-      if size != config.data.crops.size:
-        eval_config = config.copy_and_resolve_references()
-        eval_config.data.crops.size = size
+      eval_config = config.copy_and_resolve_references()
+      eval_config.data.crops.size = size
       eval_steps[size] = eval_config, eval_lib.make_eval_step(eval_config, mesh)
     eval_config, eval_step = eval_steps[size]
     metrics, mu = eval_lib.evaluate_split(eval_config, state.variables(config.eval_ema),
                                           eval_split, mesh, eval_step)
     metrics["checkpoint_step"] = step
-    if size != config.data.crops.size:
-      metrics["crop_size"] = size
+    metrics["crop_size"] = size
     hinge = {} if metrics["hinge_active"] is None else dict(hinge_active=metrics["hinge_active"])
     writer.write(step, "eval", dict(accuracy=metrics["accuracy"], **hinge, crop_size=size,
                                     **{f"mu/{k}": v for k, v in
@@ -484,7 +480,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   try:
     with Preemption() as preemption:
       while step < num_steps:
-        state, metrics = step_fn(state, *data.inputs(step))
+        state, metrics = step_fn_at(step)(state, *data.inputs(step))
         step += 1
         pending.append((step, metrics))
         # Check the previous step while this one runs; check everything before a save.
@@ -502,7 +498,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         evaluated = run_eval(step) if itstime(step, eval_every, num_steps) else None
         if itstime(step, ckpt_every, num_steps) or evaluated:
           # An evaluation at another crop size than the final one is no candidate for the best.
-          save(step, evaluated[0] if evaluated and "crop_size" not in evaluated[0] else None)
+          final_size = evaluated and evaluated[0]["crop_size"] == config.data.crops.size
+          save(step, evaluated[0] if final_size else None)
         if preemption.should_stop():
           for done_step, done in pending:
             check_finite(done_step, done)
