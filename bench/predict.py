@@ -1,26 +1,30 @@
-"""Prediction speed on this machine: model-only faces/s and end-to-end frames/s.
+"""Prediction speed on this machine: stage costs and end-to-end frames/s of `--mode=predict`.
 
-    python bench/predict.py --config=configs/cpu.py              # a freshly initialised model
-    python bench/predict.py --workdir=/tmp/fer_cpu [--checkpoint=best]   # a trained run
+    python bench/predict.py                                # the released model (fer_r10_cpu)
+    python bench/predict.py --workdir=RUN [--checkpoint=best]   # a training run
+    python bench/predict.py --detect_every=1,5 --detectors=blazeface,hog_up1
 
-The frame is 1280x720 with 20 faces: resized copies of the two test photos' faces
-(tests/data/photos), tiled 5 x 4 on a grey background.
+The input is a synthetic classroom: 1280x720 frames with 20 faces (resized copies of the two
+test photos' faces, tests/data/photos, tiled 5 x 4 on a grey background), each face drifting a
+few pixels from frame to frame, written as an mp4 video.
 
-- model only: the evaluation crops and the jitted forward pass (`predict.make_classifier`) on
-  faces that are already aligned, in batches of `--batch_size`;
-- end to end: detection, landmarks, alignment, crops, the model and annotation, per frame,
-  as `--mode=predict` runs them (without the file writes).
-
-Each measurement is timed after one untimed warm-up call (compilation), with wall-clock time.
+- stages: per frame, each detector on the frame; the 68-point fits and alignment of its
+  faces; the model (evaluation crops and the jitted forward pass, `predict.make_classifier`)
+  on them; annotation. Each is timed after one untimed warm-up call.
+- end to end: `predict.predict` itself (decode thread, detection every `detect_every`-th
+  frame with the faces followed between, fits, batched model, annotated video, rows, tracks
+  and the class timeline written), on a short video and on one `--frames` frames longer:
+  frames/s = extra frames / extra seconds, which leaves out the fixed cost (restoring the
+  model, compiling it), reported separately.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import pathlib
 import sys
+import tempfile
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -28,16 +32,17 @@ sys.path.insert(0, str(ROOT))
 
 import cv2  # pylint: disable=g-import-not-at-top
 import jax  # pylint: disable=g-import-not-at-top
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from fer_jax import annotate, predict, state as state_lib  # pylint: disable=g-import-not-at-top
+from fer_jax import annotate, defaults, detectors, predict, release  # pylint: disable=g-import-not-at-top
 from fer_jax.data import labels, landmarks  # pylint: disable=g-import-not-at-top
-from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
 
 PHOTOS = ROOT / "tests" / "data" / "photos"
 # dlib's face boxes in the two photos (x0, y0, x1, y1).
 FACE_BOXES = {"astronaut.png": (129, 55, 204, 130), "grace_hopper.jpg": (180, 139, 366, 325)}
+WIDTH, HEIGHT, COLS, ROWS = 1280, 720, 5, 4
+SHORT = 10  # frames of the short video (fixed cost + these)
 
 
 def head(name: str, size: int) -> np.ndarray:
@@ -52,115 +57,123 @@ def head(name: str, size: int) -> np.ndarray:
   return cv2.warpAffine(img, m, (size, size), borderMode=cv2.BORDER_REPLICATE)
 
 
-def classroom_frame(width: int = 1280, height: int = 720, cols: int = 5, rows: int = 4
-                    ) -> np.ndarray:
-  """A grey BGR frame with cols x rows faces, the two photos alternating, sizes varying."""
-  frame = np.full((height, width, 3), 110, np.uint8)
-  cw, ch = width // cols, height // rows
+def classroom_frame(t: int = 0) -> np.ndarray:
+  """Frame t: a grey BGR 1280x720 frame, 5 x 4 faces (the two photos alternating, sizes
+  varying), face i shifted by a few pixels along its own circle as t grows."""
+  frame = np.full((HEIGHT, WIDTH, 3), 110, np.uint8)
+  cw, ch = WIDTH // COLS, HEIGHT // ROWS
   names = sorted(FACE_BOXES)
-  for r in range(rows):
-    for c in range(cols):
+  for r in range(ROWS):
+    for c in range(COLS):
+      i = r * COLS + c
       size = int(min(cw, ch) * (0.8 + 0.2 * ((r + c) % 2)))
       patch = head(names[(r + c) % 2], size)
-      y, x = r * ch + (ch - size) // 2, c * cw + (cw - size) // 2
+      dx, dy = (int(round(8 * np.cos(t / 6 + i))), int(round(6 * np.sin(t / 6 + i))))
+      y = min(max(r * ch + (ch - size) // 2 + dy, 0), HEIGHT - size)
+      x = min(max(c * cw + (cw - size) // 2 + dx, 0), WIDTH - size)
       frame[y:y + size, x:x + size] = patch
   return frame
 
 
-def load_config(path: str):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  if spec is None or not pathlib.Path(path).exists():
-    raise FileNotFoundError(f"config file {path} does not exist")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+def write_video(path: pathlib.Path, frames: int, fps: float = 25.0) -> pathlib.Path:
+  writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (WIDTH, HEIGHT))
+  if not writer.isOpened():
+    raise RuntimeError(f"OpenCV cannot write {path}")
+  for t in range(frames):
+    writer.write(classroom_frame(t))
+  writer.release()
+  return path
 
 
-def model_for(args):
-  """(config, variables, a description of where the model came from)."""
-  if args.workdir:
-    config, variables, step = predict.load_checkpoint(args.workdir, args.checkpoint)
-    return config, variables, f"checkpoint step {step} of {args.workdir}"
-  config = load_config(args.config)
-  model = state_lib.build_model(config)
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros(state_lib.input_shape(config, 2)),
-                                           train=False))(jax.random.key(config.seed))
-  return config, variables, f"a freshly initialised model of {args.config} (untrained weights)"
+def timed(fn, repeats: int) -> tuple[float, object]:
+  """(seconds per call, last result) over `repeats` calls after one untimed warm-up call."""
+  out = fn()
+  t = time.perf_counter()
+  for _ in range(repeats):
+    out = fn()
+  return (time.perf_counter() - t) / repeats, out
 
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", default="", help="a training run to restore (else --config)")
+  parser.add_argument("--workdir", default="", help="a training run (default: --model)")
   parser.add_argument("--checkpoint", default="latest")
-  parser.add_argument("--config", default=str(ROOT / "configs" / "cpu.py"),
-                      help="the config of a freshly initialised model when --workdir is not set")
+  parser.add_argument("--model", default=release.DEFAULT_MODEL, help="a released model")
   parser.add_argument("--landmarks", default="face_alignment",
                       help="face_alignment (dlib when its weights are absent) or dlib")
-  parser.add_argument("--upsample", type=int, default=1, help="dlib detector upsampling")
-  parser.add_argument("--batch_size", type=int, default=32)
-  parser.add_argument("--model_batches", type=int, default=8, help="timed model-only batches")
-  parser.add_argument("--frames", type=int, default=5, help="timed end-to-end frames")
+  parser.add_argument("--detectors", default="blazeface,hog_up1",
+                      help="detectors timed in the stage table (comma separated)")
+  parser.add_argument("--detect_every", default="1,5",
+                      help="end-to-end runs, one per value (comma separated)")
+  parser.add_argument("--detector", default=detectors.DEFAULT, help="end-to-end detector")
+  parser.add_argument("--frames", type=int, default=100, help="extra frames of the long video")
+  parser.add_argument("--repeats", type=int, default=3, help="timed calls per stage")
   args = parser.parse_args()
 
-  config, variables, origin = model_for(args)
-  source = landmarks.best_available(args.landmarks, upsample=args.upsample)
-  classify = predict.make_classifier(config, variables, args.batch_size)
-  branch_names = list(config.data.crops.branches)
-  class_names = list(labels.CLASS_NAMES)
+  workdir = args.workdir or str(release.model_dir(args.model))
+  config, variables, step = predict.load_checkpoint(workdir, args.checkpoint)
+  opts = defaults.get_config().predict
+  source = landmarks.best_available(args.landmarks)
+  classify = predict.make_classifier(config, variables, int(opts.batch_size))
+  m = config.model
+  print(f"machine: {jax.default_backend()}, {os.cpu_count()} CPU cores")
+  print(f"model: {workdir} step {step}: {m.backbone}-{m.depth} width {m.width}, "
+        f"{len(config.data.crops.branches)} branches of {config.data.crops.size} px")
+  print(f"landmarks: {source.name} (asked for {args.landmarks}); frames {WIDTH}x{HEIGHT} with "
+        f"{ROWS * COLS} faces; model batch {opts.batch_size}")
+
+  # Stages, per frame.
   frame = classroom_frame()
   rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
-  m = config.model
-  conv_impl = lowering.conv_impl_for(config.lowering, jax.default_backend())
-  print(f"machine: {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-        f"{os.cpu_count()} CPU cores")
-  print(f"model: {origin}: ResNet-{m.depth} width {m.width}, {len(branch_names)} branches of "
-        f"{config.data.crops.size} px, conv {conv_impl}")
-  print(f"landmarks: {source.name} (asked for {args.landmarks}), detector upsample "
-        f"{args.upsample}; frame 1280x720 with 20 faces; batch {args.batch_size}")
+  print("\nstage (per frame)                        ms   faces")
+  boxes = {}
+  for name in args.detectors.split(","):
+    detect = detectors.make_detector(name, **predict.detector_options(
+        ml_collections.ConfigDict(dict(detector=name, min_face_size=opts.min_face_size))))
+    sec, found = timed(lambda d=detect: d(rgb), args.repeats)
+    boxes[name] = [b for b, _ in found if min(b[2] - b[0], b[3] - b[1]) >= opts.min_face_size]
+    print(f"detect {name:<33} {1000 * sec:6.1f}   {len(boxes[name])} of {ROWS * COLS}")
+  some = boxes.get(args.detector) or next(b for b in boxes.values() if b)
+  fake = lambda _: [(b, 1.0) for b in some]
+  sec, faces = timed(lambda: predict.find_faces(source, rgb, int(opts.min_face_size),
+                                                int(opts.max_faces), detect=fake), args.repeats)
+  print(f"fit {source.name} + align, {len(faces)} faces{'':<12} {1000 * sec:6.1f}   "
+        f"({1000 * sec / len(faces):.2f} ms/face)")
+  images = np.stack([f.aligned for f in faces])
+  pts = np.stack([f.aligned_landmarks for f in faces])
+  sec, (probs, mu) = timed(lambda: classify(images, pts, np.arange(len(faces))), args.repeats)
+  print(f"model (crops + jitted forward){'':<10} {1000 * sec:6.1f}   "
+        f"({1000 * sec / len(faces):.2f} ms/face)")
+  drawn = [dict(box=f.box, label_index=int(p.argmax()), prob=float(p.max()), weights=w,
+                landmarks=f.landmarks, edge=f.edge) for f, p, w in zip(faces, probs, mu)]
+  branches, classes = list(config.data.crops.branches), list(labels.CLASS_NAMES)
+  sec, _ = timed(lambda: annotate.draw_faces(frame.copy(), drawn, branches, classes),
+                 args.repeats)
+  print(f"annotate{'':<31} {1000 * sec:6.1f}")
 
-  # Model only: crops + forward on aligned faces.
-  faces = predict.find_faces(source, rgb, max_faces=30)
-  print(f"faces found in the frame: {len(faces)} of 20")
-  if not faces:
-    raise SystemExit("no face found; cannot benchmark")
-  n = args.batch_size * args.model_batches
-  pick = np.arange(n) % len(faces)
-  images = np.stack([faces[i].aligned for i in pick])
-  pts = np.stack([faces[i].aligned_landmarks for i in pick])
-  classify(images[:args.batch_size], pts[:args.batch_size], np.arange(args.batch_size))
-  t = time.perf_counter()
-  classify(images, pts, np.arange(n))
-  model_s = time.perf_counter() - t
-  print(f"model only (crops + jitted forward, {n} aligned faces): "
-        f"{n / model_s:.1f} faces/s ({1000 * model_s / n:.2f} ms/face)")
-
-  # End to end, per frame.
-  stages = dict(detect_align=0.0, model=0.0, annotate=0.0)
-
-  def one_frame(timed: bool):
-    t0 = time.perf_counter()
-    fs = predict.find_faces(source, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), max_faces=30)
-    t1 = time.perf_counter()
-    probs, mu = classify(np.stack([f.aligned for f in fs]),
-                         np.stack([f.aligned_landmarks for f in fs]), np.arange(len(fs)))
-    t2 = time.perf_counter()
-    drawn = [dict(box=f.box, label_index=int(p.argmax()), prob=float(p.max()), weights=w,
-                  landmarks=f.landmarks, edge=f.edge) for f, p, w in zip(fs, probs, mu)]
-    annotate.draw_faces(frame, drawn, branch_names, class_names)
-    t3 = time.perf_counter()
-    if timed:
-      stages["detect_align"] += t1 - t0
-      stages["model"] += t2 - t1
-      stages["annotate"] += t3 - t2
-
-  one_frame(False)
-  t = time.perf_counter()
-  for _ in range(args.frames):
-    one_frame(True)
-  total = time.perf_counter() - t
-  parts = ", ".join(f"{k} {1000 * v / args.frames:.0f} ms" for k, v in stages.items())
-  print(f"end to end ({args.frames} frames): {args.frames / total:.2f} frames/s "
-        f"({1000 * total / args.frames:.0f} ms/frame: {parts})")
+  # End to end.
+  print(f"\nend to end: predict.predict, detector {args.detector}, {SHORT} and "
+        f"{SHORT + args.frames} frames at 25 fps")
+  print("detect_every   frames/s   ms/frame   fixed s   faces/frame   detections")
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    short = write_video(tmp / "short.mp4", SHORT)
+    long = write_video(tmp / "long.mp4", SHORT + args.frames)
+    for every in (int(v) for v in args.detect_every.split(",")):
+      over = defaults.get_config()
+      over.predict.update(landmarks=args.landmarks, detector=args.detector, detect_every=every)
+      run = lambda video, name: predict.predict(workdir, str(video), str(tmp / name),
+                                                checkpoint=args.checkpoint, overrides=over)
+      t = time.perf_counter()
+      run(short, f"short_{every}")
+      t_short = time.perf_counter() - t
+      t = time.perf_counter()
+      summary = run(long, f"long_{every}")
+      t_long = time.perf_counter() - t
+      per_frame = (t_long - t_short) / args.frames
+      fixed = t_short - SHORT * per_frame
+      print(f"{every:>12}   {1 / per_frame:8.2f}   {1000 * per_frame:8.1f}   {fixed:7.1f}   "
+            f"{summary['faces'] / summary['frames']:11.1f}   {summary['detections']:>10}")
 
 
 if __name__ == "__main__":

@@ -87,6 +87,18 @@ def blur_boxes(frame: np.ndarray, boxes: Sequence, grow: float = 0.2, cells: int
   return out
 
 
+DOT = np.array([(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)])  # a dot: a pixel and its 4 neighbours
+
+
+def dots(image: np.ndarray, points, colour) -> None:
+  """Draws (x, y) points as small dots, in place (one vectorised write, not a call per point)."""
+  p = np.rint(np.asarray(points, np.float64)).astype(np.int64)
+  p = (p[:, None, :] + DOT[None]).reshape(-1, 2)
+  h, w = image.shape[:2]
+  p = p[(p[:, 0] >= 0) & (p[:, 0] < w) & (p[:, 1] >= 0) & (p[:, 1] < h)]
+  image[p[:, 1], p[:, 0]] = colour
+
+
 def draw_faces(frame: np.ndarray, faces: Sequence[dict], branch_names: Sequence[str],
                class_names: Sequence[str]) -> np.ndarray:
   """A copy of `frame` (BGR uint8) with each face drawn.
@@ -102,8 +114,7 @@ def draw_faces(frame: np.ndarray, faces: Sequence[dict], branch_names: Sequence[
     cv2.rectangle(out, (x0, y0), (x1, y1), EDGE_COLOUR if face.get("edge") else colour,
                   max(1, int(round(scale * 3))))
     if face.get("landmarks") is not None and (x1 - x0) >= 60:
-      for x, y in np.asarray(face["landmarks"]):
-        cv2.circle(out, (int(round(x)), int(round(y))), 1, colour, -1)
+      dots(out, face["landmarks"], colour)
     text = f"{class_names[int(face['label_index'])]} {face['prob']:.2f}"
     if face.get("track") is not None:
       text = f"#{face['track']} " + text

@@ -63,6 +63,8 @@ def get_config() -> ml_collections.ConfigDict:
   model.bn_momentum = 0.9
   model.sync_batch_stats = True  # BatchNorm statistics over the global batch
   model.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
+  model.part_size = 0  # 0: off | px < data.crops.size: the landmark-region branches (eyes, nose,
+  #                      mouth) resized in the model to this size for the backbone, to save FLOPs
 
   # ---- how the model lowers to XLA: speed only, never the numbers (fer_jax/models/lowering.py)
   config.lowering = low = ml_collections.ConfigDict()
@@ -117,7 +119,9 @@ def get_config() -> ml_collections.ConfigDict:
   pred.min_face_size = 24  # px: smaller detected boxes (shorter side) are ignored
   pred.max_faces = 30  # per frame, largest first
   pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
-  pred.detector_upsample = 1  # dlib: times the frame is doubled to find small faces
+  pred.detector = "blazeface"  # face boxes: blazeface | hog | hog_up1 | hog_up2 | mmod | mmod_up1
+  #   (fer_jax/detectors.py; bench/RESULTS.md "Face finding": blazeface finds the most)
+  pred.detect_every = 5  # video: detect on every n-th processed frame, follow faces between
   pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
   pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen
   pred.annotate = True  # write <stem>_annotated.jpg / annotated.mp4

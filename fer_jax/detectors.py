@@ -38,6 +38,7 @@ NAMES = ("hog", "hog_up1", "hog_up2", "mmod", "mmod_up1", "blazeface")
 # bench/RESULTS.md, "Face finding": recall 0.77 against 0.58 for hog_up1 (today's predict) and
 # 0.65 for hog_up2, at 1.25x hog_up1's time and a third of hog_up2's; mmod_up1 is 100x slower.
 DEFAULT = "blazeface"
+FALLBACK = "hog_up1"  # predict's detector when DEFAULT's packages are not installed
 
 BLAZEFACE_MODEL = "face_detection_full_range.tflite"
 BLAZEFACE_SIZE = 192

@@ -317,8 +317,8 @@ def write_results(workdir: str, split_name: str, results: dict[str, dict[str, An
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
              ) -> dict[str, dict[str, Any]]:
-  """`--mode=occlusion`: restores checkpoint `which` (latest, best or a step number) and
-  evaluates `data.eval_split` (or `data.eval_list`) under every occluder of `OCCLUDERS`.
+  """`--mode=occlusion`: restores checkpoint `which` (latest, best or a step number), with
+  the model its run trained (`checkpoint.load_checkpoint`, as `--mode=eval`), and evaluates `data.eval_split` (or `data.eval_list`) under every occluder of `OCCLUDERS`.
 
   Returns:
     occluder name -> `evaluate.summarize`'s metrics (accuracy, per_class_accuracy,
@@ -330,9 +330,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
                                   config.data.landmarks, config.data.manual_dir,
                                   prepare_if_missing=False)
   split = eval_lib.load_eval_split(config, sources)
-  mgr = ckpt_lib.manager(workdir, read_only=True)
-  step, variables = ckpt_lib.restore_first(
-      mgr, which, lambda s: eval_lib.restore_variables(config, mgr, s, mesh))
+  # The model is the checkpoint's own (checkpoint.RUN_KEYS), as in --mode=eval.
+  config, variables, step = ckpt_lib.load_checkpoint(workdir, which, config=config, mesh=mesh)
   results = evaluate_occluders(config, variables, split, mesh)
   if parallel.is_main():
     seed = config.data.eval_occluder_seed

@@ -69,11 +69,31 @@ def build_model(config: ml_collections.ConfigDict, *, platform: str | None = Non
   low = config.lowering
   backbone = backbones.backbone(m, conv=lowering.conv_module(low, platform),
                                 pool=lowering.pool_for(low, platform), dtype=dtypes[m.dtype])
+  part_size, parts = part_branches(config)
   return branch_attention.BranchAttentionNet(
       num_classes=labels_lib.NUM_CLASSES, backbone=backbone,
       attention_hidden=m.attention_hidden, fusion=m.fusion,
       branch_axis=lowering.branch_axis_for(low, platform),
-      data_axis_name=data_axis_name if m.sync_batch_stats else None)
+      data_axis_name=data_axis_name if m.sync_batch_stats else None,
+      part_size=part_size, part_branches=parts)
+
+
+def part_branches(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, ...]]:
+  """(config.model.part_size, the positions of the landmark-region branches: every name of
+  `config.data.crops.branches` that is not a whole-face kind of `crops.BRANCH_KINDS`), validated:
+  0 (off) or 0 < part_size < data.crops.size, with a globally pooled backbone."""
+  part_size = int(config.model.get("part_size", 0))
+  size = int(config.data.crops.size)
+  if part_size < 0 or part_size >= size and part_size != 0:
+    raise ValueError(f"config.model.part_size must be 0 (off) or in [1, data.crops.size = "
+                     f"{size}), got {part_size}")
+  if part_size and config.model.backbone not in backbones.POOLED:
+    raise ValueError(f"config.model.part_size={part_size} needs a backbone whose features are "
+                     f"globally pooled ({', '.join(backbones.POOLED)}), got "
+                     f"config.model.backbone={config.model.backbone!r}")
+  parts = tuple(i for i, name in enumerate(config.data.crops.branches)
+                if name not in crops_lib.BRANCH_KINDS)
+  return part_size, parts
 
 
 def crop_config(config: ml_collections.ConfigDict) -> crops_lib.CropConfig:

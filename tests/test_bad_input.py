@@ -538,7 +538,7 @@ def test_strided_video_that_stops_early_counts_the_processed_frames(
   out = tmp_path / "out"
   with caplog.at_level(logging.WARNING):
     summary = predict.predict(str(reference_run), str(video), str(out),
-                              overrides=overrides(detector_upsample=0, frame_stride=2))
+                              overrides=overrides(detector="hog", frame_stride=2))
   # Read 1 is frame 0, then every other frame: 0, 2, 4, 6, 8 processed; frame 10 fails.
   warning = [r.getMessage() for r in caplog.records if "failed to decode" in r.getMessage()]
   assert len(warning) == 1

@@ -41,6 +41,26 @@ def test_dlib_fits_real_faces_near_the_template(sample_dir):
   assert max(devs) > 0.01  # per-image fits, not the template
 
 
+def test_dlib_fit_upscales_only_the_box_and_its_margin_and_gives_the_whole_frame_fit(sample_dir):
+  """A 48 px face is fitted at 4x. Upscaling only its box and a margin of half a side gives
+  the landmarks that upscaling the whole 1280x720 frame gives (what `fit` did before, at 16x
+  the pixels per face), and the face alone (the prepared data's fit) is unchanged."""
+  source = landmarks.DlibSource()
+
+  def whole_frame_fit(gray, box, s=4):
+    big = cv2.resize(gray, (gray.shape[1] * s, gray.shape[0] * s), interpolation=cv2.INTER_CUBIC)
+    return (source._predict(big, [(v + 0.5) * s - 0.5 for v in box]) + 0.5) / s - 0.5
+
+  for k, img in enumerate(sample_faces(sample_dir, n=3)):
+    np.testing.assert_array_equal(source.fit(img), whole_frame_fit(img, (0, 0, 47, 47)))
+    frame = np.full((720, 1280), 128, np.uint8)
+    x, y = 300 + 200 * k, 200 + 150 * k
+    frame[y:y + 48, x:x + 48] = img
+    box = (x, y, x + 47, y + 47)
+    np.testing.assert_allclose(source.fit(cv2.cvtColor(frame, cv2.COLOR_GRAY2RGB), box),
+                               whole_frame_fit(frame, box), atol=1e-4)
+
+
 def test_implausible_fits_fall_back_to_the_template():
   class Lost:
     name = "lost"

@@ -141,11 +141,14 @@ def test_crops_on_host_is_refused(test_config, tmp_path):
 
 def test_occlusion_mode_on_the_reference_run(reference_run, prepared, tmp_path, caplog):
   """--mode=occlusion (in-process; README's command runs it through main.py in
-  tests/test_readme.py): the JSON and PNG; `none` is --mode=eval's accuracy, exactly."""
+  tests/test_readme.py): the JSON and PNG; `none` is --mode=eval's accuracy, exactly, with the
+  run's model whatever the config says."""
   workdir = tmp_path / "run"
   shutil.copytree(reference_run, workdir)
   caplog.set_level(logging.INFO)
-  config = runs.config(prepared[0], *runs.REFERENCE_FLAGS, "--config.plots=True")
+  # A config describing another model: the checkpoint's own model is evaluated (as in eval).
+  config = runs.config(prepared[0], *runs.REFERENCE_FLAGS, "--config.plots=True",
+                       "--config.model.width=0.5")
   cli.run("occlusion", config, str(workdir))
   logged = "\n".join(r.getMessage() for r in caplog.records)
   for name in NAMES:  # a line per occluder, with its accuracy

@@ -9,6 +9,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import types
 
 import cv2
 import jax
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 import runs
-from fer_jax import predict, state as state_lib, tracking, train
+from fer_jax import detectors, predict, state as state_lib, tracking, train
 from fer_jax.data import crops, labels
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -45,6 +46,7 @@ def overrides(**kw):
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.predict.landmarks = "dlib"
+  config.predict.detector = "hog_up1"  # dlib's HOG: fast on these large faces
   config.predict.update(kw)
   return config
 
@@ -139,7 +141,7 @@ def test_photos_faces_landmarks_and_a_row_that_matches_the_model(run_dir, tmp_pa
   source = predict.landmarks_lib.DlibSource()
   for k, row in enumerate(rows):
     rgb = cv2.cvtColor(cv2.imread(str(PHOTOS / row["source"])), cv2.COLOR_BGR2RGB)
-    face = predict.find_faces(source, rgb)[0]
+    face = predict.find_faces(source, rgb, detect=detectors.make_detector("hog_up1"))[0]
     key = jax.random.fold_in(jax.random.key(config.data.eval_occluder_seed), k)
     np.testing.assert_allclose(direct(face.aligned, face.aligned_landmarks, key),
                                [row[c] for c in labels.CLASS_NAMES], atol=2e-5)
@@ -192,9 +194,12 @@ def video(tmp_path_factory):
 def test_video_tracks_each_face_and_summarises_the_tracks(run_dir, video, tmp_path):
   out = tmp_path / "out"
   summary = predict.predict(str(run_dir), str(video), str(out),
-                            overrides=overrides(detector_upsample=0, window_s=1.0))
+                            overrides=overrides(detector="hog", window_s=1.0))
   assert summary["kind"] == "video" and summary["frames"] == 30 and summary["faces"] == 60
   assert summary["tracks"] == 2 and not summary["stopped_early"]
+  # The detector ran on frames 0, 5, ..., 25; the faces were followed on the other 24.
+  assert summary["detector"] == "hog" and summary["detect_every"] == 5
+  assert summary["detections"] == 6
   rows = read_rows(out)
   assert len(rows) == 60
   for row in rows:
@@ -240,6 +245,79 @@ def test_video_tracks_each_face_and_summarises_the_tracks(run_dir, video, tmp_pa
   assert (out / "class_timeline.png").stat().st_size > 5000
 
 
+def test_faces_followed_between_detections_land_where_detection_puts_them(video):
+  """Detecting every 5th frame and following the faces between gives the faces, and within
+  a pixel or two the landmarks, of detecting on every frame (faces about 90 px wide)."""
+  source = predict.landmarks_lib.DlibSource()
+  detect = detectors.make_detector("hog")
+  every = predict.FaceFinder(source, detect, detect_every=1)
+  followed = predict.FaceFinder(source, detect, detect_every=5)
+  cap = cv2.VideoCapture(str(video))
+  for k in range(12):
+    rgb = cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB)
+    a = sorted(every(rgb), key=lambda f: f.box[0])
+    b = sorted(followed(rgb), key=lambda f: f.box[0])
+    assert len(a) == len(b) == 2
+    for fa, fb in zip(a, b):
+      assert fb.followed == (k % 5 != 0) and not fa.followed
+      gap = np.abs(fa.landmarks - fb.landmarks).mean()
+      assert gap < 2.5 if fb.followed else gap == 0, (k, gap)
+      assert fb.aligned.shape == (48, 48, 1)
+  cap.release()
+  assert every.detections == 12 and followed.detections == 3
+  with pytest.raises(ValueError, match="detect_every must be >= 1, got 0"):
+    predict.FaceFinder(source, detect, detect_every=0)
+
+
+def test_missing_default_detector_falls_back_to_dlib_and_says_so(run_dir, tmp_path, monkeypatch,
+                                                                 caplog):
+  real = detectors.make_detector
+
+  def no_blazeface(name=detectors.DEFAULT, **kw):
+    if name == "blazeface":
+      raise detectors.DetectorUnavailable("detector 'blazeface' needs ai-edge-litert")
+    return real(name, **kw)
+
+  monkeypatch.setattr(detectors, "make_detector", no_blazeface)
+  with caplog.at_level(logging.WARNING):
+    summary = predict.predict(str(run_dir), str(PHOTOS), str(tmp_path / "out"),
+                              overrides=overrides(detector="blazeface", annotate=False))
+  assert summary["detector"] == "hog_up1" and summary["faces"] == 2
+  assert any("needs ai-edge-litert; finding faces with hog_up1" in r.getMessage()
+             for r in caplog.records)
+  with pytest.raises(detectors.DetectorUnavailable):  # one asked for by name is not replaced
+    monkeypatch.setattr(detectors, "make_detector", lambda name, **kw: no_blazeface("blazeface"))
+    predict.predict(str(run_dir), str(PHOTOS), str(tmp_path / "out2"),
+                    overrides=overrides(detector="mmod"))
+
+
+def test_batches_pad_to_a_few_shapes_and_the_model_runs_while_the_next_faces_are_found():
+  from fer_jax.predict import model as model_lib  # pylint: disable=g-import-not-at-top
+  assert [model_lib.batch_bucket(n, 32) for n in (1, 8, 9, 16, 17, 20, 32, 40)] == [
+      8, 8, 16, 16, 32, 32, 32, 32]
+  events = []
+
+  class Recording:
+    def dispatch(self, images, landmarks, indices):
+      events.append(("dispatch", indices.tolist()))
+      probs = np.tile(indices[:, None].astype(np.float32), (1, 8))
+      return lambda: events.append(("result", indices.tolist())) or (probs, probs[:, :5])
+
+  face = lambda: types.SimpleNamespace(aligned=np.zeros((48, 48, 1), np.uint8),
+                                       aligned_landmarks=np.zeros((68, 2), np.float32))
+  frames = [(k, [face() for _ in range(n)]) for k, n in enumerate((3, 2, 0, 4, 1))]
+  groups = list(model_lib.classify_frames(iter(frames), Recording(), batch_size=4))
+  assert [[frame for frame, *_ in g] for g in groups] == [[0, 1], [2, 3], [4]]
+  # Each group's result is waited for only after the next group was dispatched.
+  assert events == [("dispatch", [0, 1, 2, 3, 4]), ("dispatch", [5, 6, 7, 8]),
+                    ("result", [0, 1, 2, 3, 4]), ("dispatch", [9]),
+                    ("result", [5, 6, 7, 8]), ("result", [9])]
+  for g in groups:
+    for _, faces, probs, mu in g:
+      assert len(faces) == len(probs) == len(mu)
+  assert groups[1][1][2][:, 0].tolist() == [5, 6, 7, 8]  # frame 3's faces are numbers 5-8
+
+
 def read_windows(path):
   """class_timeline.csv / class_shares.csv, its columns checked against the documented ones."""
   with open(path, newline="") as f:
@@ -270,7 +348,7 @@ def test_video_frame_that_fails_to_decode_stops_and_keeps_the_frames_before(
   monkeypatch.setattr(predict.cv2, "VideoCapture", FailingCapture)
   out = tmp_path / "out"
   summary = predict.predict(str(run_dir), str(video), str(out),
-                            overrides=overrides(detector_upsample=0, annotate=False))
+                            overrides=overrides(detector="hog", annotate=False))
   assert summary["stopped_early"] and summary["frames"] == 5
   assert sorted({r["frame"] for r in read_rows(out)}) == [0, 1, 2, 3, 4]
   assert summary["tracks"] == 2 and not (out / "annotated.mp4").exists()
@@ -334,7 +412,7 @@ def test_aggregate_only_writes_class_shares_and_nothing_about_a_face(run_dir, vi
   # A video in 2 s windows: 20 frames of two faces, then 10; min_group=30 leaves out the second.
   out = tmp_path / "video"
   summary = predict.predict(str(run_dir), str(video), str(out), overrides=overrides(
-      detector_upsample=0, aggregate_only=True, window_s=2.0, min_group=30))
+      detector="hog", aggregate_only=True, window_s=2.0, min_group=30))
   assert summary["faces"] == 60 and summary["windows"] == 1 and summary["windows_left_out"] == 1
   assert_class_level_only(out, ["class_timeline.csv", "class_timeline.png", "summary.json"], 30)
   (kept,) = read_windows(out / "class_timeline.csv")
@@ -350,7 +428,7 @@ def test_aggregate_only_writes_class_shares_and_nothing_about_a_face(run_dir, vi
   cv2.imwrite(str(folder / "single.png"), head("astronaut.png", 150))
   out = tmp_path / "photos"
   summary = predict.predict(str(run_dir), str(folder), str(out), overrides=overrides(
-      detector_upsample=0, aggregate_only=True, min_group=2))
+      detector="hog", aggregate_only=True, min_group=2))
   assert summary["faces"] == 3 and summary["windows"] == 1 and summary["annotated"] == []
   assert_class_level_only(out, ["class_shares.csv", "summary.json"], 2)
   (kept,) = read_windows(out / "class_shares.csv")
@@ -364,7 +442,9 @@ def test_new_options_refuse_bad_values_naming_the_key():
       ("window_s", "ten", "config.predict.window_s must be a float, got 'ten'"),
       ("min_group", 0, "config.predict.min_group must be >= 1, got 0"),
       ("blur_faces", "yes", "config.predict.blur_faces must be True or False, got 'yes'"),
-      ("aggregate_only", 1, "config.predict.aggregate_only must be True or False, got 1")):
+      ("aggregate_only", 1, "config.predict.aggregate_only must be True or False, got 1"),
+      ("detector", "haar", "config.predict.detector must be one of ('hog', 'hog_up1', "),
+      ("detect_every", 0, "config.predict.detect_every must be >= 1, got 0")):
     with pytest.raises(ValueError) as e:
       predict.options({"predict": {key: value}})
     assert str(e.value).startswith(message), str(e.value)

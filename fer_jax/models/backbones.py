@@ -31,6 +31,10 @@ BACKBONES: dict[str, tuple[Callable, Callable]] = {
     "vgg13": (_vgg13, lambda m: vgg.feature_dim(m["width"])),
 }
 
+# Backbones that end in global average pooling: any input size gives the same D, so
+# `config.model.part_size` can run them on smaller part crops (VGG13 flattens its map).
+POOLED = ("resnet",)
+
 
 def _entry(model_cfg: Mapping[str, Any]) -> tuple[Callable, Callable]:
   name = model_cfg["backbone"]

@@ -16,6 +16,21 @@ Module class taking `bn_axis_name` and `__call__(x, train)`). It runs either as 
 the branch axis (`branch_axis='vmap'`, BatchNorm averaging its statistics over the vmapped axis
 too) or on the branches folded into the batch (`'fold'`); both have the same parameters and
 compute the same function.
+
+Smaller part crops (`part_size`, `config.model.part_size`): the landmark-region branches
+(`part_branches`, the positions of eyes, nose, mouth: every branch that is not a whole-face
+kind of `crops.BRANCH_KINDS`) are resized inside the model from S x S to part_size x part_size
+(`jax.image.resize`, linear, antialiased) and the backbone runs twice, once on the whole-face
+group at S px and once on the part group at part_size px, to cut the convolutions' pixels (three
+of five branches at 20 px instead of 32 is about 0.63x). The input stays one array
+[B, nb, S, S, C], so data, export and prediction are unchanged; global average pooling makes D
+independent of the size, and the features go back in branch order. Both calls are the same
+submodule: one set of parameters and of batch_stats. In training BatchNorm's batch statistics
+are then computed per group (the whole-face crops' apart from the parts'), and the running
+averages are updated by both calls, the part group's on top of the whole-face group's (each
+step moves them by momentum**2, the part group's statistics weighing (1 - m) against the other
+group's m (1 - m)). A part_size of 0, or one >= the input's S (a smaller size of progressive
+resizing), runs the single-group model.
 """
 
 from __future__ import annotations
@@ -24,7 +39,9 @@ import functools
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 from fer_jax.models import resnet
 
@@ -47,6 +64,13 @@ def fuse(mu: jnp.ndarray, features: jnp.ndarray, fusion: str) -> jnp.ndarray:
   return fused
 
 
+def _branches(x: jnp.ndarray, idx: tuple[int, ...]) -> jnp.ndarray:
+  """x[:, idx] for static positions, as slices (no gather)."""
+  if idx == tuple(range(x.shape[1])):
+    return x
+  return jnp.concatenate([x[:, i:i + 1] for i in idx], axis=1)
+
+
 class BranchAttentionNet(nn.Module):
   """The occlusion-robust multi-branch expression classifier.
 
@@ -58,6 +82,10 @@ class BranchAttentionNet(nn.Module):
     branch_axis: `vmap` or `fold` (see the module docstring).
     data_axis_name: the data-parallel axis name when BatchNorm statistics are synchronised
       across devices (inside `shard_map`), else None.
+    part_size: > 0: the side the `part_branches` are resized to before the backbone, when
+      smaller than the input's S (see the module docstring); 0: off.
+    part_branches: the positions, in the branch axis, of the landmark-region branches (static
+      ints; `state.build_model` computes them from `config.data.crops.branches`).
   """
   num_classes: int = 8
   backbone: ModuleDef = functools.partial(resnet.ResNet, depth=50)
@@ -65,6 +93,20 @@ class BranchAttentionNet(nn.Module):
   fusion: str = "weighted_sum"
   branch_axis: str = "vmap"
   data_axis_name: Any = None
+  part_size: int = 0
+  part_branches: tuple[int, ...] = ()
+
+  def groups(self, nb: int, s: int) -> list[tuple[tuple[int, ...], int]]:
+    """[(branch positions, side)]: the groups the backbone runs on, in call order."""
+    parts = tuple(int(i) for i in self.part_branches)
+    if any(not 0 <= i < nb for i in parts) or len(set(parts)) != len(parts):
+      raise ValueError(f"part_branches must be distinct positions in [0, {nb}), got {parts}")
+    if self.part_size < 0:
+      raise ValueError(f"part_size must be >= 0, got {self.part_size}")
+    if not (0 < self.part_size < s) or not parts:
+      return [(tuple(range(nb)), s)]
+    whole = tuple(i for i in range(nb) if i not in parts)
+    return [(g, size) for g, size in ((whole, s), (tuple(sorted(parts)), self.part_size)) if g]
 
   @nn.compact
   def __call__(self, x, train: bool = True) -> dict[str, Any]:
@@ -88,10 +130,25 @@ class BranchAttentionNet(nn.Module):
                        split_rngs={"params": False, "dropout": True},
                        axis_name=BRANCH_AXIS_NAME)
       backbone = shared(bn_axis_name=(BRANCH_AXIS_NAME,) + data_axes, name="backbone", **kwargs)
-      features = backbone(jnp.swapaxes(x, 0, 1), train)  # [B, nb, D]
+      run = lambda g: backbone(jnp.swapaxes(g, 0, 1), train)  # [B, n, D]
     else:
       backbone = cls(bn_axis_name=data_axes or None, name="backbone", **kwargs)
-      features = backbone(x.reshape((b * nb,) + x.shape[2:]), train).reshape(b, nb, -1)
+      run = lambda g: backbone(g.reshape((-1,) + g.shape[2:]), train).reshape(b, g.shape[1], -1)
+
+    groups = self.groups(nb, x.shape[2])
+    if len(groups) == 1 and groups[0][1] == x.shape[2]:
+      features = run(x)  # [B, nb, D]
+    else:
+      outs, order = [], []
+      for idx, size in groups:
+        g = _branches(x, idx)
+        if size != x.shape[2]:
+          g = jax.image.resize(g, g.shape[:2] + (size, size) + g.shape[4:], method="linear",
+                               antialias=True)
+        outs.append(run(g))
+        order += idx
+      features = jnp.concatenate(outs, axis=1)
+      features = _branches(features, tuple(int(i) for i in np.argsort(order)))  # branch order
 
     if self.fusion == "none":
       mu = jnp.ones((b, nb), features.dtype)

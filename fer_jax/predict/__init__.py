@@ -5,9 +5,10 @@
 
 One face's way through the package: `inputs.py` (an image, a folder of images sorted by name,
 or a video that OpenCV reads, decoded in a background thread; time = frame index / fps) ->
-`faces.py` (detected, 68 landmarks fitted by face-alignment when its weights are on this
-machine, else dlib, aligned onto the FERPlus template at 48 px in grey, as the training faces
-are) -> `model.py` (the five evaluation crops, the occluder of face number k drawn from
+`faces.py` (detected by `predict.detector`, BlazeFace by default, on every
+`predict.detect_every`-th frame of a video and followed between; 68 landmarks fitted by
+face-alignment when its weights are on this machine, else dlib; aligned onto the FERPlus
+template at 48 px in grey, as the training faces are) -> `model.py` (the five evaluation crops, the occluder of face number k drawn from
 `fold_in(key(data.eval_occluder_seed), k)`, and the checkpoint's model in jitted batches of a
 fixed size) -> `outputs.py` (rows, annotation) and `timelines.py` (tracks, the class timeline),
 written frame by frame by `recorder.py`.
@@ -63,16 +64,18 @@ import numpy as np
 import tqdm
 
 from fer_jax import defaults
+from fer_jax import detectors
 from fer_jax.checkpoint import load_checkpoint
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import landmarks as landmarks_lib
 from fer_jax.predict import outputs
 from fer_jax.predict import recorder
-from fer_jax.predict.faces import FoundFace, find_faces, outside_frame
+from fer_jax.predict.faces import FaceFinder, FoundFace, find_faces, outside_frame
 from fer_jax.predict.inputs import Frame, Input, output_stems
 from fer_jax.predict.model import classify_frames, make_classifier
 
-__all__ = ["options", "predict", "load_checkpoint", "make_classifier", "find_faces",
+__all__ = ["options", "predict", "detector_options", "load_checkpoint", "make_classifier",
+           "find_faces", "FaceFinder",
            "FoundFace", "outside_frame", "Frame", "Input", "output_stems"]
 
 BOOLEAN_KEYS = ("overwrite", "annotate", "blur_faces", "aggregate_only")
@@ -96,11 +99,14 @@ def options(overrides: ml_collections.ConfigDict | Mapping | None = None
         kind = ("True or False" if isinstance(opts[key], bool) else
                 f"a {type(opts[key]).__name__}")
         raise ValueError(f"config.predict.{key} must be {kind}, got {value!r}") from None
+  if opts.detector not in detectors.NAMES:
+    raise ValueError(f"config.predict.detector must be one of {detectors.NAMES}, "
+                     f"got {opts.detector!r}")
   if opts.landmarks not in landmarks_lib.SOURCES:
     raise ValueError(f"config.predict.landmarks must be one of {landmarks_lib.SOURCES}, "
                      f"got {opts.landmarks!r}")
   for name, least in (("frame_stride", 1), ("batch_size", 1), ("max_faces", 1),
-                      ("min_face_size", 0), ("detector_upsample", 0), ("max_track_gap", 0),
+                      ("min_face_size", 0), ("detect_every", 1), ("max_track_gap", 0),
                       ("min_group", 1)):
     if int(opts[name]) < least:
       raise ValueError(f"config.predict.{name} must be >= {least}, got {opts[name]}")
@@ -113,6 +119,14 @@ def options(overrides: ml_collections.ConfigDict | Mapping | None = None
     if not isinstance(opts[name], (bool, np.bool_)):
       raise ValueError(f"config.predict.{name} must be True or False, got {opts[name]!r}")
   return opts
+
+
+def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
+  """Constructor options of `opts.detector`: BlazeFace's finest tiles are sized for the
+  smallest face kept (`min_face_size`, at least 12 px)."""
+  if opts.detector == "blazeface":  # two interpreter threads: 1.3x faster on two cores
+    return dict(min_face=float(max(int(opts.min_face_size), 12)), threads=2)
+  return {}
 
 
 def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | int = "latest",
@@ -142,8 +156,15 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
     stale = outputs.check_output(out_dir, bool(opts.overwrite), inp.files)  # so does bad output
     config, variables, step = load_checkpoint(workdir, checkpoint)
     source = landmarks_lib.best_available(opts.landmarks,
-                                          weights_dir=opts.face_alignment_dir or None,
-                                          upsample=int(opts.detector_upsample))
+                                          weights_dir=opts.face_alignment_dir or None)
+    try:
+      detect = detectors.make_detector(opts.detector, **detector_options(opts))
+    except detectors.DetectorUnavailable as e:
+      if opts.detector != detectors.DEFAULT:
+        raise
+      logging.warning("%s; finding faces with %s instead", e, detectors.FALLBACK)
+      opts.detector = detectors.FALLBACK  # summary.json says which ran
+      detect = detectors.make_detector(opts.detector)
   except BaseException:
     inp.close()
     raise
@@ -154,12 +175,12 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   outputs.remove_results(out_dir, stale)  # only with overwrite: no earlier file is left mixed in
   run = recorder.Recorder(opts, out_dir, inp, list(labels_lib.CLASS_NAMES),
                           list(config.data.crops.branches), source.name)
+  finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
+                      int(opts.detect_every) if inp.kind == "video" else 1)
   frames = inp.frames()
   try:
     bar = tqdm.tqdm(frames, total=inp.total, unit="frame", desc="predict", mininterval=1.0)
-    found = ((frame, find_faces(source, cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB),
-                                int(opts.min_face_size), int(opts.max_faces)))
-             for frame in bar)
+    found = ((frame, finder(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))) for frame in bar)
     for group in classify_frames(found, classify, int(opts.batch_size)):
       for frame, faces, probs, mu in group:
         run.record(frame, faces, probs, mu)
@@ -167,6 +188,7 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   finally:
     frames.close()  # stops the decoding thread if the loop ended early
     run.close()
+  run.counts["detections"] = finder.detections  # frames the detector ran on
   if run.counts["frames"] == 0:
     raise ValueError(f"{inp.path}: no frames could be read (skipped: {inp.skipped})")
   summary = run.finish(workdir, step, time.time() - start)

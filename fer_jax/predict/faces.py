@@ -1,13 +1,22 @@
 """Faces of a frame: detected, landmarked, aligned and cropped as the training faces were.
 
-Each face is detected and its 68 landmarks fitted by a landmark source (`data/landmarks.py`:
-face-alignment or dlib), then aligned onto the FERPlus template at 48 px in grey. The five
-crops are cut later, inside the jitted model (`model.py`), exactly as evaluation cuts them.
+A face detector (`fer_jax/detectors.py`, `predict.detector`) gives the boxes; a landmark
+source (`data/landmarks.py`: face-alignment or dlib) fits the 68 landmarks inside each box;
+the face is then aligned onto the FERPlus template at 48 px in grey. The five crops are cut
+later, inside the jitted model (`model.py`), exactly as evaluation cuts them.
+
+In a video, `FaceFinder` runs the detector only on every `detect_every`-th processed frame. On
+the frames between, each face of the previous frame is followed: its box is carried along by
+its own landmarks (kept in the landmarks' frame, centre and scale, as it was when detected)
+and the landmarks are fitted again inside it. A face that enters between two detections is
+found at the next one; a followed face whose box leaves the frame or shrinks below
+`min_face_size` is dropped.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from absl import logging
 import numpy as np
@@ -21,13 +30,16 @@ FACE_SIZE = ferplus.FACE_SIZE  # the side of the aligned training faces
 @dataclasses.dataclass
 class FoundFace:
   """A face of a frame: box and landmarks in frame coordinates, the aligned face and its
-  landmarks, the detector's score and whether landmarks fall outside the frame."""
+  landmarks, the detector's score, whether landmarks fall outside the frame, and whether the
+  box was followed from the previous frame rather than detected in this one."""
   box: np.ndarray
   landmarks: np.ndarray
   score: float
   edge: bool
   aligned: np.ndarray
   aligned_landmarks: np.ndarray
+  followed: bool = False
+  box_in_landmarks: np.ndarray | None = None  # (box - centre) / scale of the landmarks
 
 
 def outside_frame(points: np.ndarray, shape) -> bool:
@@ -38,31 +50,95 @@ def outside_frame(points: np.ndarray, shape) -> bool:
                      (p[:, 1] < -0.5) | (p[:, 1] > h - 0.5)))
 
 
-def find_faces(source, rgb: np.ndarray, min_face_size: int = 24, max_faces: int = 30,
-               face_size: int = FACE_SIZE) -> list[FoundFace]:
-  """Detects, fits and aligns the faces of an RGB frame, largest first.
+def landmark_frame(points: np.ndarray) -> tuple[np.ndarray, float]:
+  """The centre (mean) and scale (root mean square distance to it) of landmarks [68, 2]."""
+  p = np.asarray(points, np.float64)
+  centre = p.mean(0)
+  return centre, float(np.sqrt(np.mean(np.sum((p - centre) ** 2, -1))))
 
-  Boxes whose shorter side is under `min_face_size` px are dropped, then all but the
-  `max_faces` largest. A face whose landmarks are degenerate (alignment impossible) is skipped
-  with a warning; one whose landmarks leave the frame is aligned (borders replicated) and
-  flagged `edge`.
-  """
-  faces = []
-  for face in source.detect(rgb):
-    box = np.asarray(face.box, np.float32)
-    side = min(box[2] - box[0], box[3] - box[1])
-    pts = np.asarray(face.landmarks, np.float32)
-    if side < min_face_size or pts.shape != (68, 2) or not np.all(np.isfinite(pts)):
-      continue
-    faces.append((float((box[2] - box[0]) * (box[3] - box[1])), box, pts, face.score))
-  faces.sort(key=lambda f: -f[0])
+
+def _side(box) -> float:
+  return float(min(box[2] - box[0], box[3] - box[1]))
+
+
+def _faces(source, rgb: np.ndarray, candidates, max_faces: int, face_size: int,
+           followed: bool = False) -> list[FoundFace]:
+  """(box, score, landmarks or None, box_in_landmarks or None) -> aligned faces, largest
+  first. Landmarks missing from a candidate are fitted by `source` inside its box."""
+  candidates = sorted(candidates, key=lambda c: -(c[0][2] - c[0][0]) * (c[0][3] - c[0][1]))
   out = []
-  for _, box, pts, score in faces[:max_faces]:
+  for box, score, pts, rel in candidates[:max_faces]:
+    if pts is None:
+      pts = np.asarray(source.fit(rgb, box), np.float32)
+    if pts.shape != (68, 2) or not np.all(np.isfinite(pts)):
+      continue
+    if rel is None:
+      centre, scale = landmark_frame(pts)
+      rel = (np.asarray(box, np.float64) - np.tile(centre, 2)) / max(scale, 1e-6)
     try:
       aligned, aligned_pts, _ = landmarks_lib.align_face(rgb, pts, face_size, gray=True)
     except ValueError as e:
       logging.warning("skipped a face at %s: %s", np.round(box).tolist(), e)
       continue
-    out.append(FoundFace(box, pts, float(score), outside_frame(pts, rgb.shape), aligned,
-                         aligned_pts))
+    out.append(FoundFace(np.asarray(box, np.float32), pts, float(score),
+                         outside_frame(pts, rgb.shape), aligned, aligned_pts, followed,
+                         rel.astype(np.float32)))
   return out
+
+
+def find_faces(source, rgb: np.ndarray, min_face_size: int = 24, max_faces: int = 30,
+               face_size: int = FACE_SIZE, detect: Callable | None = None) -> list[FoundFace]:
+  """Detects, fits and aligns the faces of an RGB frame, largest first.
+
+  The boxes come from `detect(rgb) -> [(box, score), ...]` (a `detectors.make_detector`),
+  and `source` fits the landmarks inside each; without `detect`, from the landmark source's
+  own detector (`source.detect`). Boxes whose shorter side is under `min_face_size` px are
+  dropped, then all but the `max_faces` largest. A face whose landmarks are degenerate
+  (alignment impossible) is skipped with a warning; one whose landmarks leave the frame is
+  aligned (borders replicated) and flagged `edge`.
+  """
+  if detect is not None:
+    candidates = [(np.asarray(box, np.float32), score, None, None) for box, score in detect(rgb)]
+  else:
+    candidates = [(np.asarray(f.box, np.float32), f.score,
+                   np.asarray(f.landmarks, np.float32), None) for f in source.detect(rgb)]
+  candidates = [c for c in candidates if _side(c[0]) >= min_face_size]
+  return _faces(source, rgb, candidates, max_faces, face_size)
+
+
+class FaceFinder:
+  """The faces of consecutive frames of one video (or of independent images, with
+  `detect_every=1`): detection every `detect_every`-th call, faces followed in between (see
+  the module docstring). One finder per input; it keeps the previous frame's faces."""
+
+  def __init__(self, source, detect: Callable | None, min_face_size: int = 24,
+               max_faces: int = 30, detect_every: int = 1, face_size: int = FACE_SIZE):
+    if detect_every < 1:
+      raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+    self.source, self.detect = source, detect
+    self.min_face_size, self.max_faces = min_face_size, max_faces
+    self.detect_every, self.face_size = detect_every, face_size
+    self.calls, self.detections = 0, 0
+    self._previous: list[FoundFace] = []
+
+  def __call__(self, rgb: np.ndarray) -> list[FoundFace]:
+    if self.calls % self.detect_every == 0:
+      faces = find_faces(self.source, rgb, self.min_face_size, self.max_faces, self.face_size,
+                         self.detect)
+      self.detections += 1
+    else:
+      faces = self._follow(rgb)
+    self.calls += 1
+    self._previous = faces
+    return faces
+
+  def _follow(self, rgb: np.ndarray) -> list[FoundFace]:
+    h, w = rgb.shape[:2]
+    candidates = []
+    for face in self._previous:
+      centre, scale = landmark_frame(face.landmarks)
+      box = (np.tile(centre, 2) + face.box_in_landmarks * scale).astype(np.float32)
+      inside = box[0] < w and box[1] < h and box[2] > 0 and box[3] > 0
+      if inside and _side(box) >= self.min_face_size:
+        candidates.append((box, face.score, None, face.box_in_landmarks))
+    return _faces(self.source, rgb, candidates, self.max_faces, self.face_size, followed=True)

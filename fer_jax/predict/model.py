@@ -1,5 +1,6 @@
-"""The checkpoint's model over aligned faces: evaluation crops and a jitted forward pass, in
-batches of a fixed size so that it compiles once, the faces of several frames batched together.
+"""The checkpoint's model over aligned faces: evaluation crops and a jitted forward pass, the
+faces of several frames batched together, in a few padded batch shapes so that it compiles a
+few times only, running while the next frames' faces are found.
 
 Face number k of an input (counted from 0 over all its frames) is cut with the occluder of
 `fold_in(key(data.eval_occluder_seed), k)`, as evaluation cuts example k.
@@ -8,7 +9,7 @@ Face number k of an input (counted from 0 over all its frames) is cut with the o
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
 import ml_collections
@@ -21,41 +22,68 @@ from fer_jax.data import labels as labels_lib
 MAX_PENDING_FRAMES = 64  # frames held back at most while a batch of faces fills up
 
 
-def make_classifier(config: ml_collections.ConfigDict, variables, batch_size: int):
-  """A function (faces uint8 [n, F, F, 1], landmarks [n, 68, 2], face numbers [n]) ->
-  (probabilities [n, 8], branch weights [n, nb]), numpy.
+def batch_bucket(n: int, batch_size: int, smallest: int = 8) -> int:
+  """The padded size of a batch of n <= batch_size faces: the next power of two from
+  `smallest`, at most `batch_size`, so that a few shapes compile and little is padding."""
+  if n >= batch_size:
+    return batch_size
+  return min(batch_size, max(smallest, 1 << max(n - 1, 0).bit_length()))
+
+
+class Classifier:
+  """(faces uint8 [n, F, F, 1], landmarks [n, 68, 2], face numbers [n]) -> (probabilities
+  [n, 8], branch weights [n, nb]), numpy.
 
   It cuts the evaluation crops and runs the model (`evaluate.eval_step`) in jitted batches of
-  exactly `batch_size` faces, the last one padded, so that it compiles once.
+  at most `batch_size` faces, each padded to `batch_bucket` (a few shapes compile). `dispatch`
+  starts the work and returns a function that waits for it and returns the arrays: JAX runs
+  the batches while the caller goes on (finding the next frame's faces).
   """
-  model = state_lib.build_model(config)
-  step = jax.jit(functools.partial(
-      evaluate.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
-      crops_on="device", occluder_seed=int(config.data.eval_occluder_seed),
-      flip=bool(config.eval_flip)))
-  nb = len(config.data.crops.branches)
 
-  def classify(images: np.ndarray, landmarks: np.ndarray, indices: np.ndarray):
+  def __init__(self, config: ml_collections.ConfigDict, variables, batch_size: int):
+    model = state_lib.build_model(config)
+    self._step = jax.jit(functools.partial(
+        evaluate.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
+        crops_on="device", occluder_seed=int(config.data.eval_occluder_seed),
+        flip=bool(config.eval_flip)))
+    self._variables, self.batch_size = variables, int(batch_size)
+    self.num_branches = len(config.data.crops.branches)
+
+  def dispatch(self, images: np.ndarray, landmarks: np.ndarray, indices: np.ndarray
+               ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     images, landmarks = np.asarray(images, np.uint8), np.asarray(landmarks, np.float32)
     indices = np.asarray(indices, np.int32)
-    n = len(images)
-    probs = np.zeros((n, labels_lib.NUM_CLASSES), np.float32)
-    mu = np.zeros((n, nb), np.float32)
-    for start in range(0, n, batch_size):
-      stop = min(start + batch_size, n)
-      pad = batch_size - (stop - start)
+    n, running = len(images), []
+    for start in range(0, n, self.batch_size):
+      stop = min(start + self.batch_size, n)
+      pad = batch_bucket(stop - start, self.batch_size) - (stop - start)
       batch = dict(
           image=np.concatenate([images[start:stop],
                                 np.zeros((pad,) + images.shape[1:], np.uint8)]),
           landmarks=np.concatenate([landmarks[start:stop],
                                     np.zeros((pad,) + landmarks.shape[1:], np.float32)]),
           index=np.concatenate([indices[start:stop], np.zeros((pad,), np.int32)]))
-      out = jax.device_get(step(variables, batch))
-      probs[start:stop] = out["probs"][:stop - start]
-      mu[start:stop] = out["mu"][:stop - start]
-    return probs, mu
+      running.append((stop - start, self._step(self._variables, batch)))  # asynchronous
 
-  return classify
+    def result():
+      probs = np.zeros((n, labels_lib.NUM_CLASSES), np.float32)
+      mu = np.zeros((n, self.num_branches), np.float32)
+      start = 0
+      for size, out in running:
+        out = jax.device_get(out)
+        probs[start:start + size] = out["probs"][:size]
+        mu[start:start + size] = out["mu"][:size]
+        start += size
+      return probs, mu
+    return result
+
+  def __call__(self, images, landmarks, indices) -> tuple[np.ndarray, np.ndarray]:
+    return self.dispatch(images, landmarks, indices)()
+
+
+def make_classifier(config: ml_collections.ConfigDict, variables, batch_size: int) -> Classifier:
+  """The checkpoint's model over aligned faces (`Classifier`)."""
+  return Classifier(config, variables, batch_size)
 
 
 def classify_frames(frames: Iterable[tuple[Any, Sequence]], classify, batch_size: int,
@@ -63,26 +91,44 @@ def classify_frames(frames: Iterable[tuple[Any, Sequence]], classify, batch_size
                     ) -> Iterator[list[tuple[Any, Sequence, np.ndarray, np.ndarray]]]:
   """(frame, its faces) pairs -> lists of (frame, faces, probabilities [n, 8], weights [n, nb]),
   in order. Frames are held back until their faces fill `batch_size` (or `max_pending` frames
-  wait), then classified together; each yielded list is one such group."""
-  pending, first = [], 0
+  wait), then classified together; each yielded list is one such group. A group is yielded
+  once the next one has been dispatched (when `classify` has `dispatch`): the model runs
+  while the next frames' faces are found."""
+  pending, first, running = [], 0, None
   for frame, faces in frames:
     pending.append((frame, faces))
     if sum(len(f) for _, f in pending) >= batch_size or len(pending) >= max_pending:
-      yield _classified(pending, classify, first)
+      started = _dispatch(pending, classify, first)
       first += sum(len(f) for _, f in pending)
       pending = []
+      if running is not None:
+        yield _collect(*running)
+      running = started
   if pending:
-    yield _classified(pending, classify, first)
+    started = _dispatch(pending, classify, first)
+    if running is not None:
+      yield _collect(*running)
+    running = started
+  if running is not None:
+    yield _collect(*running)
 
 
-def _classified(pending, classify, first: int):
+def _dispatch(pending, classify, first: int):
   faces = [f for _, fs in pending for f in fs]
-  if faces:
-    probs, mu = classify(np.stack([f.aligned for f in faces]),
-                         np.stack([f.aligned_landmarks for f in faces]),
-                         np.arange(first, first + len(faces)))
-  else:
-    probs, mu = np.zeros((0, labels_lib.NUM_CLASSES), np.float32), np.zeros((0, 0), np.float32)
+  if not faces:
+    empty = (np.zeros((0, labels_lib.NUM_CLASSES), np.float32), np.zeros((0, 0), np.float32))
+    return pending, lambda: empty
+  args = (np.stack([f.aligned for f in faces]), np.stack([f.aligned_landmarks for f in faces]),
+          np.arange(first, first + len(faces)))
+  dispatch = getattr(classify, "dispatch", None)
+  if dispatch is None:
+    out = classify(*args)
+    return pending, lambda: out
+  return pending, dispatch(*args)
+
+
+def _collect(pending, result):
+  probs, mu = result()
   out, k = [], 0
   for frame, fs in pending:
     out.append((frame, fs, probs[k:k + len(fs)], mu[k:k + len(fs)]))

@@ -114,6 +114,8 @@ class Recorder:
     summary = dict(
         input=str(inp.path), kind=inp.kind, output=str(self.out_dir), workdir=str(workdir),
         checkpoint_step=int(step), landmark_source=self.landmark_source,
+        detector=str(opts.detector),
+        detect_every=int(opts.detect_every) if self.is_video else 1,
         aggregate_only=self.aggregate, blur_faces=bool(opts.blur_faces), **self.counts,
         label_counts=self.label_counts, fps=inp.fps, frame_stride=int(opts.frame_stride),
         stopped_early=inp.stopped_early, skipped=inp.skipped,
