@@ -2,7 +2,7 @@
 
     python bench/predict.py                                # the released model (fer_r10_cpu)
     python bench/predict.py --workdir=RUN [--checkpoint=best]   # a training run
-    python bench/predict.py --detect_every=1,5 --detectors=blazeface,hog_up1
+    python bench/predict.py --detect_every=1,5 --detectors=blazeface,hog_up1 --flip=checkpoint,off
 
 The input is a synthetic classroom: 1280x720 frames with 20 faces (resized copies of the two
 test photos' faces, tests/data/photos, tiled 5 x 4 on a grey background), each face drifting a
@@ -21,6 +21,7 @@ few pixels from frame to frame, written as an mp4 video.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import pathlib
 import sys
@@ -85,6 +86,12 @@ def write_video(path: pathlib.Path, frames: int, fps: float = 25.0) -> pathlib.P
   return path
 
 
+def _with_flip(config: ml_collections.ConfigDict, flip: bool) -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict(config.to_dict())
+  config.eval_flip = flip
+  return config
+
+
 def timed(fn, repeats: int) -> tuple[float, object]:
   """(seconds per call, last result) over `repeats` calls after one untimed warm-up call."""
   out = fn()
@@ -106,6 +113,9 @@ def main():
   parser.add_argument("--detect_every", default="1,5",
                       help="end-to-end runs, one per value (comma separated)")
   parser.add_argument("--detector", default=detectors.DEFAULT, help="end-to-end detector")
+  parser.add_argument("--flip", default="checkpoint",
+                      help="end-to-end runs, one per value of predict.flip (comma separated): "
+                           "checkpoint (its eval_flip), on, off")
   parser.add_argument("--frames", type=int, default=100, help="extra frames of the long video")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per stage")
   args = parser.parse_args()
@@ -114,7 +124,6 @@ def main():
   config, variables, step = predict.load_checkpoint(workdir, args.checkpoint)
   opts = defaults.get_config().predict
   source = landmarks.best_available(args.landmarks)
-  classify = predict.make_classifier(config, variables, int(opts.batch_size))
   m = config.model
   print(f"machine: {jax.default_backend()}, {os.cpu_count()} CPU cores")
   print(f"model: {workdir} step {step}: {m.backbone}-{m.depth} width {m.width}, "
@@ -141,9 +150,12 @@ def main():
         f"({1000 * sec / len(faces):.2f} ms/face)")
   images = np.stack([f.aligned for f in faces])
   pts = np.stack([f.aligned_landmarks for f in faces])
-  sec, (probs, mu) = timed(lambda: classify(images, pts, np.arange(len(faces))), args.repeats)
-  print(f"model (crops + jitted forward){'':<10} {1000 * sec:6.1f}   "
-        f"({1000 * sec / len(faces):.2f} ms/face)")
+  for flip in (bool(config.eval_flip), False)[:1 + bool(config.eval_flip)]:
+    classify = predict.make_classifier(_with_flip(config, flip), variables, int(opts.batch_size))
+    sec, (probs, mu) = timed(lambda c=classify: c(images, pts, np.arange(len(faces))),
+                             args.repeats)
+    print(f"model (crops + jitted forward), flip {'on ' if flip else 'off'} {1000 * sec:6.1f}   "
+          f"({1000 * sec / len(faces):.2f} ms/face)")
   drawn = [dict(box=f.box, label_index=int(p.argmax()), prob=float(p.max()), weights=w,
                 landmarks=f.landmarks, edge=f.edge) for f, p, w in zip(faces, probs, mu)]
   branches, classes = list(config.data.crops.branches), list(labels.CLASS_NAMES)
@@ -154,26 +166,30 @@ def main():
   # End to end.
   print(f"\nend to end: predict.predict, detector {args.detector}, {SHORT} and "
         f"{SHORT + args.frames} frames at 25 fps")
-  print("detect_every   frames/s   ms/frame   fixed s   faces/frame   detections")
+  print("detect_every   flip         frames/s   ms/frame   fixed s   faces/frame   detections")
   with tempfile.TemporaryDirectory() as tmp:
     tmp = pathlib.Path(tmp)
     short = write_video(tmp / "short.mp4", SHORT)
     long = write_video(tmp / "long.mp4", SHORT + args.frames)
-    for every in (int(v) for v in args.detect_every.split(",")):
+    for every, flip in itertools.product((int(v) for v in args.detect_every.split(",")),
+                                         args.flip.split(",")):
       over = defaults.get_config()
-      over.predict.update(landmarks=args.landmarks, detector=args.detector, detect_every=every)
+      over.predict.update(landmarks=args.landmarks, detector=args.detector, detect_every=every,
+                          flip=flip)
       run = lambda video, name: predict.predict(workdir, str(video), str(tmp / name),
                                                 checkpoint=args.checkpoint, overrides=over)
       t = time.perf_counter()
-      run(short, f"short_{every}")
+      run(short, f"short_{every}_{flip}")
       t_short = time.perf_counter() - t
       t = time.perf_counter()
-      summary = run(long, f"long_{every}")
+      summary = run(long, f"long_{every}_{flip}")
       t_long = time.perf_counter() - t
       per_frame = (t_long - t_short) / args.frames
       fixed = t_short - SHORT * per_frame
-      print(f"{every:>12}   {1 / per_frame:8.2f}   {1000 * per_frame:8.1f}   {fixed:7.1f}   "
-            f"{summary['faces'] / summary['frames']:11.1f}   {summary['detections']:>10}")
+      shown = f"{flip} ({'on' if summary['eval_flip'] else 'off'})"
+      print(f"{every:>12}   {shown:<11}  {1 / per_frame:8.2f}   {1000 * per_frame:8.1f}   "
+            f"{fixed:7.1f}   {summary['faces'] / summary['frames']:11.1f}   "
+            f"{summary['detections']:>10}")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ def get_config() -> ml_collections.ConfigDict:
   pred.min_face_size = 24  # px: smaller detected boxes (shorter side) are ignored
   pred.max_faces = 30  # per frame, largest first
   pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
+  pred.flip = "checkpoint"  # checkpoint | on | off: average each face with its mirror image as
+  #   the checkpoint's eval_flip says, or always, or never (off halves the model's cost)
   pred.detector = "blazeface"  # face boxes: blazeface | hog | hog_up1 | hog_up2 | mmod | mmod_up1
   #   (fer_jax/detectors.py; bench/RESULTS.md "Face finding": blazeface finds the most)
   pred.detect_every = 5  # video: detect on every n-th processed frame, follow faces between

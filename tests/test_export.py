@@ -29,11 +29,14 @@ def moved(variables, key):
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
   """A checkpoint of configs/test.py's model with moved weights (nothing trained): its workdir,
-  config and variables. `eval_flip` is on, so the graph's mirror average is checked too."""
+  config and variables. `eval_flip` is on, so the graph's mirror average is checked too, and
+  the part branches run at 12 px (`model.part_size`, as configs/cpu.py's at 16), so the
+  in-model resize is too."""
   from configs import test as test_config_module  # pylint: disable=g-import-not-at-top
   config = test_config_module.get_config()
   config.eval_flip = True
   config.model.stem = "imagenet"  # the default stem, with its max pool
+  config.model.part_size = 12
   model = state_lib.build_model(config)
   tx, _ = state_lib.make_optimizer(config, 1)
   state = state_lib.create_train_state(config, model, tx, jax.random.key(0))

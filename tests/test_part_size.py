@@ -64,6 +64,24 @@ def test_parts_see_resized_crops_and_faces_full_ones(inputs):
     np.testing.assert_allclose(out["features"], want, rtol=1e-5, atol=1e-5, err_msg=axis)
 
 
+def test_resize_is_jax_image_resize_as_a_constant_matrix():
+  """The in-model resize (a constant matrix per axis, exportable with a symbolic batch) equals
+  jax.image.resize's linear antialiased one, shrinking by whole and by odd factors."""
+  x = np.random.default_rng(0).normal(size=(3, 2, 32, 32, 1)).astype(np.float32)
+  for size in (16, 20, 12, 31):
+    np.testing.assert_allclose(
+        branch_attention.resize(x, size),
+        jax.image.resize(x, (3, 2, size, size, 1), method="linear", antialias=True),
+        atol=2e-5, err_msg=str(size))
+  # By 2: output j samples input position 2j + 0.5 with a triangle of half-width 2, so an inner
+  # output weighs its four nearest inputs 1/8, 3/8, 3/8, 1/8; at the border the three inputs
+  # inside weigh 0.75, 0.75, 0.25, renormalised by 1.75.
+  w = branch_attention.resize_matrix(32, 16)
+  np.testing.assert_allclose(w[:6, 1], [0, 0.125, 0.375, 0.375, 0.125, 0], atol=1e-7)
+  np.testing.assert_allclose(w[:4, 0], [0.75 / 1.75, 0.75 / 1.75, 0.25 / 1.75, 0], atol=1e-7)
+  np.testing.assert_allclose(w.sum(axis=0), 1, rtol=1e-6)
+
+
 def test_bad_part_size_is_named():
   config = cpu.get_config()  # 32 px crops, ResNet-10
   config.model.part_size = 20

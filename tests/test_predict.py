@@ -3,6 +3,7 @@ timeline, the privacy modes and bad inputs; and the model a checkpoint's own con
 as predict and eval rebuild it."""
 
 import csv
+import functools
 import json
 import logging
 import pathlib
@@ -13,6 +14,7 @@ import types
 
 import cv2
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -133,18 +135,29 @@ def test_photos_faces_landmarks_and_a_row_that_matches_the_model(run_dir, tmp_pa
   model = state_lib.build_model(config)
   cfg = state_lib.crop_config(config)
 
-  @jax.jit
-  def direct(image, landmarks, key):
+  @functools.partial(jax.jit, static_argnames="mirror")
+  def direct(image, landmarks, key, mirror=False):
     x = crops.five_crops(image.astype(np.float32) / 255, landmarks, key, cfg, train=False)
-    return jax.nn.softmax(model.apply(variables, x["crops"][None], train=False)["logits"][0])
+    x = jnp.flip(x["crops"], axis=-2) if mirror else x["crops"]
+    return jax.nn.softmax(model.apply(variables, x[None], train=False)["logits"][0])
 
+  # predict.flip=on: each face's probabilities averaged with its mirror image's (the
+  # checkpoint, configs/test.py, does not ask for it: summary says which ran).
+  flipped = tmp_path / "flipped"
+  assert not summary["eval_flip"]
+  assert predict.predict(str(run_dir), str(PHOTOS), str(flipped), overrides=overrides(
+      flip="on", annotate=False))["eval_flip"]
   source = predict.landmarks_lib.DlibSource()
-  for k, row in enumerate(rows):
+  for k, (row, row_flip) in enumerate(zip(rows, read_rows(flipped))):
     rgb = cv2.cvtColor(cv2.imread(str(PHOTOS / row["source"])), cv2.COLOR_BGR2RGB)
     face = predict.find_faces(source, rgb, detect=detectors.make_detector("hog_up1"))[0]
     key = jax.random.fold_in(jax.random.key(config.data.eval_occluder_seed), k)
-    np.testing.assert_allclose(direct(face.aligned, face.aligned_landmarks, key),
-                               [row[c] for c in labels.CLASS_NAMES], atol=2e-5)
+    plain = direct(face.aligned, face.aligned_landmarks, key)
+    np.testing.assert_allclose(plain, [row[c] for c in labels.CLASS_NAMES], atol=2e-5)
+    mirrored = direct(face.aligned, face.aligned_landmarks, key, mirror=True)
+    assert np.abs(mirrored - plain).max() > 1e-4  # the mirror image is another input
+    np.testing.assert_allclose((plain + mirrored) / 2,
+                               [row_flip[c] for c in labels.CLASS_NAMES], atol=2e-5)
 
 
 def test_no_face_and_a_face_cut_by_the_frame_edge(run_dir, tmp_path):
@@ -444,7 +457,8 @@ def test_new_options_refuse_bad_values_naming_the_key():
       ("blur_faces", "yes", "config.predict.blur_faces must be True or False, got 'yes'"),
       ("aggregate_only", 1, "config.predict.aggregate_only must be True or False, got 1"),
       ("detector", "haar", "config.predict.detector must be one of ('hog', 'hog_up1', "),
-      ("detect_every", 0, "config.predict.detect_every must be >= 1, got 0")):
+      ("detect_every", 0, "config.predict.detect_every must be >= 1, got 0"),
+      ("flip", "yes", "config.predict.flip must be one of ('checkpoint', 'on', 'off'), got 'yes'")):
     with pytest.raises(ValueError) as e:
       predict.options({"predict": {key: value}})
     assert str(e.value).startswith(message), str(e.value)

@@ -20,8 +20,8 @@ compute the same function.
 Smaller part crops (`part_size`, `config.model.part_size`): the landmark-region branches
 (`part_branches`, the positions of eyes, nose, mouth: every branch that is not a whole-face
 kind of `crops.BRANCH_KINDS`) are resized inside the model from S x S to part_size x part_size
-(`jax.image.resize`, linear, antialiased) and the backbone runs twice, once on the whole-face
-group at S px and once on the part group at part_size px, to cut the convolutions' pixels (three
+(`resize`: linear, antialiased, as `jax.image.resize`) and the backbone runs twice, once on the
+whole-face group at S px and once on the part group at part_size px, to cut the convolutions' pixels (three
 of five branches at 20 px instead of 32 is about 0.63x). The input stays one array
 [B, nb, S, S, C], so data, export and prediction are unchanged; global average pooling makes D
 independent of the size, and the features go back in branch order. Both calls are the same
@@ -39,7 +39,6 @@ import functools
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -62,6 +61,30 @@ def fuse(mu: jnp.ndarray, features: jnp.ndarray, fusion: str) -> jnp.ndarray:
   if fusion == "weighted_mean":
     fused = fused / jnp.sum(mu, axis=1, keepdims=True)
   return fused
+
+
+@functools.lru_cache(maxsize=None)
+def resize_matrix(size: int, new_size: int) -> np.ndarray:
+  """[size, new_size] float32 W with x @ W = `jax.image.resize(x, ..., method="linear",
+  antialias=True)` along one axis: the triangle kernel widened by size / new_size when shrinking
+  and normalised, as `jax.image.scale_and_translate` computes it. A constant matrix (rather than
+  the resize itself) keeps the model exportable with a symbolic batch size (jax2onnx's resize
+  needs static shapes)."""
+  inv_scale = size / new_size
+  kernel_scale = max(inv_scale, 1.0)
+  sample = (np.arange(new_size) + 0.5) * inv_scale - 0.5
+  w = np.maximum(0.0, 1.0 - np.abs(sample[None, :] - np.arange(size)[:, None]) / kernel_scale)
+  total = w.sum(axis=0, keepdims=True)
+  w = np.where(np.abs(total) > 1000 * np.finfo(np.float32).eps, w / np.where(total != 0, total, 1),
+               0.0)
+  inside = (sample >= -0.5) & (sample <= size - 0.5)
+  return np.where(inside[None, :], w, 0.0).astype(np.float32)
+
+
+def resize(x: jnp.ndarray, new_size: int) -> jnp.ndarray:
+  """[B, n, S, S, C] -> [B, n, new_size, new_size, C], linear with antialiasing."""
+  w = jnp.asarray(resize_matrix(x.shape[2], new_size), x.dtype)
+  return jnp.einsum("bnhwc,hp,wq->bnpqc", x, w, w)
 
 
 def _branches(x: jnp.ndarray, idx: tuple[int, ...]) -> jnp.ndarray:
@@ -143,8 +166,7 @@ class BranchAttentionNet(nn.Module):
       for idx, size in groups:
         g = _branches(x, idx)
         if size != x.shape[2]:
-          g = jax.image.resize(g, g.shape[:2] + (size, size) + g.shape[4:], method="linear",
-                               antialias=True)
+          g = resize(g, size)
         outs.append(run(g))
         order += idx
       features = jnp.concatenate(outs, axis=1)

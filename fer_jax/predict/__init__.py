@@ -15,7 +15,7 @@ written frame by frame by `recorder.py`.
 
 The model, the crops, the seed and eval_flip come from the checkpoint's own config
 (`checkpoint.load_checkpoint`); only `config.predict` is read from the config given on the
-command line.
+command line (`predict.flip=off` skips the mirror average a checkpoint asks for, for speed).
 
 Written to the output folder:
 - `faces.jsonl`, `faces.csv`: a row per face and frame (source, frame, time, track, box,
@@ -79,6 +79,7 @@ __all__ = ["options", "predict", "detector_options", "load_checkpoint", "make_cl
            "FoundFace", "outside_frame", "Frame", "Input", "output_stems"]
 
 BOOLEAN_KEYS = ("overwrite", "annotate", "blur_faces", "aggregate_only")
+FLIPS = ("checkpoint", "on", "off")  # config.predict.flip
 
 
 def options(overrides: ml_collections.ConfigDict | Mapping | None = None
@@ -102,6 +103,8 @@ def options(overrides: ml_collections.ConfigDict | Mapping | None = None
   if opts.detector not in detectors.NAMES:
     raise ValueError(f"config.predict.detector must be one of {detectors.NAMES}, "
                      f"got {opts.detector!r}")
+  if opts.flip not in FLIPS:
+    raise ValueError(f"config.predict.flip must be one of {FLIPS}, got {opts.flip!r}")
   if opts.landmarks not in landmarks_lib.SOURCES:
     raise ValueError(f"config.predict.landmarks must be one of {landmarks_lib.SOURCES}, "
                      f"got {opts.landmarks!r}")
@@ -170,11 +173,14 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
     raise
   if source.name != opts.landmarks:
     logging.warning("landmarks: %s cannot run here; using %s", opts.landmarks, source.name)
+  if opts.flip != "checkpoint":
+    config.eval_flip = opts.flip == "on"
   classify = make_classifier(config, variables, int(opts.batch_size))
   out_dir.mkdir(parents=True, exist_ok=True)
   outputs.remove_results(out_dir, stale)  # only with overwrite: no earlier file is left mixed in
   run = recorder.Recorder(opts, out_dir, inp, list(labels_lib.CLASS_NAMES),
                           list(config.data.crops.branches), source.name)
+  run.eval_flip = bool(config.eval_flip)
   finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
                       int(opts.detect_every) if inp.kind == "video" else 1)
   frames = inp.frames()

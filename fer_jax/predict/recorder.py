@@ -38,6 +38,7 @@ class Recorder:
     self.series: dict[int, dict[str, list]] = {}
     self.windows: dict[int, timelines.Window] = {}
     self.counts = dict(frames=0, faces=0, no_face_frames=0, edge_faces=0)
+    self.eval_flip = None  # set by the caller: whether the model averaged with mirror images
     self.label_counts = {c: 0 for c in class_names}
     self.annotated_images: list[str] = []
     self.last_index = 0
@@ -115,7 +116,7 @@ class Recorder:
         input=str(inp.path), kind=inp.kind, output=str(self.out_dir), workdir=str(workdir),
         checkpoint_step=int(step), landmark_source=self.landmark_source,
         detector=str(opts.detector),
-        detect_every=int(opts.detect_every) if self.is_video else 1,
+        detect_every=int(opts.detect_every) if self.is_video else 1, eval_flip=self.eval_flip,
         aggregate_only=self.aggregate, blur_faces=bool(opts.blur_faces), **self.counts,
         label_counts=self.label_counts, fps=inp.fps, frame_stride=int(opts.frame_stride),
         stopped_early=inp.stopped_early, skipped=inp.skipped,
