@@ -171,18 +171,18 @@ def main():
     tmp = pathlib.Path(tmp)
     short = write_video(tmp / "short.mp4", SHORT)
     long = write_video(tmp / "long.mp4", SHORT + args.frames)
-    for every, flip in itertools.product((int(v) for v in args.detect_every.split(",")),
-                                         args.flip.split(",")):
+    for i, (every, flip) in enumerate(itertools.product(
+        (int(v) for v in args.detect_every.split(",")), args.flip.split(","))):
       over = defaults.get_config()
       over.predict.update(landmarks=args.landmarks, detector=args.detector, detect_every=every,
                           flip=flip)
       run = lambda video, name: predict.predict(workdir, str(video), str(tmp / name),
                                                 checkpoint=args.checkpoint, overrides=over)
       t = time.perf_counter()
-      run(short, f"short_{every}_{flip}")
+      run(short, f"short_{i}")  # a value may repeat (--detect_every=5,5): runs apart
       t_short = time.perf_counter() - t
       t = time.perf_counter()
-      summary = run(long, f"long_{every}_{flip}")
+      summary = run(long, f"long_{i}")
       t_long = time.perf_counter() - t
       per_frame = (t_long - t_short) / args.frames
       fixed = t_short - SHORT * per_frame
