@@ -94,23 +94,26 @@ def classify_frames(frames: Iterable[tuple[Any, Sequence]], classify, batch_size
   wait), then classified together; each yielded list is one such group. A group is yielded
   once the next one has been dispatched (when `classify` has `dispatch`): the model runs
   while the next frames' faces are found."""
-  pending, first, running = [], 0, None
-  for frame, faces in frames:
-    pending.append((frame, faces))
-    if sum(len(f) for _, f in pending) >= batch_size or len(pending) >= max_pending:
-      started = _dispatch(pending, classify, first)
-      first += sum(len(f) for _, f in pending)
-      pending = []
-      if running is not None:
-        yield _collect(*running)
-      running = started
-  if pending:
-    started = _dispatch(pending, classify, first)
+  running = None
+  for started in _dispatched(frames, classify, batch_size, max_pending):
     if running is not None:
       yield _collect(*running)
     running = started
   if running is not None:
     yield _collect(*running)
+
+
+def _dispatched(frames, classify, batch_size: int, max_pending: int):
+  """The groups of `classify_frames`, each dispatched as soon as it is full (or at the end)."""
+  pending, first = [], 0
+  for frame, faces in frames:
+    pending.append((frame, faces))
+    if sum(len(f) for _, f in pending) >= batch_size or len(pending) >= max_pending:
+      yield _dispatch(pending, classify, first)
+      first += sum(len(f) for _, f in pending)
+      pending = []
+  if pending:
+    yield _dispatch(pending, classify, first)
 
 
 def _dispatch(pending, classify, first: int):
