@@ -70,7 +70,7 @@ def test_readme_commands_run_verbatim_for_a_newcomer(tmp_path):
   occlusion = json.loads((tmp_path / "fer_cpu" / "eval" / "occlusion_validation.json").read_text())
   assert len(occlusion["occluders"]) == 14
   released = json.loads((tmp_path / "eval_released" / "eval" / "validation.json").read_text())
-  assert released["num_examples"] == 87 and released["checkpoint_step"] == 4360
+  assert released["num_examples"] == 87 and released["checkpoint_step"] == 8720
   assert (tmp_path / "pred_released" / "faces.csv").exists()
   summary = json.loads((tmp_path / "pred" / "summary.json").read_text())
   assert summary["frames"] == 2 and summary["faces"] == 2 and summary["checkpoint_step"] == 2
