@@ -1,5 +1,6 @@
 """Studies (`--mode=study`): a grid of config overrides crossed with seeds, one ordinary run
-each, summarised in WORKDIR/study.csv, study.md and study.png.
+each, summarised in WORKDIR/study.csv, study.md and study.png (`<name>.*` given
+`config.study.name`).
 
 A study config is an ordinary config with a `study` section (configs/studies/):
 
@@ -9,6 +10,7 @@ A study config is an ordinary config with a `study` section (configs/studies/):
     config.study.seeds = (0, 1, 2)  # each cell is run once per seed (config.seed)
     config.study.occlusion = False  # also evaluate each finished run under the occluders
     config.study.labels = ()  # optional: one folder-safe name per cell, in cell order
+    config.study.name = "study"  # the summary files' name: WORKDIR/<name>.csv, .md, .png, .json
 
 A run's config is the study config without its `study` section, with its cell's overrides and
 seed applied (and `data.tfds_dir=""` meaning WORKDIR/tfds, so the dataset is prepared once for
@@ -27,7 +29,9 @@ that (delete its folder to run it again); SIGTERM saves the run in progress and 
 Turning `occlusion` on for a study whose runs are finished evaluates them under the
 occluders (`occlusion.evaluate`) without training them again.
 
-Runs are keyed by their folder: before anything trains, every existing run folder's config.json
+Runs are keyed by their folder, so two studies given one WORKDIR share the runs they both
+name (same folder, same config) and keep their own summaries when their `name`s differ: the
+shipped ablation and margin studies share the paper model's cell that way. Before anything trains, every existing run folder's config.json
 is compared with the config the study would give it, and a difference (another study's run of
 the same name, or a changed base config) is refused, naming the folder and the keys. Paths,
 plots, logging and multihost settings are not compared. `study.json` records the study section
@@ -202,6 +206,15 @@ def cells(config: ml_collections.ConfigDict) -> list[tuple[str, tuple[tuple[str,
   return out
 
 
+def study_name(config: ml_collections.ConfigDict) -> str:
+  """config.study.name (default "study"), checked: the stem of the study's summary files."""
+  name = _section(config).get("name", "study") or "study"
+  if not isinstance(name, str) or not _SAFE.fullmatch(name):
+    raise ValueError(f"config.study.name must be a file name (letters, digits and . _ + = , - "
+                     f"only, not starting with . or -), got {name!r}")
+  return name
+
+
 def seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
   """config.study.seeds, checked: a non-empty tuple of distinct integers."""
   value = _section(config).get("seeds", ())
@@ -220,6 +233,7 @@ def seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
 def plan(config: ml_collections.ConfigDict) -> list[Run]:
   """Every run of the study, seed-major (every cell's first seed first); each run's config is
   built once here, so a value that does not fit its key fails before anything trains."""
+  study_name(config)
   runs = [Run(name, overrides, seed) for seed in seeds(config)
           for name, overrides in cells(config)]
   for run in runs[:len(runs) // len(seeds(config))]:
@@ -413,23 +427,25 @@ def markdown(summary: list[dict[str, Any]], axis_keys: Sequence[str], labelled: 
 
 def write_files(workdir: pathlib.Path, config: ml_collections.ConfigDict,
                 runs: Sequence[Run]) -> list[dict[str, Any]]:
-  """study.csv, study.md and study.png from the runs' own files; returns the rows."""
+  """<name>.csv, .md and .png (study.csv, ... by default) from the runs' own files; returns
+  the rows."""
   from fer_jax import plots  # pylint: disable=g-import-not-at-top
   name, occlusion = eval_name(config), bool(config.study.get("occlusion", False))
+  stem = study_name(config)
   rows = [read_row(r, workdir / r.name, name, occlusion) for r in runs]
-  write_csv(rows, workdir / "study.csv")
+  write_csv(rows, workdir / f"{stem}.csv")
   cell_list = cells(config)
   axis_keys = [k for k, _ in cell_list[0][1]]
   labelled = bool(tuple(config.study.get("labels", ()) or ()))
   summary = summarize(rows, [c for c, _ in cell_list])
   done = sum(r["status"] == "finished" for r in rows)
-  header = (f"# Study {workdir.name}\n\n{done} of {len(rows)} runs finished: "
+  header = (f"# Study {stem} in {workdir.name}\n\n{done} of {len(rows)} runs finished: "
             f"{config.study.get('combine', 'cross')} of "
             f"{', '.join(axis_keys) or 'no axes'}, seeds {', '.join(map(str, seeds(config)))}. "
             f"Accuracy on {name} (mean ± sample std over the finished seeds; n = finished/runs "
-            f"per cell); a row per run in study.csv.")
+            f"per cell); a row per run in {stem}.csv.")
   text = markdown(summary, axis_keys, labelled, header)
-  (workdir / "study.md").write_text(text)
+  (workdir / f"{stem}.md").write_text(text)
   if done:
     series = {name: [c["values"].get("final_accuracy", []) for c in summary]}
     for key in [k for c in summary for k in c["values"] if k.startswith("occlusion/")]:
@@ -438,9 +454,9 @@ def write_files(workdir: pathlib.Path, config: ml_collections.ConfigDict,
     values = [c[1][0][1] if c[1] else None for c in cell_list]
     numeric = len(axis_keys) == 1 and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-    plots.study_accuracy([c for c, _ in cell_list], series, workdir / "study.png",
+    plots.study_accuracy([c for c, _ in cell_list], series, workdir / f"{stem}.png",
                          x=values if numeric else None, xlabel=axis_keys[0] if numeric else "",
-                         title=f"{workdir.name}: final accuracy on {name}"
+                         title=f"{stem}: final accuracy on {name}"
                          + (" and under each occluder" if len(series) > 1 else "")
                          + ", mean ± std over seeds")
   return rows
@@ -512,15 +528,15 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
           f"{root / r.name} holds a run with other settings than this study gives it ("
           f"{'; '.join(conflicts[:4])}{'; ...' if len(conflicts) > 4 else ''}): use another "
           f"--workdir, or delete that folder to run it again")
-  name = eval_name(config)
+  name, stem = eval_name(config), study_name(config)
   main = parallel.is_main()
   if main:
-    previous = _read_json(root / "study.json")
+    previous = _read_json(root / f"{stem}.json")
     if previous and previous.get("runs") != [r.name for r in runs]:
-      logging.warning("%s/study.json described another study (%d runs); its runs that this one "
-                      "does not name stay in their folders, outside study.csv",
-                      root, len(previous.get("runs") or []))
-    _write_json(root / "study.json", dict(
+      logging.warning("%s/%s.json described another study (%d runs); its runs that this one "
+                      "does not name stay in their folders, outside %s.csv",
+                      root, stem, len(previous.get("runs") or []), stem)
+    _write_json(root / f"{stem}.json", dict(
         study=json.loads(config.study.to_json_best_effort()),
         runs=[r.name for r in runs],
         overrides={r.name: {k: v for k, v in r.overrides} | {"seed": r.seed} for r in runs}))
@@ -567,6 +583,5 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
   if main and rows is None:
     rows = write_files(root, config, runs)
   if main:
-    logging.info("study: wrote %s, %s and %s", root / "study.csv", root / "study.md",
-                 root / "study.png")
+    logging.info("study: wrote %s, %s and %s", *(root / f"{stem}{x}" for x in (".csv", ".md", ".png")))
   return rows or []

@@ -169,6 +169,39 @@ def test_occlusion_is_added_to_finished_runs_without_training(finished, study_co
   assert evaluated == []
 
 
+def test_two_named_studies_in_one_workdir_share_a_run(finished, study_config, tmp_path,
+                                                       monkeypatch):
+  """A second study (`study.name`) in the same folder reuses the run both name and writes its
+  own summary files beside the first's, which stay as they were."""
+  workdir = tmp_path / "study"
+  shutil.copytree(finished[0], workdir)
+  before = {f: (workdir / f).read_bytes() for f in ("study.csv", "study.md", "study.json")}
+  trained = []
+
+  def fake(config, run_dir):
+    trained.append(pathlib.Path(run_dir).relative_to(workdir).as_posix())
+    raise train.NonFiniteLossError("stand-in: no real training here")
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake)
+  config = study_config.copy_and_resolve_references()
+  config.study.axes = (("loss.margin", (0.05, 0.1)),)
+  config.study.seeds = (0,)
+  config.study.name = "wider"
+  rows = study.run(config, str(workdir))
+  assert trained == ["loss.margin=0.1/seed=0"]  # loss.margin=0.05/seed=0 was finished
+  assert [r["status"] for r in rows] == ["finished", "diverged"]
+  assert rows[0]["final_accuracy"] == finished[1][1]["final_accuracy"]
+  assert [r["run"] for r in read_csv(workdir / "wider.csv")] == [
+      "loss.margin=0.05/seed=0", "loss.margin=0.1/seed=0"]
+  assert "# Study wider in study" in (workdir / "wider.md").read_text()
+  assert json.loads((workdir / "wider.json").read_text())["runs"] == [r["run"] for r in rows]
+  assert (workdir / "wider.png").exists()
+  assert before == {f: (workdir / f).read_bytes() for f in before}
+  config.study.name = "../up"
+  with pytest.raises(ValueError, match=r"config.study.name must be a file name.*'../up'"):
+    study.plan(config)
+
+
 def fake_study(tmp_path, monkeypatch, fake):
   """configs/studies/test.py in `tmp_path` with `fake` in place of train_and_evaluate."""
   calls = []
@@ -276,14 +309,65 @@ def test_ablation_study_cells():
   assert "estimated" in ablation.__doc__
   config = ablation.get_config()
   planned = study.plan(config)
-  assert len(planned) == 9 and {r.seed for r in planned} == {0, 1, 2}
-  assert [r.name for r in planned[:3]] == [f"{c}/seed=0" for c in ablation.LABELS]
-  one, five, constrained = (study.run_config(config, r) for r in planned[:3])
+  assert len(planned) == 12 and {r.seed for r in planned} == {0, 1, 2}
+  assert [r.name for r in planned[:4]] == [f"{c}/seed=0" for c in ablation.LABELS]
+  constrained, five, one, one_long = (study.run_config(config, r) for r in planned[:4])
   assert tuple(one.data.crops.branches) == ("face",) and one.model.fusion == "none"
   assert one.loss.constraint_weight == five.loss.constraint_weight == 0.0
   assert len(five.data.crops.branches) == len(constrained.data.crops.branches) == 5
   assert constrained.loss.constraint_weight == 1.0 and constrained.model.fusion == "weighted_sum"
   assert state_lib.constraint_indices(one) is None is state_lib.constraint_indices(five)
   assert state_lib.constraint_indices(constrained) is not None
+  assert one.num_epochs == five.num_epochs == constrained.num_epochs == 8
+  assert one_long.to_dict() == {**one.to_dict(), "num_epochs": 22.0}
+  # The paper model's cell is the margin study's 0.03 cell, config for config: one WORKDIR
+  # runs it once for both studies.
+  shared = [r for r in study.plan(margin.get_config()) if r.cell == ablation.LABELS[0]]
+  assert [r.seed for r in shared] == [0, 1, 2]
+  assert study.run_config(margin.get_config(), shared[0]).to_dict() == constrained.to_dict()
+  assert study.study_name(config) != study.study_name(margin.get_config())
   for cfg in (one, five):  # the architectures differ: both build (shapes only)
     assert state_lib.count_params(state_lib.abstract_train_state(cfg).params) > 0
+
+
+# ---- studies/report.py: the claims from the two studies' tables
+
+
+def test_report_computes_the_claims_from_the_tables(tmp_path):
+  """Hand-made ablation.csv and margin.csv: the differences, their standard errors and the
+  verdicts in claims.md are the hand-computed ones, and the figure is written."""
+  sys.path.insert(0, str(runs.ROOT / "studies"))
+  try:
+    import report  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  acc = {"one_branch": (0.70, 0.72, 0.74), "one_branch_x2.75": (0.73, 0.74, 0.75),
+         "no_constraint": (0.75, 0.76, 0.77), "loss.margin=0.03": (0.76, 0.76, 0.76)}
+  head = "run,seed,status,final_accuracy,best_accuracy,occlusion/lower_half,mu/eyes,hinge_active\n"
+  lines = [f"{cell}/seed={s},{s},finished,{a},{a + 0.01},{a - 0.3},0.5,0.001\n"
+           for cell, values in acc.items() for s, a in enumerate(values)]
+  (tmp_path / "ablation.csv").write_text(head + "".join(lines))
+  margins = {"0.0": (0.74, 0.75), "0.01": (0.75, 0.76), "0.03": (0.76, 0.76, 0.76),
+             "0.05": (0.70, 0.71), "0.1": (0.70, 0.70)}
+  lines = [f"loss.margin={m}/seed={s},{s},finished,{a},{a},{a - 0.3},0.5,0.0\n"
+           for m, values in margins.items() for s, a in enumerate(values)]
+  lines.append("loss.margin=0.1/seed=2,2,pending,,,,,\n")
+  (tmp_path / "margin.csv").write_text(head + "".join(lines))
+  for name in ("ablation", "margin"):
+    (tmp_path / f"{name}.md").write_text(f"# {name}\n")
+  out = tmp_path / "out"
+  report.main([f"--workdir={tmp_path}", f"--output={out}"])
+  md = (out / "claims.md").read_text()
+  # C - A: 76 - 72 = +4.00; SE = sqrt(0 / 3 + 2^2 / 3) = 1.15 points: supported.
+  assert "| five branches with the constraint beat one network (A) (C - A) | +4.00 ± 1.15 | " \
+         "supported | +4.00 ± 1.15 | supported |" in md
+  # C - B: 76 - 76 = 0: not distinguishable.
+  assert "(C - B) | +0.00 ± 0.58 | not distinguishable |" in md
+  # C - A': 76 - 74 = +2.00, SE = 1 / sqrt(3) = 0.58: supported.
+  assert "(C - A') | +2.00 ± 0.58 | supported |" in md
+  assert "| A: one branch | 3/3 | 72.00 ± 2.00 | 73.00 ± 2.00 | 42.00 ± 2.00 | 0.001 ± 0.000 |" in md
+  assert "| margin 0.1 | 2/3 | 70.00 ± 0.00 |" in md
+  # best 0.03 (76.00) against worst 0.1 (70.00, std 0): +6.00 ± 0.00: supported.
+  assert "best margin (0.03) against the worst (0.1) | +6.00 ± 0.00 | supported |" in md
+  assert (out / "margin.png").stat().st_size > 10_000
+  assert (out / "ablation.csv").read_text() == (tmp_path / "ablation.csv").read_text()

@@ -1,42 +1,51 @@
-"""The ablation: a plain one-branch network, five branches without the constraint, five with it.
+"""The ablation: does the five-branch model beat one network on the whole face, and does the
+eyes-over-occluded constraint help? Four cells (zipped axes), three seeds each.
 
     python main.py --mode=study --config=configs/studies/ablation.py \
-        --workdir=/tmp/fer_ablation --config.data.manual_dir=../shared/data/ferplus
+        --workdir=/tmp/fer_claims --config.data.manual_dir=../shared/data/ferplus
 
-Three cells (zipped axes), three seeds each, on configs/cpu.py cut to 3 epochs
-(`configs/studies/__init__.py`):
+On configs/cpu.py cut to 8 epochs (`configs/studies/__init__.py`):
 
-- `one_branch`: the whole face only, no attention (`data.crops.branches=("face",)`,
-  `model.fusion="none"`, no constraint): the plain ResNet baseline;
-- `five_branches`: the five branches with attention, `loss.constraint_weight=0` (no hinge);
-- `five_branches_constraint`: the paper's model (hinge weight 1, margin 0.03).
+- `loss.margin=0.03` (C): the paper's model, five branches, hinge weight 1, margin 0.03. Its
+  folder has the name the margin study (configs/studies/margin.py) gives its 0.03 cell, and
+  the same config, so the two studies share these runs when given the same --workdir;
+- `no_constraint` (B): the five branches with attention, `loss.constraint_weight=0`;
+- `one_branch` (A): the whole face only, no attention (`data.crops.branches=("face",)`,
+  `model.fusion="none"`, no constraint), the same 8 epochs: the plain ResNet baseline;
+- `one_branch_x2.75` (A'): A given the five-branch model's compute in FLOPs, as epochs. The
+  backbone runs on two 32 px crops and three 16 px ones per face, 2 + 3/4 = 2.75 times one 32 px
+  crop; XLA's cost analysis of the two forward passes gives 838.9 against 304.4 MFLOPs per 8
+  faces, 2.76 (2026-12-06). So A' trains 22 epochs.
 
 Each finished run is also evaluated under every occluder of `--mode=occlusion`
-(`study.occlusion`), so WORKDIR/study.md and study.png give clean and occluded accuracy per
-cell (mean +- std over the seeds), with mean mu per branch and the fraction of faces whose
-hinge is active.
+(`study.occlusion`). WORKDIR/ablation.md and ablation.png give clean and occluded accuracy per
+cell (mean +- std over the seeds) with mean mu per branch and the fraction of faces whose hinge
+is active; ablation.csv has a row per run.
 
-Runtime, estimated from the per-step rate (not measured as a study): cpu.py's recipe ran 50
-steps in about 23 s at batch 64 on two cores, with a ~20 s evaluation per epoch (the first
-epochs of a cpu.py run, 2026-12-02), so a five-branch run of 3 epochs (1,308 steps) takes about
-12 min with its evaluations, plus about 4 min for its occlusion evaluation (one validation pass
-per occluder, 14); a one-branch run cuts one crop per face instead of five, so roughly a fifth
-of that. About 2 h for the 9 runs.
-Expected result: not yet run.
+Runtime, estimated from the first 4-epoch trial (1,744 steps in 8 min 24 s with its
+evaluations, 2026-12-06, two AVX-512 cores): a five-branch run of 8 epochs (3,488 steps) about
+16 min, plus about 2 min for its 14 occluded evaluations; A about a third of that, A' about as
+long as C. About 3 h for the 12 runs.
+Results: studies/README.md.
 """
 
 from configs import studies
 from fer_jax.data import crops
 
-LABELS = ("one_branch", "five_branches", "five_branches_constraint")
+LABELS = ("loss.margin=0.03", "no_constraint", "one_branch", "one_branch_x2.75")
+# A' (one_branch_x2.75): the five-branch model's backbone FLOPs per face over one 32 px crop's.
+COMPUTE_RATIO = 2.75
 
 
 def get_config():
   config = studies.small_cpu()
   five = tuple(crops.DEFAULT_BRANCHES)
+  one = ("face",)
   config.study = studies.section(
-      axes=(("data.crops.branches", (("face",), five, five)),
-            ("model.fusion", ("none", "weighted_sum", "weighted_sum")),
-            ("loss.constraint_weight", (0.0, 0.0, 1.0))),
-      combine="zip", seeds=(0, 1, 2), occlusion=True, labels=LABELS)
+      axes=(("data.crops.branches", (five, five, one, one)),
+            ("model.fusion", ("weighted_sum", "weighted_sum", "none", "none")),
+            ("loss.constraint_weight", (1.0, 0.0, 0.0, 0.0)),
+            ("num_epochs", (float(studies.EPOCHS),) * 3
+             + (float(studies.EPOCHS * COMPUTE_RATIO),))),
+      combine="zip", seeds=(0, 1, 2), occlusion=True, labels=LABELS, name="ablation")
   return config

@@ -1,0 +1,210 @@
+"""The study of the paper's claims, summarised from the studies' own tables.
+
+    python studies/report.py --workdir=/tmp/fer_claims [--output=studies]
+
+Reads WORKDIR/ablation.csv and WORKDIR/margin.csv (configs/studies/ablation.py and margin.py run
+in one WORKDIR) and writes into --output:
+
+- `claims.md`: per arm (A, A', B, C and each margin) n, final and best validation accuracy,
+  accuracy under every occluder, mean mu per branch and the hinge-active fraction, each as
+  mean +- sample std over the finished seeds; then the comparisons the claims rest on, as
+  differences of means with their standard error (Welch: sqrt(s1^2/n1 + s2^2/n2)) and a verdict:
+  a difference within two standard errors is "not distinguishable";
+- `margin.png`: the paper's Figure 3 at this scale (final accuracy, clean and with the lower half
+  occluded, against the margin, mean +- std with each seed as a dot; A, A' and B as bands);
+- copies of ablation.csv, margin.csv, ablation.md and margin.md, the runs' rows and tables.
+
+Nothing is tuned here: every number is a final (or, where labelled, best) validation accuracy
+the runs wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import pathlib
+import shutil
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import matplotlib  # pylint: disable=g-import-not-at-top
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+from configs.studies import ablation  # pylint: disable=g-import-not-at-top
+from fer_jax import study  # pylint: disable=g-import-not-at-top
+
+ARMS = {  # arm -> (study file, cell folder)
+    "A: one branch": ("ablation", "one_branch"),
+    f"A': one branch, {ablation.COMPUTE_RATIO}x the epochs (same FLOPs)": (
+        "ablation", "one_branch_x2.75"),
+    "B: five branches, no constraint": ("ablation", "no_constraint"),
+    "C: five branches, margin 0.03 (the paper's)": ("ablation", "loss.margin=0.03"),
+}
+MARGINS = (0.0, 0.01, 0.03, 0.05, 0.1)
+# (claim, arm x, arm y): the claim is that x beats y.
+COMPARISONS = (
+    ("five branches with the constraint beat one network (A)", "C", "A"),
+    ("... and beat one network given the same FLOPs (A')", "C", "A'"),
+    ("the constraint helps (C against B, no constraint)", "C", "B"),
+    ("five branches beat one without the constraint (B against A)", "B", "A"),
+)
+OCCLUDED = "occlusion/lower_half"  # the occluder the method is built for
+
+
+def read(path: pathlib.Path) -> list[dict]:
+  if not path.is_file():
+    raise FileNotFoundError(f"{path} is missing: run the study first (its docstring's command)")
+  with open(path, newline="") as f:
+    rows = list(csv.DictReader(f))
+  for row in rows:
+    for key, value in row.items():
+      try:
+        row[key] = float(value)
+      except (TypeError, ValueError):
+        pass
+  return rows
+
+
+def values(rows: list[dict], cell: str, key: str) -> list[float]:
+  return [r[key] for r in rows if r["run"].startswith(cell + "/") and r["status"] == "finished"
+          and isinstance(r.get(key), float)]
+
+
+def text(v: list[float], percent: bool = True) -> str:
+  if not v:
+    return "-"
+  mean, std = study.mean_std(v)
+  scale, digits = (100, 2) if percent else (1, 3)
+  return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if len(v) > 1 else "")
+
+
+def difference(x: list[float], y: list[float]) -> tuple[float, float] | None:
+  """(mean x - mean y, its standard error) in points; None without two seeds on each side."""
+  if len(x) < 2 or len(y) < 2:
+    return None
+  (mx, sx), (my, sy) = study.mean_std(x), study.mean_std(y)
+  return 100 * (mx - my), 100 * math.sqrt(sx ** 2 / len(x) + sy ** 2 / len(y))
+
+
+def verdict(d: tuple[float, float] | None) -> str:
+  if d is None:
+    return "too few seeds"
+  diff, se = d
+  if abs(diff) <= 2 * se:
+    return "not distinguishable"
+  return "supported" if diff > 0 else "contradicted"
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--workdir", required=True, help="the studies' shared WORKDIR")
+  parser.add_argument("--output", default=str(ROOT / "studies"))
+  args = parser.parse_args(argv)
+  workdir = pathlib.Path(args.workdir).expanduser()
+  out = pathlib.Path(args.output).expanduser()
+  out.mkdir(parents=True, exist_ok=True)
+  tables = {name: read(workdir / f"{name}.csv") for name in ("ablation", "margin")}
+  arms = dict(ARMS)
+  for m in MARGINS:
+    arms[f"margin {m:g}"] = ("margin", f"loss.margin={study.format_value(m)}")
+  short = {"A": "one_branch", "A'": "one_branch_x2.75", "B": "no_constraint",
+           "C": "loss.margin=0.03"}
+
+  all_rows = tables["ablation"] + tables["margin"]
+  occluders = [k for k in all_rows[0] if k.startswith("occlusion/")] if all_rows else []
+  branches = [k for k in all_rows[0] if k.startswith("mu/")] if all_rows else []
+  lines = ["# The paper's claims at the proxy scale: the numbers", "",
+           f"From {workdir}/ablation.csv and margin.csv by `python studies/report.py "
+           f"--workdir=WORKDIR`. Validation accuracy (%) of the final checkpoint, mean ± sample "
+           f"std over the finished seeds (n); the best over the per-epoch evaluations is "
+           f"labelled as such and selected on the split it is reported on.", "",
+           "## Clean and with the lower half occluded", "",
+           "| arm | n | final | best (on validation) | lower half occluded | hinge active |",
+           "|---|---|---|---|---|---|"]
+  for arm, (name, cell) in arms.items():
+    rows = tables[name]
+    n = len(values(rows, cell, "final_accuracy"))
+    total = sum(r["run"].startswith(cell + "/") for r in rows)
+    lines.append(f"| {arm} | {n}/{total} | {text(values(rows, cell, 'final_accuracy'))} | "
+                 f"{text(values(rows, cell, 'best_accuracy'))} | "
+                 f"{text(values(rows, cell, OCCLUDED))} | "
+                 f"{text(values(rows, cell, 'hinge_active'), percent=False)} |")
+  lines += ["", "## Every occluder (final accuracy, %)", "",
+            "| arm | " + " | ".join(o.removeprefix("occlusion/") for o in occluders) + " |",
+            "|---|" + "---|" * len(occluders)]
+  for arm, (name, cell) in arms.items():
+    lines.append(f"| {arm} | " + " | ".join(text(values(tables[name], cell, o))
+                                             for o in occluders) + " |")
+  lines += ["", "## Mean branch weight mu on validation", "",
+            "| arm | " + " | ".join(b.removeprefix("mu/") for b in branches) + " |",
+            "|---|" + "---|" * len(branches)]
+  for arm, (name, cell) in arms.items():
+    lines.append(f"| {arm} | " + " | ".join(text(values(tables[name], cell, b), percent=False)
+                                             for b in branches) + " |")
+  lines += ["", "## The claims", "",
+            "Difference of the means in points ± its standard error; a difference within two "
+            "standard errors is not a finding.", "",
+            "| claim | clean | verdict | lower half occluded | verdict |", "|---|---|---|---|---|"]
+  for claim, x, y in COMPARISONS:
+    cells = []
+    for key in ("final_accuracy", OCCLUDED):
+      d = difference(values(tables["ablation"], short[x], key),
+                     values(tables["ablation"], short[y], key))
+      cells += ["-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}", verdict(d)]
+    lines.append(f"| {claim} ({x} - {y}) | " + " | ".join(cells) + " |")
+  margin_cells = {m: f"loss.margin={study.format_value(m)}" for m in MARGINS}
+  means = {m: values(tables["margin"], c, "final_accuracy") for m, c in margin_cells.items()}
+  ranked = sorted((m for m in MARGINS if means[m]), key=lambda m: -np.mean(means[m]))
+  if len(ranked) > 1:
+    best, worst = ranked[0], ranked[-1]
+    d = difference(means[best], means[worst])
+    lines.append(f"| the margin matters: the best margin ({best:g}) against the worst "
+                 f"({worst:g}) | " + ("-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}")
+                 + f" | {verdict(d)} | | |")
+    d = difference(means[0.03], means[best]) if best != 0.03 else None
+    if best != 0.03:
+      lines.append(f"| 0.03 is the best margin: 0.03 against the best here ({best:g}) | "
+                   + ("-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}")
+                   + f" | {verdict(d)} | | |")
+  (out / "claims.md").write_text("\n".join(lines) + "\n")
+
+  fig, ax = plt.subplots(figsize=(6.5, 4.2))
+  for key, label, color in (("final_accuracy", "clean", "C0"),
+                            (OCCLUDED, "lower half occluded", "C3")):
+    per = [values(tables["margin"], margin_cells[m], key) for m in MARGINS]
+    x = [m for m, v in zip(MARGINS, per) if v]
+    stats = [study.mean_std(v) for v in per if v]
+    if x:
+      ax.errorbar(x, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats], fmt="o-",
+                  capsize=4, color=color, label=f"five branches by margin, {label}")
+    for m, v in zip(MARGINS, per):
+      ax.scatter([m] * len(v), [100 * a for a in v], s=10, c="k", alpha=0.4, zorder=3)
+    for (arm, style) in (("A", ":"), ("A'", "-."), ("B", "--")):
+      v = values(tables["ablation"], short[arm], key)
+      if v:
+        mean, std = study.mean_std(v)
+        ax.axhline(100 * mean, color=color, linestyle=style, lw=1,
+                   label=f"{arm}, {label} ({100 * mean:.1f} ± {100 * std:.1f})")
+  ax.set_xticks(list(MARGINS), [f"{m:g}" for m in MARGINS])
+  ax.set_xlabel("margin of the eyes-over-occluded hinge")
+  ax.set_ylabel("final validation accuracy (%)")
+  ax.set_title("Figure 3 at the proxy scale: mean ± std over seeds", fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+  fig.tight_layout()
+  fig.savefig(out / "margin.png", dpi=120)
+  plt.close(fig)
+  for name in ("ablation", "margin"):
+    for ext in (".csv", ".md"):
+      if (workdir / f"{name}{ext}").resolve() != (out / f"{name}{ext}").resolve():
+        shutil.copyfile(workdir / f"{name}{ext}", out / f"{name}{ext}")
+  print(f"wrote {out / 'claims.md'}, {out / 'margin.png'} and the studies' tables")
+
+
+if __name__ == "__main__":
+  main()
