@@ -31,10 +31,11 @@ occluders (`occlusion.evaluate`) without training them again.
 
 Runs are keyed by their folder, so two studies given one WORKDIR share the runs they both
 name (same folder, same config) and keep their own summaries when their `name`s differ: the
-shipped ablation and margin studies share the paper model's cell that way. Before anything trains, every existing run folder's config.json
-is compared with the config the study would give it, and a difference (another study's run of
-the same name, or a changed base config) is refused, naming the folder and the keys. Paths,
-plots, logging and multihost settings are not compared. `study.json` records the study section
+shipped ablation and margin studies share the paper model's cell that way. Before anything
+trains, every existing run folder's config.json is compared with the config the study would
+give it, and a difference (another study's run of the same name, or a changed base config) is
+refused, naming the folder and the keys. Paths, plots, logging and multihost settings are not
+compared. `study.json` records the study section
 and its runs, and is rewritten by each invocation; runs of an earlier study in the same WORKDIR
 that this one does not name are left alone and are not in its tables.
 
@@ -583,5 +584,6 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
   if main and rows is None:
     rows = write_files(root, config, runs)
   if main:
-    logging.info("study: wrote %s, %s and %s", *(root / f"{stem}{x}" for x in (".csv", ".md", ".png")))
+    logging.info("study: wrote %s, %s and %s",
+                 *(root / f"{stem}{ext}" for ext in (".csv", ".md", ".png")))
   return rows or []

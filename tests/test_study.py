@@ -365,7 +365,8 @@ def test_report_computes_the_claims_from_the_tables(tmp_path):
   assert "(C - B) | +0.00 ± 0.58 | not distinguishable |" in md
   # C - A': 76 - 74 = +2.00, SE = 1 / sqrt(3) = 0.58: supported.
   assert "(C - A') | +2.00 ± 0.58 | supported |" in md
-  assert "| A: one branch | 3/3 | 72.00 ± 2.00 | 73.00 ± 2.00 | 42.00 ± 2.00 | 0.001 ± 0.000 |" in md
+  assert ("| A: one branch | 3/3 | 72.00 ± 2.00 | 73.00 ± 2.00 | 42.00 ± 2.00 | 0.001 ± 0.000 |"
+          in md)
   assert "| margin 0.1 | 2/3 | 70.00 ± 0.00 |" in md
   # best 0.03 (76.00) against worst 0.1 (70.00, std 0): +6.00 ± 0.00: supported.
   assert "best margin (0.03) against the worst (0.1) | +6.00 ± 0.00 | supported |" in md
