@@ -57,8 +57,11 @@ OCCLUDED = "occlusion/lower_half"  # the occluder the method is built for
 
 
 def read(path: pathlib.Path) -> list[dict]:
+  """The rows of a study's csv, numbers as floats; [] (with a warning) before it has run."""
   if not path.is_file():
-    raise FileNotFoundError(f"{path} is missing: run the study first (its docstring's command)")
+    print(f"warning: {path} is missing: that study has not run yet (its config's docstring "
+          f"gives the command); its arms are reported as 0/0")
+    return []
   with open(path, newline="") as f:
     rows = list(csv.DictReader(f))
   for row in rows:
@@ -109,6 +112,8 @@ def main(argv=None):
   out = pathlib.Path(args.output).expanduser()
   out.mkdir(parents=True, exist_ok=True)
   tables = {name: read(workdir / f"{name}.csv") for name in ("ablation", "margin")}
+  if not tables["ablation"] and not tables["margin"]:
+    raise FileNotFoundError(f"neither ablation.csv nor margin.csv is in {workdir}")
   arms = dict(ARMS)
   for m in MARGINS:
     arms[f"margin {m:g}"] = ("margin", f"loss.margin={study.format_value(m)}")
@@ -201,8 +206,9 @@ def main(argv=None):
   plt.close(fig)
   for name in ("ablation", "margin"):
     for ext in (".csv", ".md"):
-      if (workdir / f"{name}{ext}").resolve() != (out / f"{name}{ext}").resolve():
-        shutil.copyfile(workdir / f"{name}{ext}", out / f"{name}{ext}")
+      source, target = workdir / f"{name}{ext}", out / f"{name}{ext}"
+      if source.is_file() and source.resolve() != target.resolve():
+        shutil.copyfile(source, target)
   print(f"wrote {out / 'claims.md'}, {out / 'margin.png'} and the studies' tables")
 
 
