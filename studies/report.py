@@ -86,18 +86,27 @@ def text(v: list[float], percent: bool = True) -> str:
   return f"{mean * scale:.{digits}f}" + (f" ± {std * scale:.{digits}f}" if len(v) > 1 else "")
 
 
-def difference(x: list[float], y: list[float]) -> tuple[float, float] | None:
-  """(mean x - mean y, its standard error) in points; None without two seeds on each side."""
+# Seeds on each side below which a difference is shown but not judged: two seeds' standard
+# deviation is too rough an estimate to call anything (the issue asks for at least three).
+MIN_SEEDS = 3
+
+
+def difference(x: list[float], y: list[float]) -> tuple[float, float, int] | None:
+  """(mean x - mean y, its standard error, the fewer seeds of the two) in points; None
+  without two seeds on each side."""
   if len(x) < 2 or len(y) < 2:
     return None
   (mx, sx), (my, sy) = study.mean_std(x), study.mean_std(y)
-  return 100 * (mx - my), 100 * math.sqrt(sx ** 2 / len(x) + sy ** 2 / len(y))
+  return (100 * (mx - my), 100 * math.sqrt(sx ** 2 / len(x) + sy ** 2 / len(y)),
+          min(len(x), len(y)))
 
 
-def verdict(d: tuple[float, float] | None) -> str:
+def verdict(d: tuple[float, float, int] | None) -> str:
   if d is None:
     return "too few seeds"
-  diff, se = d
+  diff, se, n = d
+  if n < MIN_SEEDS:
+    return f"provisional (n = {n})"
   if abs(diff) <= 2 * se:
     return "not distinguishable"
   return "supported" if diff > 0 else "contradicted"
@@ -152,8 +161,9 @@ def main(argv=None):
     lines.append(f"| {arm} | " + " | ".join(text(values(tables[name], cell, b), percent=False)
                                              for b in branches) + " |")
   lines += ["", "## The claims", "",
-            "Difference of the means in points ± its standard error; a difference within two "
-            "standard errors is not a finding.", "",
+            "Difference of the means in points ± its standard error (Welch); a difference "
+            "within two standard errors is not a finding, and none is judged with fewer than "
+            f"{MIN_SEEDS} seeds on a side.", "",
             "| claim | clean | verdict | lower half occluded | verdict |", "|---|---|---|---|---|"]
   for claim, x, y in COMPARISONS:
     cells = []

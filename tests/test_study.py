@@ -368,7 +368,7 @@ def test_report_computes_the_claims_from_the_tables(tmp_path):
   assert ("| A: one branch | 3/3 | 72.00 ± 2.00 | 73.00 ± 2.00 | 42.00 ± 2.00 | 0.001 ± 0.000 |"
           in md)
   assert "| margin 0.1 | 2/3 | 70.00 ± 0.00 |" in md
-  # best 0.03 (76.00) against worst 0.1 (70.00, std 0): +6.00 ± 0.00: supported.
-  assert "best margin (0.03) against the worst (0.1) | +6.00 ± 0.00 | supported |" in md
+  # best 0.03 (76.00) against worst 0.1 (70.00, std 0): +6.00 ± 0.00, but 0.1 has two seeds.
+  assert "best margin (0.03) against the worst (0.1) | +6.00 ± 0.00 | provisional (n = 2) |" in md
   assert (out / "margin.png").stat().st_size > 10_000
   assert (out / "ablation.csv").read_text() == (tmp_path / "ablation.csv").read_text()
