@@ -45,6 +45,7 @@ def get_config() -> ml_collections.ConfigDict:
       max_rotation=10.0,
       max_scale=0.1,
       max_shift=0.05,
+      occlude_face=0.0,  # training only: P(the occluder is painted over the `face` branch)
   ))
   data.train_sizes = ()  # progressive resizing: ((until_epoch, size), ...) trains at `size` px
   #                      until that epoch, then at the next pair's, then at crops.size; the

@@ -235,7 +235,8 @@ def study_accuracy(labels: Sequence[str], series: dict[str, Sequence[Sequence[fl
   `series` maps a curve's name (the validation split, an occluder) to, per cell, the accuracies
   (fractions) of its finished seeds. With numeric `x`, one per cell (a study of one numeric
   axis, as the paper's Figure 3 sweeps the margin), each series is a line against x; otherwise
-  each cell gets a group of bars, named by `labels`.
+  each cell gets a group of bars, named by `labels`, or, when there are more series than cells
+  (a few arms under many occluders), each series gets a group with a bar per cell.
   """
   def stats(values):
     v = np.asarray(values, np.float64) * 100
@@ -244,28 +245,36 @@ def study_accuracy(labels: Sequence[str], series: dict[str, Sequence[Sequence[fl
     return v.mean(), (v.std(ddof=1) if len(v) > 1 else 0.0)
 
   n = len(labels)
+  names, per = list(series), list(series.values())
+  groups, members = list(labels), names
+  if x is None and len(names) > n:  # more curves than cells: a group per curve, a bar per cell
+    groups, members = names, list(labels)
+    per = [[series[name][c] for name in names] for c in range(n)]
+  colors = (plt.cm.tab20(np.linspace(0, 1, len(members), endpoint=False))
+            if len(members) > 10 else [f"C{i}" for i in range(len(members))])
   wide = max(5.0, 0.25 * n * len(series) + 2.5) if x is None else 6.0
   fig, ax = plt.subplots(figsize=(wide, 4.0))
-  width = 0.8 / max(len(series), 1)
-  for s, (name, per_cell) in enumerate(series.items()):
-    mean, std = np.array([stats(v) for v in per_cell]).T
+  width = 0.8 / max(len(members), 1)
+  for s, (name, per_group) in enumerate(zip(members, per)):
+    mean, std = np.array([stats(v) for v in per_group]).T
     if x is not None:
       pos = np.asarray(x, np.float64)
-      ax.errorbar(pos, mean, yerr=std, fmt="o-", capsize=4, label=name)
+      ax.errorbar(pos, mean, yerr=std, fmt="o-", capsize=4, label=name, color=colors[s])
     else:
-      pos = np.arange(n) + (s - (len(series) - 1) / 2) * width
-      ax.bar(pos, mean, width, yerr=std, capsize=3, label=name, alpha=0.8)
-    for p, values in zip(pos, per_cell):
+      pos = np.arange(len(groups)) + (s - (len(members) - 1) / 2) * width
+      ax.bar(pos, mean, width, yerr=std, capsize=3, label=name, alpha=0.8, color=colors[s])
+    for p, values in zip(pos, per_group):
       ax.scatter([p] * len(values), np.asarray(values, np.float64) * 100, s=9, c="k",
                  alpha=0.4, zorder=3)
   if x is None:
-    ax.set_xticks(range(n), labels, rotation=20 if n > 3 else 0, ha="right" if n > 3 else
-                  "center", fontsize=8)
+    many = len(groups) > 3
+    ax.set_xticks(range(len(groups)), groups, rotation=20 if many else 0,
+                  ha="right" if many else "center", fontsize=8)
   else:
     ax.set_xticks(list(x), [f"{v:g}" for v in x])
     ax.set_xlabel(xlabel)
   ax.set_ylabel("accuracy (%)")
-  if len(series) > 1:
+  if len(members) > 1:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
   ax.grid(axis="y", alpha=0.3)
   ax.set_title(title, fontsize=9)

@@ -5,14 +5,16 @@
 Reads WORKDIR/ablation.csv and WORKDIR/margin.csv (configs/studies/ablation.py and margin.py run
 in one WORKDIR) and writes into --output:
 
-- `claims.md`: per arm (A, A', B, C and each margin) n, final and best validation accuracy,
+- `claims.md`: per arm (A, A', A+occ, B, C and each margin) n, final and best validation accuracy,
   accuracy under every occluder, mean mu per branch and the hinge-active fraction, each as
-  mean +- sample std over the finished seeds; then the comparisons the claims rest on, as
+  mean +- sample std over the finished seeds; then the comparisons the claims rest on (clean,
+  with the lower half occluded and with the upper half, which no arm trains with), as
   differences of means with their standard error (Welch: sqrt(s1^2/n1 + s2^2/n2)) and a verdict:
   a difference within two standard errors is "not distinguishable";
 - `margin.png`: the paper's Figure 3 at this scale (final accuracy, clean and with the lower half
-  occluded, against the margin, mean +- std with each seed as a dot; A, A' and B as bands);
-- copies of ablation.csv, margin.csv, ablation.md and margin.md, the runs' rows and tables.
+  occluded, against the margin, mean +- std with each seed as a dot; A, A', A+occ and B as lines);
+- copies of ablation.csv, margin.csv, ablation.md and margin.md, the runs' rows and tables, and
+  of ablation.png (every arm under every occluder).
 
 Nothing is tuned here: every number is a final (or, where labelled, best) validation accuracy
 the runs wrote.
@@ -38,12 +40,12 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from configs.studies import ablation  # pylint: disable=g-import-not-at-top
 from fer_jax import study  # pylint: disable=g-import-not-at-top
 
-ARMS = {  # arm -> (study file, cell folder)
-    "A: one branch": ("ablation", "one_branch"),
-    f"A': one branch, {ablation.COMPUTE_RATIO}x the epochs (same FLOPs)": (
-        "ablation", "one_branch_x2.75"),
-    "B: five branches, no constraint": ("ablation", "no_constraint"),
-    "C: five branches, margin 0.03 (the paper's)": ("ablation", "loss.margin=0.03"),
+DESCRIPTIONS = {  # arm (configs/studies/ablation.py's ARMS) -> what it is
+    "A": "one branch",
+    "A'": f"one branch, {ablation.COMPUTE_RATIO}x the epochs (same FLOPs)",
+    "A+occ": f"one branch, {ablation.OCCLUDE_FACE:g} of its faces occluded in training",
+    "B": "five branches, no constraint",
+    "C": "five branches, margin 0.03 (the paper's)",
 }
 MARGINS = (0.0, 0.01, 0.03, 0.05, 0.1)
 # (claim, arm x, arm y): the claim is that x beats y.
@@ -52,8 +54,11 @@ COMPARISONS = (
     ("... and beat one network given the same FLOPs (A')", "C", "A'"),
     ("the constraint helps (C against B, no constraint)", "C", "B"),
     ("five branches beat one without the constraint (B against A)", "B", "A"),
+    ("... and beat one network trained on occluded faces too (A+occ)", "C", "A+occ"),
+    ("occluded faces in training alone help one network (A+occ against A)", "A+occ", "A"),
 )
-OCCLUDED = "occlusion/lower_half"  # the occluder the method is built for
+OCCLUDED = "occlusion/lower_half"  # the occluder the method is built for (and trains with)
+UNSEEN = "occlusion/upper_half"  # an occluder no arm trains with
 
 
 def read(path: pathlib.Path) -> list[dict]:
@@ -123,11 +128,10 @@ def main(argv=None):
   tables = {name: read(workdir / f"{name}.csv") for name in ("ablation", "margin")}
   if not tables["ablation"] and not tables["margin"]:
     raise FileNotFoundError(f"neither ablation.csv nor margin.csv is in {workdir}")
-  arms = dict(ARMS)
+  short = ablation.ARMS
+  arms = {f"{arm}: {what}": ("ablation", short[arm]) for arm, what in DESCRIPTIONS.items()}
   for m in MARGINS:
     arms[f"margin {m:g}"] = ("margin", f"loss.margin={study.format_value(m)}")
-  short = {"A": "one_branch", "A'": "one_branch_x2.75", "B": "no_constraint",
-           "C": "loss.margin=0.03"}
 
   all_rows = tables["ablation"] + tables["margin"]
   occluders = [k for k in all_rows[0] if k.startswith("occlusion/")] if all_rows else []
@@ -164,10 +168,11 @@ def main(argv=None):
             "Difference of the means in points ± its standard error (Welch); a difference "
             "within two standard errors is not a finding, and none is judged with fewer than "
             f"{MIN_SEEDS} seeds on a side.", "",
-            "| claim | clean | verdict | lower half occluded | verdict |", "|---|---|---|---|---|"]
+            "| claim | clean | verdict | lower half occluded | verdict | upper half occluded "
+            "(no arm trains with it) | verdict |", "|---|---|---|---|---|---|---|"]
   for claim, x, y in COMPARISONS:
     cells = []
-    for key in ("final_accuracy", OCCLUDED):
+    for key in ("final_accuracy", OCCLUDED, UNSEEN):
       d = difference(values(tables["ablation"], short[x], key),
                      values(tables["ablation"], short[y], key))
       cells += ["-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}", verdict(d)]
@@ -180,32 +185,37 @@ def main(argv=None):
     d = difference(means[best], means[worst])
     lines.append(f"| the margin matters: the best margin ({best:g}) against the worst "
                  f"({worst:g}) | " + ("-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}")
-                 + f" | {verdict(d)} | | |")
+                 + f" | {verdict(d)} | | | | |")
     d = difference(means[0.03], means[best]) if best != 0.03 else None
     if best != 0.03:
       lines.append(f"| 0.03 is the best margin: 0.03 against the best here ({best:g}) | "
                    + ("-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}")
-                   + f" | {verdict(d)} | | |")
+                   + f" | {verdict(d)} | | | | |")
   (out / "claims.md").write_text("\n".join(lines) + "\n")
 
-  fig, ax = plt.subplots(figsize=(6.5, 4.2))
-  for key, label, color in (("final_accuracy", "clean", "C0"),
-                            (OCCLUDED, "lower half occluded", "C3")):
+  # The margins at even spacing (as the paper's Figure 3), the baselines as lines: a colour per
+  # arm, solid clean and dashed with the lower half occluded.
+  fig, ax = plt.subplots(figsize=(7.0, 4.4))
+  pos = {m: i for i, m in enumerate(MARGINS)}
+  for key, label, style, marker in (("final_accuracy", "clean", "-", "o"),
+                                    (OCCLUDED, "lower half occluded", "--", "s")):
     per = [values(tables["margin"], margin_cells[m], key) for m in MARGINS]
-    x = [m for m, v in zip(MARGINS, per) if v]
+    x = [pos[m] for m, v in zip(MARGINS, per) if v]
     stats = [study.mean_std(v) for v in per if v]
     if x:
-      ax.errorbar(x, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats], fmt="o-",
-                  capsize=4, color=color, label=f"five branches by margin, {label}")
+      ax.errorbar(x, [100 * s[0] for s in stats], yerr=[100 * s[1] for s in stats],
+                  fmt=marker + style, capsize=4, color="C3", lw=2,
+                  label=f"C by margin, {label}")
     for m, v in zip(MARGINS, per):
-      ax.scatter([m] * len(v), [100 * a for a in v], s=10, c="k", alpha=0.4, zorder=3)
-    for (arm, style) in (("A", ":"), ("A'", "-."), ("B", "--")):
+      ax.scatter([pos[m]] * len(v), [100 * a for a in v], s=10, c="k", alpha=0.4, zorder=3)
+    for arm, color in (("A", "C7"), ("A'", "C2"), ("A+occ", "C4"), ("B", "C0")):
       v = values(tables["ablation"], short[arm], key)
       if v:
         mean, std = study.mean_std(v)
-        ax.axhline(100 * mean, color=color, linestyle=style, lw=1,
+        ax.axhline(100 * mean, color=color, linestyle=style, lw=1.2,
                    label=f"{arm}, {label} ({100 * mean:.1f} ± {100 * std:.1f})")
-  ax.set_xticks(list(MARGINS), [f"{m:g}" for m in MARGINS])
+  ax.set_xticks(range(len(MARGINS)), [f"{m:g}" for m in MARGINS])
+  ax.set_xlim(-0.4, len(MARGINS) - 0.6)
   ax.set_xlabel("margin of the eyes-over-occluded hinge")
   ax.set_ylabel("final validation accuracy (%)")
   ax.set_title("Figure 3 at the proxy scale: mean ± std over seeds", fontsize=10)
@@ -214,11 +224,12 @@ def main(argv=None):
   fig.tight_layout()
   fig.savefig(out / "margin.png", dpi=120)
   plt.close(fig)
-  for name in ("ablation", "margin"):
-    for ext in (".csv", ".md"):
-      source, target = workdir / f"{name}{ext}", out / f"{name}{ext}"
-      if source.is_file() and source.resolve() != target.resolve():
-        shutil.copyfile(source, target)
+  # (margin.png here is the figure above, not the margin study's own plot.)
+  for name, ext in [(n, e) for n in ("ablation", "margin") for e in (".csv", ".md")] + [
+      ("ablation", ".png")]:
+    source, target = workdir / f"{name}{ext}", out / f"{name}{ext}"
+    if source.is_file() and source.resolve() != target.resolve():
+      shutil.copyfile(source, target)
   print(f"wrote {out / 'claims.md'}, {out / 'margin.png'} and the studies' tables")
 
 

@@ -31,6 +31,8 @@ def env() -> dict:
   e["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   e["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"  # as conftest.py does in-process
   e["PYTHONUNBUFFERED"] = "1"
+  # Subprocesses import this checkout (as the tests do), not whichever one pip installed.
+  e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
   e.pop("XLA_FLAGS", None)
   return e
 

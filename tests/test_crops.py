@@ -154,3 +154,29 @@ def test_second_occluder_kind_covers_only_the_upper_face(faces):
     changed = np.abs(np.asarray(out[1]) - np.asarray(out[0]))[..., 0] > 1e-6
     rows = np.nonzero(changed.any(axis=1))[0]
     assert len(rows) and rows.max() <= bottom + 0.5, (i, rows, bottom)
+
+
+def test_occlude_face_paints_the_occluded_branch_s_occluder_in_training_only(faces):
+  """`occlude_face` (the one-branch control of the study): in training the `face` crop gets, with
+  that probability, exactly the occluder the `occluded` branch gets; the other draws stay as
+  they were, and evaluation never paints it."""
+  both = crops.CropConfig(size=F, branches=("face", "occluded"), standardize=False)
+  always = crops.CropConfig(size=F, branches=("face", "occluded"), standardize=False,
+                            occlude_face=1.0)
+  half = crops.CropConfig(size=F, branches=("face",), standardize=False, occlude_face=0.5)
+  image, lm = (jnp.asarray(a) for a in faces[5])
+  keys = jax.random.split(jax.random.key(0), 200)
+  cut = lambda cfg, train: np.asarray(jax.jit(jax.vmap(
+      lambda k: crops.five_crops(image, lm, k, cfg, train)["crops"]))(keys))
+  plain, out, one = cut(both, True), cut(always, True), cut(half, True)[:, 0]
+  # (Separately compiled programs may differ in the last bit: compare to 1e-5.)
+  np.testing.assert_allclose(out[:, 0], plain[:, 1], atol=1e-5)  # the occluded branch's crop
+  np.testing.assert_allclose(out[:, 1], plain[:, 1], atol=1e-5)
+  error = lambda a, b: np.abs(a - b).max(axis=(1, 2, 3))
+  occluded = error(one, plain[:, 0]) > 1e-5
+  np.testing.assert_allclose(one[occluded], plain[occluded, 1], atol=1e-5)  # occluded, or
+  np.testing.assert_allclose(one[~occluded], plain[~occluded, 0], atol=1e-5)  # as it was
+  assert 70 <= occluded.sum() <= 130, occluded.sum()  # Binomial(200, 1/2): 100 +- 7
+  np.testing.assert_allclose(cut(always, False), cut(both, False), atol=1e-5)
+  with pytest.raises(ValueError, match="occlude_face"):
+    crops.from_config(dict(occlude_face=1.5))

@@ -309,9 +309,10 @@ def test_ablation_study_cells():
   assert "estimated" in ablation.__doc__
   config = ablation.get_config()
   planned = study.plan(config)
-  assert len(planned) == 12 and {r.seed for r in planned} == {0, 1, 2}
-  assert [r.name for r in planned[:4]] == [f"{c}/seed=0" for c in ablation.LABELS]
-  constrained, five, one, one_long = (study.run_config(config, r) for r in planned[:4])
+  assert len(planned) == 15 and {r.seed for r in planned} == {0, 1, 2}
+  assert [r.name for r in planned[:5]] == [f"{c}/seed=0" for c in ablation.LABELS]
+  constrained, five, one, one_long, one_occluded = (study.run_config(config, r)
+                                                    for r in planned[:5])
   assert tuple(one.data.crops.branches) == ("face",) and one.model.fusion == "none"
   assert one.loss.constraint_weight == five.loss.constraint_weight == 0.0
   assert len(five.data.crops.branches) == len(constrained.data.crops.branches) == 5
@@ -320,6 +321,9 @@ def test_ablation_study_cells():
   assert state_lib.constraint_indices(constrained) is not None
   assert one.num_epochs == five.num_epochs == constrained.num_epochs == 8
   assert one_long.to_dict() == {**one.to_dict(), "num_epochs": 22.0}
+  assert one.data.crops.occlude_face == 0.0 and one_occluded.data.crops.occlude_face == 0.5
+  one_occluded.data.crops.occlude_face = 0.0
+  assert one_occluded.to_dict() == one.to_dict()  # A+occ is A but for the occluded faces
   # The paper model's cell is the margin study's 0.03 cell, config for config: one WORKDIR
   # runs it once for both studies.
   shared = [r for r in study.plan(margin.get_config()) if r.cell == ablation.LABELS[0]]
@@ -342,7 +346,8 @@ def test_report_computes_the_claims_from_the_tables(tmp_path):
   finally:
     sys.path.pop(0)
   acc = {"one_branch": (0.70, 0.72, 0.74), "one_branch_x2.75": (0.73, 0.74, 0.75),
-         "no_constraint": (0.75, 0.76, 0.77), "loss.margin=0.03": (0.76, 0.76, 0.76)}
+         "no_constraint": (0.75, 0.76, 0.77), "loss.margin=0.03": (0.76, 0.76, 0.76),
+         "one_branch_occlude_face": (0.71, 0.73, 0.75)}
   head = "run,seed,status,final_accuracy,best_accuracy,occlusion/lower_half,mu/eyes,hinge_active\n"
   lines = [f"{cell}/seed={s},{s},finished,{a},{a + 0.01},{a - 0.3},0.5,0.001\n"
            for cell, values in acc.items() for s, a in enumerate(values)]
@@ -365,6 +370,10 @@ def test_report_computes_the_claims_from_the_tables(tmp_path):
   assert "(C - B) | +0.00 ± 0.58 | not distinguishable |" in md
   # C - A': 76 - 74 = +2.00, SE = 1 / sqrt(3) = 0.58: supported.
   assert "(C - A') | +2.00 ± 0.58 | supported |" in md
+  # C - A+occ: 76 - 73 = +3.00, SE = 2 / sqrt(3) = 1.15: supported. A+occ - A: +1.00 ± 1.63
+  # (sqrt(4/3 + 4/3)): not distinguishable.
+  assert "(C - A+occ) | +3.00 ± 1.15 | supported |" in md
+  assert "(A+occ - A) | +1.00 ± 1.63 | not distinguishable |" in md
   assert ("| A: one branch | 3/3 | 72.00 ± 2.00 | 73.00 ± 2.00 | 42.00 ± 2.00 | 0.001 ± 0.000 |"
           in md)
   assert "| margin 0.1 | 2/3 | 70.00 ± 0.00 |" in md

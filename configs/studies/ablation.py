@@ -1,5 +1,5 @@
 """The ablation: does the five-branch model beat one network on the whole face, and does the
-eyes-over-occluded constraint help? Four cells (zipped axes), three seeds each.
+eyes-over-occluded constraint help? Five cells (zipped axes), three seeds each.
 
     python main.py --mode=study --config=configs/studies/ablation.py \
         --workdir=/tmp/fer_claims --config.data.manual_dir=../shared/data/ferplus
@@ -15,26 +15,37 @@ On configs/cpu.py cut to 8 epochs (`configs/studies/__init__.py`):
 - `one_branch_x2.75` (A'): A given the five-branch model's compute in FLOPs, as epochs. The
   backbone runs on two 32 px crops and three 16 px ones per face, 2 + 3/4 = 2.75 times one 32 px
   crop; XLA's cost analysis of the two forward passes gives 838.9 against 304.4 MFLOPs per 8
-  faces, 2.76 (2026-12-06). So A' trains 22 epochs.
+  faces, 2.76 (2026-12-06). So A' trains 22 epochs;
+- `one_branch_occlude_face` (A+occ): A trained with the occluded branch's lower-half occluder
+  painted over half its faces (`data.crops.occlude_face=0.5`: of the five-branch model's two
+  whole-face views one is occluded). The control that tells the five-branch model's gain under
+  occlusion apart from having seen occluded faces in training.
 
 Each finished run is also evaluated under every occluder of `--mode=occlusion`
 (`study.occlusion`). WORKDIR/ablation.md and ablation.png give clean and occluded accuracy per
 cell (mean +- std over the seeds) with mean mu per branch and the fraction of faces whose hinge
-is active; ablation.csv has a row per run.
+is active; ablation.csv has a row per run. studies/report.py turns them into the claims.
 
 Runtime, estimated from the first 4-epoch trial (1,744 steps in 8 min 24 s with its
 evaluations, 2026-12-06, two AVX-512 cores): a five-branch run of 8 epochs (3,488 steps) about
 16 min, plus about 2 min for its 14 occluded evaluations; A about a third of that, A' about as
-long as C. About 3 h for the 12 runs.
+long as C. About 3 h for the first four cells' 12 runs (measured: 17-18 min a five-branch run
+with its occluded evaluations, 7 min for A, 17 min for A'), 21 min more for A+occ.
 Results: studies/README.md.
 """
 
 from configs import studies
 from fer_jax.data import crops
 
-LABELS = ("loss.margin=0.03", "no_constraint", "one_branch", "one_branch_x2.75")
+# The arms: short name (studies/README.md, studies/report.py) -> the cell's folder.
+ARMS = {"C": "loss.margin=0.03", "B": "no_constraint", "A": "one_branch",
+        "A'": "one_branch_x2.75", "A+occ": "one_branch_occlude_face"}
+LABELS = tuple(ARMS.values())
 # A' (one_branch_x2.75): the five-branch model's backbone FLOPs per face over one 32 px crop's.
 COMPUTE_RATIO = 2.75
+# A+occ: the probability that a training face is occluded (one of the five-branch model's two
+# whole-face views is).
+OCCLUDE_FACE = 0.5
 
 
 def get_config():
@@ -42,10 +53,11 @@ def get_config():
   five = tuple(crops.DEFAULT_BRANCHES)
   one = ("face",)
   config.study = studies.section(
-      axes=(("data.crops.branches", (five, five, one, one)),
-            ("model.fusion", ("weighted_sum", "weighted_sum", "none", "none")),
-            ("loss.constraint_weight", (1.0, 0.0, 0.0, 0.0)),
+      axes=(("data.crops.branches", (five, five, one, one, one)),
+            ("model.fusion", ("weighted_sum", "weighted_sum", "none", "none", "none")),
+            ("loss.constraint_weight", (1.0, 0.0, 0.0, 0.0, 0.0)),
             ("num_epochs", (float(studies.EPOCHS),) * 3
-             + (float(studies.EPOCHS * COMPUTE_RATIO),))),
+             + (float(studies.EPOCHS * COMPUTE_RATIO), float(studies.EPOCHS))),
+            ("data.crops.occlude_face", (0.0,) * 4 + (OCCLUDE_FACE,))),
       combine="zip", seeds=(0, 1, 2), occlusion=True, labels=LABELS, name="ablation")
   return config

@@ -17,8 +17,9 @@ Coordinates are pixel-index coordinates: x runs along the width, pixel (i, j) ha
 (x=j, y=i), and an image of width W spans [-0.5, W - 0.5]. A box is (x0, y0, x1, y1).
 
 Randomness comes only from the `key` argument. In training it draws the flip, jitter and
-occluder; in evaluation only the occluder, and callers pass `fold_in(key(seed), example_index)`
-so that the evaluation crops are a pure function of (seed, example index).
+occluder (and, with `occlude_face`, whether the `face` crop is occluded too); in evaluation
+only the occluder, and callers pass `fold_in(key(seed), example_index)` so that the evaluation
+crops are a pure function of (seed, example index).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ REGIONS: dict[str, tuple[int, ...]] = {
     "right_eye": tuple(range(42, 48)),
 }
 DEFAULT_BRANCHES = ("face", "eyes", "nose", "mouth", "occluded")
+OCCLUDE_FACE_STREAM = 1  # fold_in(key, this): the coin of `occlude_face`
 NOSE_BRIDGE = 29  # the landmark whose height bounds the occluder from above (with F/2)
 
 
@@ -79,6 +81,10 @@ class CropConfig:
     max_rotation: in training, rotate by up to this many degrees.
     max_scale: in training, scale by a factor in [1 - max_scale, 1 + max_scale].
     max_shift: in training, shift by up to this fraction of the face size.
+    occlude_face: in training, paint the lower-half occluder (the `occluded` branch's) over the
+      `face` branch with this probability; never in evaluation. An augmentation for models
+      without an `occluded` branch: the control that tells the occluded branch's gain apart
+      from training on occluded faces (studies/README.md). 0 (the default) is off.
   """
   size: int = 64
   branches: tuple[str, ...] = DEFAULT_BRANCHES
@@ -93,6 +99,7 @@ class CropConfig:
   max_rotation: float = 10.0
   max_scale: float = 0.1
   max_shift: float = 0.05
+  occlude_face: float = 0.0
 
   def region(self, name: str) -> tuple[int, ...]:
     extra = dict(self.regions)
@@ -120,6 +127,9 @@ class CropConfig:
     if self.occluder_fill not in ("uniform", "noise", "zero"):
       raise ValueError(f"data.crops.occluder_fill must be uniform, noise or zero, "
                        f"got {self.occluder_fill!r}")
+    if not 0 <= self.occlude_face <= 1:
+      raise ValueError(f"data.crops.occlude_face is a probability in [0, 1], "
+                       f"got {self.occlude_face!r}")
     return self
 
 
@@ -373,6 +383,12 @@ def five_crops(image: jax.Array, landmarks: jax.Array, key: jax.Array, cfg: Crop
     if kind is not None and kind.occluder is not None:
       box_painted = kind.occluder(k_occ, lm_view, face_size, cfg)
       crop = paint_occluder(crop, box_painted, face_size, k_fill, cfg.occluder_fill)
+    elif name == "face" and train and cfg.occlude_face > 0:
+      # Its own coin, folded from the key, so that the other draws stay as they were.
+      coin = jax.random.bernoulli(jax.random.fold_in(key, OCCLUDE_FACE_STREAM),
+                                  cfg.occlude_face)
+      painted = paint_occluder(crop, occ, face_size, k_fill, cfg.occluder_fill)
+      crop = jnp.where(coin, painted, crop)
     crops.append(crop)
   crops = jnp.stack(crops)
   if cfg.standardize:
