@@ -40,13 +40,6 @@ import numpy as np  # pylint: disable=g-import-not-at-top
 from configs.studies import ablation  # pylint: disable=g-import-not-at-top
 from fer_jax import study  # pylint: disable=g-import-not-at-top
 
-DESCRIPTIONS = {  # arm (configs/studies/ablation.py's ARMS) -> what it is
-    "A": "one branch",
-    "A'": f"one branch, {ablation.COMPUTE_RATIO}x the epochs (same FLOPs)",
-    "A+occ": f"one branch, {ablation.OCCLUDE_FACE:g} of its faces occluded in training",
-    "B": "five branches, no constraint",
-    "C": "five branches, margin 0.03 (the paper's)",
-}
 MARGINS = (0.0, 0.01, 0.03, 0.05, 0.1)
 # (claim, arm x, arm y): the claim is that x beats y.
 COMPARISONS = (
@@ -128,8 +121,9 @@ def main(argv=None):
   tables = {name: read(workdir / f"{name}.csv") for name in ("ablation", "margin")}
   if not tables["ablation"] and not tables["margin"]:
     raise FileNotFoundError(f"neither ablation.csv nor margin.csv is in {workdir}")
-  short = ablation.ARMS
-  arms = {f"{arm}: {what}": ("ablation", short[arm]) for arm, what in DESCRIPTIONS.items()}
+  short = {arm: folder for arm, (folder, _) in ablation.ARMS.items()}
+  arms = {f"{arm}: {what}": ("ablation", folder)
+          for arm, (folder, what) in sorted(ablation.ARMS.items())}
   for m in MARGINS:
     arms[f"margin {m:g}"] = ("margin", f"loss.margin={study.format_value(m)}")
 

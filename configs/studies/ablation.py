@@ -37,15 +37,22 @@ Results: studies/README.md.
 from configs import studies
 from fer_jax.data import crops
 
-# The arms: short name (studies/README.md, studies/report.py) -> the cell's folder.
-ARMS = {"C": "loss.margin=0.03", "B": "no_constraint", "A": "one_branch",
-        "A'": "one_branch_x2.75", "A+occ": "one_branch_occlude_face"}
-LABELS = tuple(ARMS.values())
 # A' (one_branch_x2.75): the five-branch model's backbone FLOPs per face over one 32 px crop's.
 COMPUTE_RATIO = 2.75
 # A+occ: the probability that a training face is occluded (one of the five-branch model's two
 # whole-face views is).
 OCCLUDE_FACE = 0.5
+# The arms, in cell order: short name (studies/README.md, studies/report.py) -> (the cell's
+# folder, what it is).
+ARMS = {
+    "C": ("loss.margin=0.03", "five branches, margin 0.03 (the paper's)"),
+    "B": ("no_constraint", "five branches, no constraint"),
+    "A": ("one_branch", "one branch"),
+    "A'": ("one_branch_x2.75", f"one branch, {COMPUTE_RATIO}x the epochs (same FLOPs)"),
+    "A+occ": ("one_branch_occlude_face",
+              f"one branch, {OCCLUDE_FACE:g} of its faces occluded in training"),
+}
+LABELS = tuple(folder for folder, _ in ARMS.values())
 
 
 def get_config():
