@@ -378,6 +378,16 @@ def test_report_computes_the_claims_from_the_tables(tmp_path):
           in md)
   assert "| margin 0.1 | 2/3 | 70.00 ± 0.00 |" in md
   # best 0.03 (76.00) against worst 0.1 (70.00, std 0): +6.00 ± 0.00, but 0.1 has two seeds.
-  assert "best margin (0.03) against the worst (0.1) | +6.00 ± 0.00 | provisional (n = 2) |" in md
+  assert ("best margin (0.03) against the worst (0.1), a pair chosen after seeing the means "
+          "(overstates the difference) | +6.00 ± 0.00 | provisional (n = 2) |") in md
+  # The F test across the margins (points): means 74.5, 75.5, 76, 70.5, 70 around 73.545 give
+  # 71.227 between (over 4 df), 0.5 + 0.5 + 0.5 within (over 11 - 5 = 6): F = 17.807 / 0.25.
+  assert ("| the margin matters: one-way analysis of variance across the margins | "
+          "F(4, 6) = 71.23, p = 0.000 | provisional (n = 2) |") in md
+  # Two groups 1, 2, 3 and 4, 5, 6: 13.5 between (1 df), 4 within (4 df): F = 13.5, the square
+  # of their t statistic, whose two-sided p with 4 df is 0.0213.
+  f, df1, df2, p = report.anova([[1, 2, 3], [4, 5, 6]])
+  assert (df1, df2) == (1, 4) and f == pytest.approx(13.5) and p == pytest.approx(0.0213, abs=1e-4)
+  assert report.anova([[1, 1], [1, 1]]) is None  # no spread within: no test
   assert (out / "margin.png").stat().st_size > 10_000
   assert (out / "ablation.csv").read_text() == (tmp_path / "ablation.csv").read_text()
