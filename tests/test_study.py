@@ -294,7 +294,7 @@ def test_main_refuses_a_config_without_a_study(prepared, tmp_path):
 
 def test_margin_study_is_figure_3_over_three_seeds():
   assert "main.py --mode=study --config=configs/studies/margin.py" in margin.__doc__
-  assert "estimated" in margin.__doc__
+  assert "Runtime, measured" in margin.__doc__ and "Result" in margin.__doc__
   config = margin.get_config()
   planned = study.plan(config)
   assert len(planned) == 15

@@ -30,8 +30,10 @@ Runtime, estimated from the first 4-epoch trial (1,744 steps in 8 min 24 s with 
 evaluations, 2026-12-06, two AVX-512 cores): a five-branch run of 8 epochs (3,488 steps) about
 16 min, plus about 2 min for its 14 occluded evaluations; A about a third of that, A' about as
 long as C. About 3 h for the first four cells' 12 runs (measured: 17-18 min a five-branch run
-with its occluded evaluations, 7 min for A, 17 min for A'), 21 min more for A+occ.
-Results: studies/README.md.
+with its occluded evaluations, 7 min for A, 17 min for A'), 21 min more for A+occ: 3 h 21 min
+for the 15 runs.
+Results: studies/README.md (C is 1.5 points below A clean and 10 above it with the lower half
+occluded; A+occ 7 above C there; C - B within noise).
 """
 
 from configs import studies
