@@ -28,7 +28,8 @@ from ml_collections import config_flags
 from fer_jax import cli
 
 FLAGS = flags.FLAGS
-DEFAULT_CONFIG = "configs/default.py"
+# Found beside this file, so that main.py runs from any working directory.
+DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs", "default.py")
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                           "Training configuration.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, evaluations.")
@@ -75,6 +76,9 @@ def parse_flags(argv):
       fail(cli.config_load_error(config_file, raised_in_config))
     if not isinstance(e, (flags.Error, AttributeError, KeyError, TypeError, ValueError)):
       raise
+    unknown = cli.unknown_override(argv[1:], config_file)
+    if unknown:
+      fail(unknown)
     detail = str(e.args[0] if e.args else e)
     if len(detail) > 1 and detail[0] == detail[-1] and detail[0] in "'\"":
       detail = detail[1:-1]

@@ -2,6 +2,7 @@
 
     python bench/detect.py [--frames=20] [--seed=0] [--detectors=hog,hog_up1,...]
     python bench/detect.py --detectors=hog,blazeface,blazeface@min_score=0.3   # options
+    python bench/detect.py --large_photo=5   # 6000x4000 photos: predict's relative minimum
 
 Synthetic classroom frames, 1280x720, seeded: a background without faces (smooth colour noise,
 a gradient, random rectangles and lines, grain) and 10-40 FERPlus validation faces (images
@@ -184,8 +185,55 @@ def geometry(dets: list, truth: np.ndarray) -> list[tuple[float, float, float]]:
   return out
 
 
+def large_photo(seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """A 6000x4000 RGB photo of one face (tests/data/photos/grace_hopper.jpg at 3x, about 560
+  px) on a dark, grainy, graded background under a bright band (the kind of scene where
+  BlazeFace's finest tiles found faces that are not there), and the face's box."""
+  rng = np.random.default_rng(seed)
+  h, w = 4000, 6000
+  grain = rng.normal(0, 6, (h, w, 3)) + np.linspace(0, 40, w)[None, :, None] + 28
+  photo = np.clip(grain, 0, 255).astype(np.uint8)
+  photo[:300] = 200
+  face = cv2.imread(str(PHOTOS / "grace_hopper.jpg"))
+  face = cv2.resize(face, (face.shape[1] * 3, face.shape[0] * 3))
+  y, x = int(rng.integers(300, h - face.shape[0])), int(rng.integers(0, w - face.shape[1]))
+  photo[y:y + face.shape[0], x:x + face.shape[1]] = face
+  box = np.array(PHOTO_BOXES["grace_hopper.jpg"], np.float32) * 3 + [x, y, x, y]
+  return photo[:, :, ::-1].copy(), box[None]
+
+
+def large_photos(count: int) -> None:
+  """`--large_photo`: BlazeFace at 24 px everywhere against predict's default, which sizes the
+  finest tiles (and drops boxes) at 1% of the shorter side where that is more (40 px here)."""
+  from fer_jax import defaults  # pylint: disable=g-import-not-at-top
+  fraction = defaults.get_config().predict.min_face_fraction
+  made = {"min_face=24": (detectors.blazeface(min_face=24, threads=2), 24.0),
+          f"min_face_fraction={fraction}": (
+              detectors.blazeface(min_face=24, threads=2, min_face_fraction=fraction),
+              fraction * 4000)}
+  print(f"{count} synthetic 6000x4000 photos, one face each (seeds 0-{count - 1})")
+  print("\n| blazeface | found | false per photo | false scores | s per photo |")
+  print("|---|---|---|---|---|")
+  for name, (detect, smallest) in made.items():
+    found, false, scores, seconds = 0, 0, [], 0.0
+    for seed in range(count):
+      photo, truth = large_photo(seed)
+      t = time.perf_counter()
+      dets = [d for d in detect(photo) if min(d[0][2:] - d[0][:2]) >= smallest]
+      seconds += time.perf_counter() - t
+      hit, fp, _ = match(dets, truth)
+      found += int(hit.sum())
+      false += fp
+      scores += [round(float(s), 2) for b, s in dets
+                 if iou_matrix(np.asarray([b]), truth).max() < 0.5]
+    print(f"| {name} | {found}/{count} | {false / count:.2f} | {scores} | "
+          f"{seconds / count:.2f} |")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--large_photo", type=int, default=0,
+                      help="instead: N synthetic 6000x4000 photos (large_photos)")
   parser.add_argument("--frames", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--detectors", default=",".join(detectors.NAMES),
@@ -195,6 +243,8 @@ def main():
   parser.add_argument("--slow_frames", type=int, default=2)
   parser.add_argument("--ferplus_dir", default=str(ROOT.parent / "shared" / "data" / "ferplus"))
   args = parser.parse_args()
+  if args.large_photo:
+    return large_photos(args.large_photo)
 
   names = [n for n in args.detectors.split(",") if n]
   slow = set(args.slow.split(","))

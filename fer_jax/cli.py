@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import ast
+import contextlib
+import difflib
+import importlib.util
 import os
 import pathlib
 import tempfile
 
 from absl import logging
 import ml_collections
+
+from fer_jax import files
+from fer_jax import validation
 
 MODES = ("prepare", "train", "eval", "predict", "crops", "occlusion", "study", "export")
 
@@ -19,6 +25,10 @@ PATH_KEYS = ("data.manual_dir", "data.tfds_dir", "data.eval_list", "predict.face
 
 # Errors that name their culprit well enough to be shown without a traceback.
 EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError)
+
+# Modes that write into --workdir hold its lock (fer_jax/files.py) while they run; a study locks
+# each of its runs' folders instead, so that two study processes share the work.
+LOCKED_MODES = ("train", "eval", "occlusion", "export")
 
 
 def exit_status(error: BaseException) -> int:
@@ -94,6 +104,51 @@ def config_flag_value(args: list[str], default: str) -> str:
   return value
 
 
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+  """`get_config()` (or `get_config(arg)`) of a `--config=path[:arg]` file, as config_flags
+  loads it."""
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_fer_jax_config", path)
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def config_keys(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:
+  """Every dotted key of `config`, sections and leaves."""
+  keys = []
+  for key in config.keys():
+    keys.append(prefix + key)
+    if isinstance(config[key], ml_collections.ConfigDict):
+      keys += config_keys(config[key], f"{prefix}{key}.")
+  return keys
+
+
+def unknown_override(args: list[str], config_spec: str) -> str | None:
+  """One line naming the first `--config.KEY=...` of `args` whose KEY the config does not
+  have, with the nearest valid keys; None if every override names a key."""
+  try:
+    config = load_config_file(config_spec)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  known = config_keys(config)
+  for arg in args:
+    if not arg.startswith("--config."):
+      continue
+    key = arg.removeprefix("--config.").split("=", 1)[0]
+    if key in known:
+      continue
+    parent = key.rpartition(".")[0]
+    near = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if not near:  # at least the keys of the deepest section that exists
+      while parent and parent not in known:
+        parent = parent.rpartition(".")[0]
+      near = [k for k in known if k.rpartition(".")[0] == parent][:6]
+    return (f"unknown config key config.{key} (in {arg}); nearest valid keys: "
+            f"{', '.join('config.' + k for k in near)}")
+  return None
+
+
 def raised_in(error: BaseException, path: str) -> BaseException | None:
   """The exception of `error`'s chain that was raised by code in file `path`, if any."""
   path = os.path.realpath(path)
@@ -151,14 +206,6 @@ def check_checkpoint_flag(which: str) -> str:
                    f"step number (e.g. --checkpoint=1200)")
 
 
-def check_config(config: ml_collections.ConfigDict) -> None:
-  """Values that would fail late (or silently) are refused where they enter."""
-  for key in ("batch_size", "eval_batch_size"):
-    if config[key] <= 0:
-      raise UsageError(f"config.{key} must be a positive number of examples, got "
-                       f"{config[key]}")
-
-
 def check_paths(mode: str, workdir: str | None, output: str | None) -> None:
   """Folders the mode writes into exist (or can be made) and take files: checked before any
   model is built, so a typo costs seconds, not a compile."""
@@ -213,7 +260,7 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
   expand_paths(config)
   workdir, input_path, output = map(expand_path, (workdir, input_path, output))
   released = released_model_dir(mode, workdir, model)
-  check_config(config)
+  validation.validate(config)
   if mode in ("eval", "predict", "occlusion", "export"):
     check_checkpoint_flag(checkpoint)
   if mode == "prepare":
@@ -238,6 +285,24 @@ def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     check_paths(mode, workdir, output)
   from fer_jax import parallel  # pylint: disable=g-import-not-at-top
   parallel.initialize(config.multihost)
+  lock = run_lock(mode, None if released else workdir, parallel)
+  with lock:
+    return _run_mode(mode, config, workdir, checkpoint=checkpoint, input_path=input_path,
+                     output=output)
+
+
+def run_lock(mode: str, workdir: str | None, parallel) -> contextlib.AbstractContextManager:
+  """The lock of `workdir` for a mode that writes there (held by process 0 of a run that spans
+  processes, every process told when it is refused), or a no-op. A folder this process may
+  not write (export reads a run it cannot write into) is read without a lock, or with the
+  lock file locked read-only where one exists (files.RunLock)."""
+  if mode not in LOCKED_MODES or not workdir:
+    return contextlib.nullcontext()
+  return parallel.acquire_everywhere(files.RunLock(workdir))
+
+
+def _run_mode(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
+              checkpoint: str, input_path: str | None, output: str | None):
   if mode == "crops":
     from fer_jax import preview  # pylint: disable=g-import-not-at-top
     path = preview.crops_preview(config, workdir, _need(output, "--output", mode))

@@ -117,7 +117,11 @@ def get_config() -> ml_collections.ConfigDict:
   pred.landmarks = "face_alignment"  # face_alignment (dlib when its weights are absent) | dlib
   pred.face_alignment_dir = ""  # folder holding face-alignment's weight files ("" = torch hub)
   pred.frame_stride = 1  # video: process every n-th frame
+  pred.recursive = False  # an input folder: also the images of its subfolders (named sub_a)
   pred.min_face_size = 24  # px: smaller detected boxes (shorter side) are ignored
+  pred.min_face_fraction = 0.01  # ... and boxes under this fraction of the frame's shorter
+  #   side where that is more: 40 px in a 6000x4000 photo, no change up to 2400 px at the
+  #   defaults, so 720p and 1080p classrooms keep 24 px (bench/detect.py --large_photo)
   pred.max_faces = 30  # per frame, largest first
   pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
   pred.flip = "checkpoint"  # checkpoint | on | off: average each face with its mirror image as

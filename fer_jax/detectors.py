@@ -177,11 +177,13 @@ def _tiles(w: int, h: int, min_face: float, face_px: float = 20.0) -> list[tuple
 
 
 def blazeface(min_face: float = 24.0, min_score: float = 0.5, threads: int = 1,
-              model_path: str | None = None) -> Detector:
+              model_path: str | None = None, min_face_fraction: float = 0.0) -> Detector:
   """BlazeFace full range on tiles (see `_tiles`) of an RGB frame.
 
   Args:
     min_face: the smallest face (px in the frame) the finest tiles are sized for.
+    min_face_fraction: in a large frame, the finest tiles are sized for faces of this fraction
+      of its shorter side instead, when that is larger than `min_face`.
     min_score: the sigmoid score a detection needs (MediaPipe's tasks API default: 0.5).
     threads: interpreter threads.
   """
@@ -204,7 +206,7 @@ def blazeface(min_face: float = 24.0, min_score: float = 0.5, threads: int = 1,
   def detect(rgb: np.ndarray) -> list[Detection]:
     h, w = rgb.shape[:2]
     boxes, scores = [], []
-    for x, y, s in _tiles(w, h, min_face):
+    for x, y, s in _tiles(w, h, max(min_face, min_face_fraction * min(w, h))):
       tile = np.zeros((s, s, 3), np.uint8)  # black beyond the frame (MediaPipe's letterbox)
       crop = rgb[y:y + s, x:x + s]
       tile[:crop.shape[0], :crop.shape[1]] = crop

@@ -10,7 +10,6 @@ a branch-weight PNG.
 from __future__ import annotations
 
 import functools
-import json
 import pathlib
 import time
 from typing import Any
@@ -23,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from fer_jax import checkpoint as ckpt_lib
+from fer_jax import files
 from fer_jax import parallel
 from fer_jax import plots
 from fer_jax import state as state_lib
@@ -123,7 +123,7 @@ def write_results(workdir: str, name: str, metrics: dict[str, Any], mu: np.ndarr
   out_dir = pathlib.Path(workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
   path = out_dir / f"{name}.json"
-  path.write_text(json.dumps(metrics, indent=1))
+  files.write_json(path, metrics)
   if make_plots:
     title = f"{name}, step {metrics.get('checkpoint_step')}: accuracy {metrics['accuracy']:.4f}"
     plots.confusion_matrix(np.array(metrics["confusion_matrix"]), labels_lib.CLASS_NAMES,

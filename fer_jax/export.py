@@ -18,7 +18,8 @@ nodes. Compute is float32 whatever the run's `model.dtype`.
 
 The crops are not in the graph: they are cut by `fer_jax.data.crops.five_crops` from a grey face
 aligned onto the 48 px FERPlus template (`--mode=predict` shows how) and its 68 landmarks, with
-`train=False` and the key `fold_in(key(data.eval_occluder_seed), face number)`, each crop
+`train=False` and the key `fold_in(key(data.eval_occluder_seed), face_keys(face))` (a CRC-32
+of the aligned face and its landmarks, `fer_jax.predict.model.face_keys`), each crop
 standardised. Beside the model, `<output>.json` (e.g. model.onnx.json) records that contract:
 the input and output names and shapes, the class names, the branches, the crop size and the
 whole `data.crops` config, the seed, the face size and the checkpoint it came from.
@@ -26,7 +27,6 @@ whole `data.crops` config, the seed, the face size and the checkpoint it came fr
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
@@ -38,6 +38,7 @@ import numpy as np
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import evaluate
+from fer_jax import files
 from fer_jax import state as state_lib
 from fer_jax.data import ferplus
 from fer_jax.data import labels as labels_lib
@@ -112,7 +113,8 @@ def contract(config: ml_collections.ConfigDict, workdir: str, step: int,
       eval_flip=bool(config.eval_flip),
       moving_averages=bool(config.eval_ema and config.optimizer.ema_decay > 0),
       how_to_cut=("fer_jax.data.crops.five_crops(face, landmarks, "
-                  "jax.random.fold_in(jax.random.key(eval_occluder_seed), face_number), "
+                  "jax.random.fold_in(jax.random.key(eval_occluder_seed), "
+                  "fer_jax.predict.model.face_keys(face[None], landmarks[None])[0]), "
                   "fer_jax.data.crops.from_config(crops), train=False)['crops'], "
                   "face: the grey face [face_size, face_size, 1] uint8 aligned onto the FERPlus "
                   "template, landmarks: its 68 iBUG points [68, 2] (x, y)"),
@@ -153,9 +155,10 @@ def export(workdir: str, output: str, checkpoint: str | int = "latest") -> dict[
   # (onnxruntime warns, then infers them itself): they are optional, and left out.
   del model.graph.value_info[:]
   out.parent.mkdir(parents=True, exist_ok=True)
-  onnx.save_model(model, str(out))  # one file, the weights inside it
+  with files.atomic_path(out) as tmp:
+    onnx.save_model(model, str(tmp))  # one file, the weights inside it
   info = contract(config, workdir, step, out.name)
-  contract_path(out).write_text(json.dumps(info, indent=1))
+  files.write_json(contract_path(out), info)
   logging.info("exported checkpoint %d of %s to %s (%.1f MB; input %s %s) and %s", step,
                workdir, out, out.stat().st_size / 2**20, INPUT_NAME, list(shape),
                contract_path(out))

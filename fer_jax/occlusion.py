@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import pathlib
 from typing import Any, Callable
 import zlib
@@ -56,6 +55,7 @@ import ml_collections
 import numpy as np
 
 from fer_jax import checkpoint as ckpt_lib
+from fer_jax import files
 from fer_jax import evaluate as eval_lib
 from fer_jax import parallel
 from fer_jax import plots
@@ -302,7 +302,7 @@ def write_results(workdir: str, split_name: str, results: dict[str, dict[str, An
   path = out_dir / f"occlusion_{split_name}.json"
   report = dict(split=split_name, checkpoint_step=int(checkpoint_step), eval_occluder_seed=seed,
                 occluders=results)
-  path.write_text(json.dumps(report, indent=1))
+  files.write_json(path, report)
   if make_plots:
     names = list(results)
     plots.occlusion(names, [results[n]["accuracy"] for n in names],

@@ -4,11 +4,12 @@ One mesh axis, `data`, spans every device of every process. Steps are written pe
 semantics: `lax.pmean` over `data`) and mapped with `jax.shard_map` under `jax.jit`. The train
 state is replicated; a batch is split along its first axis, each process contributing the rows
 it read (`jax.make_array_from_process_local_data`), so Orbax saves global arrays on any number
-of hosts.
+of hosts. A run folder's lock is taken by process 0 for all (`acquire_everywhere`).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from absl import logging
@@ -17,6 +18,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
+
+from fer_jax import files
 
 DATA_AXIS = "data"
 
@@ -87,3 +90,21 @@ def any_process(flag: bool) -> bool:
   if jax.process_count() == 1:
     return bool(flag)
   return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
+
+
+def acquire_everywhere(lock: files.RunLock) -> contextlib.AbstractContextManager:
+  """`lock` (a run folder's) taken by process 0 and, where it is refused or fails, the error
+  raised on every process (a collective: call it on all), so that none waits for the others;
+  on the other processes a no-op stands in for it."""
+  refused = None
+  if is_main():
+    try:
+      lock.acquire()
+    except (files.RunLockedError, OSError) as e:
+      refused = e
+  if any_process(refused is not None):
+    if isinstance(refused, OSError):
+      raise RuntimeError(f"{lock.folder}: cannot take its lock: {refused}") from None
+    raise refused or files.RunLockedError(f"{lock.folder} is in use by another run (its lock "
+                                          "is held; process 0 names the holder)")
+  return lock if is_main() else contextlib.nullcontext()

@@ -11,14 +11,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
+from fer_jax import files
 from fer_jax import jsonl
 
 
 def _save(fig, path) -> str:
+  """Writes the figure to `path` whole or not at all (`files.atomic_path`), then closes it."""
   path = pathlib.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
+  try:
+    with files.atomic_path(path) as tmp:
+      fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+  finally:
+    plt.close(fig)
   return str(path)
 
 
@@ -55,7 +59,7 @@ def branch_weights(mu: np.ndarray, branch_names: Sequence[str], path, title: str
 
 def training_curves(metrics_jsonl, path) -> str | None:
   """Loss, accuracy, learning rate and mean branch weights against step, from metrics.jsonl."""
-  rows = jsonl.read(metrics_jsonl)
+  rows = jsonl.read_metrics(metrics_jsonl)
   train = [r for r in rows if r.get("kind") == "train"]
   evals = [r for r in rows if r.get("kind") == "eval"]
   if not train:

@@ -28,6 +28,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 
 from fer_jax import checkpoint as ckpt_lib
+from fer_jax import files
 from fer_jax import parallel
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
@@ -69,9 +70,9 @@ def write(workdir: str, name: str, which: str | int = "latest", dtype: str = "bf
   stored = jax.tree.map(lambda x: jnp.asarray(x, dtype), jax.device_get(variables))
   with ocp.StandardCheckpointer() as ckptr:
     ckptr.save((out / "variables").resolve(), stored)
-  (out / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+  files.write_text(out / "config.json", config.to_json_best_effort(indent=2) + "\n")
   info = dict(workdir=str(workdir), step=int(step), dtype=dtype, **(extra or {}))
-  (out / "release.json").write_text(json.dumps(info, indent=2) + "\n")
+  files.write_json(out / "release.json", info, indent=2)
   logging.info("released step %d of %s as %s (%s)", step, workdir, out, dtype)
   return out
 

@@ -63,7 +63,9 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from fer_jax import files
 from fer_jax import jsonl
+from fer_jax import validation
 
 COMBINES = ("cross", "zip")
 RUN_FILE = "study_run.json"  # in each run folder: status, wall time, occlusion accuracies
@@ -284,10 +286,7 @@ def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: pathlib.Path, value: Any) -> None:
-  """Written whole or not at all (a temporary file renamed over the old one)."""
-  tmp = path.with_name(path.name + ".tmp")
-  tmp.write_text(json.dumps(value, indent=1))
-  tmp.replace(path)
+  files.write_json(path, value)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -320,7 +319,8 @@ def run_status(run_dir: pathlib.Path, name: str, occlusion: bool) -> str:
   if (info.get("status") == "trained" and evaluation is not None
       and evaluation.get("checkpoint_step") == info.get("step")):
     return "trained" if occlusion and info.get("occlusion") is None else "finished"
-  return "started" if run_dir.exists() else "pending"
+  started = run_dir.exists() and any(p.name != files.LOCK_FILE for p in run_dir.iterdir())
+  return "started" if started else "pending"
 
 
 def read_row(run: Run, run_dir: pathlib.Path, name: str, occlusion: bool) -> dict[str, Any]:
@@ -334,7 +334,7 @@ def read_row(run: Run, run_dir: pathlib.Path, name: str, occlusion: bool) -> dic
     evaluation = _read_json(run_dir / "eval" / f"{name}.json")
     row["final_accuracy"] = evaluation["accuracy"]
     metrics = run_dir / "metrics.jsonl"
-    evals = [r["accuracy"] for r in (jsonl.read(metrics) if metrics.exists() else [])
+    evals = [r["accuracy"] for r in (jsonl.read_metrics(metrics) if metrics.exists() else [])
              if r.get("kind") == "eval" and isinstance(r.get("accuracy"), (int, float))]
     row["best_accuracy"] = max(evals + [evaluation["accuracy"]])
     for occluder, accuracy in (info.get("occlusion") or {}).items():
@@ -368,13 +368,11 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def write_csv(rows: list[dict[str, Any]], path: pathlib.Path) -> None:
   columns = _columns(rows)
-  tmp = path.with_name(path.name + ".tmp")
-  with open(tmp, "w", newline="") as f:
+  with files.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
     writer = csv.DictWriter(f, columns, restval="")
     writer.writeheader()
     for row in rows:
       writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
-  tmp.replace(path)
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
@@ -446,7 +444,7 @@ def write_files(workdir: pathlib.Path, config: ml_collections.ConfigDict,
             f"Accuracy on {name} (mean ± sample std over the finished seeds; n = finished/runs "
             f"per cell); a row per run in {stem}.csv.")
   text = markdown(summary, axis_keys, labelled, header)
-  (workdir / f"{stem}.md").write_text(text)
+  files.write_text(workdir / f"{stem}.md", text)
   if done:
     series = {name: [c["values"].get("final_accuracy", []) for c in summary]}
     for key in [k for c in summary for k in c["values"] if k.startswith("occlusion/")]:
@@ -523,6 +521,10 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
     raise ValueError(f"--workdir={root} holds a training run (checkpoints/): a study needs a "
                      f"folder of its own, where each run gets a subfolder")
   for r in runs:
+    try:  # every run's values checked before any run trains, not hours later
+      validation.validate(run_config(config, r, str(root)))
+    except validation.ConfigError as e:
+      raise validation.ConfigError(f"study run {r.name}: {e}") from None
     conflicts = config_conflicts(root / r.name, run_config(config, r, str(root)))
     if conflicts:
       raise ValueError(
@@ -545,30 +547,29 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
   todo = [r for r in runs if run_status(root / r.name, name, want_occlusion) != "finished"]
   logging.info("study in %s: %d runs, %d finished, %d to run", root, len(runs),
                len(runs) - len(todo), len(todo))
-  rows, fresh = None, []
+  rows, fresh, elsewhere = None, [], []
   for i, r in enumerate(runs, 1):
     run_dir = root / r.name
-    status = run_status(run_dir, name, want_occlusion)
     tag = f"run {i}/{len(runs)}: {r.describe()}"
-    if status == "finished":
+    if run_status(run_dir, name, want_occlusion) == "finished":
       continue
-    if status == "diverged":
-      logging.warning("%s diverged in an earlier attempt: skipped (delete %s to run it again)",
-                      tag, run_dir)
-      continue
-    logging.info("%s: %s in %s", tag, "evaluating occlusion" if status == "trained" else
-                 ("resuming" if status == "started" else "starting"), run_dir)
-    info = _read_json(run_dir / RUN_FILE) or {}
-    start, outcome = time.time(), "failed"
     try:
-      outcome = _attempt(run_config(config, r, str(root)), run_dir, info, status,
-                         occlusion_lib if want_occlusion else None, main)
-    finally:
-      seconds = time.time() - start
-      info["seconds"] = info.get("seconds", 0.0) + seconds
-      if main:
-        _write_json(run_dir / RUN_FILE, info)
-        rows = write_files(root, config, runs)
+      lock = parallel.acquire_everywhere(files.RunLock(run_dir))
+    except files.RunLockedError as e:
+      logging.warning("%s: skipped here, another process is running it (%s)", tag, e)
+      elsewhere.append(r.name)
+      continue
+    with lock:  # released when this run is done (or fails)
+      status = run_status(run_dir, name, want_occlusion)  # it may have finished meanwhile
+      if status == "finished":
+        continue
+      if status == "diverged":
+        logging.warning("%s diverged in an earlier attempt: skipped (delete %s to run it "
+                        "again)", tag, run_dir)
+        continue
+      written, outcome, seconds = _run_locked(config, r, run_dir, tag, status, runs,
+                                              want_occlusion, occlusion_lib, main, root)
+      rows = written or rows
     if outcome == "preempted":
       logging.warning("%s preempted: the study stops here; the same command continues it", tag)
       break
@@ -581,9 +582,33 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
               if isinstance(accuracy, float) else outcome)
     logging.info("%s: %s, %s; %d runs left, ETA %s", tag, result, _duration(seconds), left,
                  _duration(left * float(np.mean(fresh))))
+  if elsewhere:
+    logging.warning("%d run(s) were left to the other process(es) running them (%s): the "
+                    "tables include them once they finish and this command runs again",
+                    len(elsewhere), ", ".join(elsewhere))
   if main and rows is None:
     rows = write_files(root, config, runs)
   if main:
     logging.info("study: wrote %s, %s and %s",
                  *(root / f"{stem}{ext}" for ext in (".csv", ".md", ".png")))
   return rows or []
+
+
+def _run_locked(config, r: Run, run_dir: pathlib.Path, tag: str, status: str, runs,
+                want_occlusion: bool, occlusion_lib, main: bool, root: pathlib.Path):
+  """One run of the study, its folder locked by the caller: (study rows or None, outcome,
+  seconds)."""
+  logging.info("%s: %s in %s", tag, "evaluating occlusion" if status == "trained" else
+               ("resuming" if status == "started" else "starting"), run_dir)
+  info = _read_json(run_dir / RUN_FILE) or {}
+  start, outcome, rows = time.time(), "failed", None
+  try:
+    outcome = _attempt(run_config(config, r, str(root)), run_dir, info, status,
+                       occlusion_lib if want_occlusion else None, main)
+  finally:
+    seconds = time.time() - start
+    info["seconds"] = info.get("seconds", 0.0) + seconds
+    if main:
+      _write_json(run_dir / RUN_FILE, info)
+      rows = write_files(root, config, runs)
+  return rows, outcome, seconds

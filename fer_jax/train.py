@@ -42,11 +42,13 @@ import optax
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import evaluate as eval_lib
+from fer_jax import files
 from fer_jax import jsonl
 from fer_jax import losses
 from fer_jax import parallel
 from fer_jax import plots
 from fer_jax import state as state_lib
+from fer_jax import validation
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import memory
 from fer_jax.data import pipeline
@@ -189,9 +191,8 @@ class MetricWriter:
     if not self.enabled:
       return
     if self.path.exists():  # drop lines of steps that the resumed run will redo
-      keep = [json.dumps(r) for r in jsonl.read(self.path)
-              if r.get("step", 0) <= resume_step]
-      self.path.write_text("".join(l + "\n" for l in keep))
+      keep = [json.dumps(r) for r in jsonl.read_metrics(self.path) if r["step"] <= resume_step]
+      files.write_text(self.path, "".join(l + "\n" for l in keep))
     try:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(str(workdir / "tensorboard"))
@@ -308,17 +309,6 @@ def resume(config: ml_collections.ConfigDict, mgr, target: state_lib.TrainState,
   return step, state
 
 
-SOURCES = ("grain", "memory")
-
-
-def check_source(config: ml_collections.ConfigDict) -> None:
-  if config.data.source not in SOURCES:
-    raise ValueError(f"config.data.source must be one of {SOURCES}, got {config.data.source!r}")
-  if config.data.source == "memory" and config.data.crops_on != "device":
-    raise ValueError("config.data.source='memory' gathers and crops each batch inside the step: "
-                     f"it needs config.data.crops_on='device', got {config.data.crops_on!r}")
-
-
 class TrainData:
   """Where the training batches come from.
 
@@ -373,19 +363,23 @@ class TrainData:
     return self.arrays, self._table, self._first_array
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       allow_changes: tuple[str, ...] = ()) -> dict[str, Any]:
   """Trains (or resumes) the run in `workdir`; returns the final evaluation metrics.
+
+  A resume whose config changes what the run learns is refused (`checkpoint.check_resume`),
+  but for the dotted keys of `allow_changes`, which a caller changes on purpose.
 
   `jax.distributed` is started by the caller (`cli.run`) when the run spans processes.
   """
+  validation.validate(config)
+  pipeline.check_batch(config.batch_size, jax.process_count(), jax.device_count())
+  pipeline.check_batch(config.eval_batch_size, jax.process_count(), jax.device_count())
+  ckpt_lib.check_resume(config, workdir, allow_changes)  # before any work, and before config.json is written
   workdir_path = pathlib.Path(workdir).resolve()
   workdir_path.mkdir(parents=True, exist_ok=True)
   mesh = parallel.make_mesh()
-  pipeline.check_batch(config.batch_size, jax.process_count(), jax.device_count())
-  pipeline.check_batch(config.eval_batch_size, jax.process_count(), jax.device_count())
-  check_source(config)
   crop_cfg = state_lib.crop_config(config)
-  state_lib.constraint_indices(config)
 
   tfds_dir = pipeline.resolve_tfds_dir(config.data.tfds_dir, str(workdir_path))
   if parallel.is_main():
@@ -415,15 +409,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                steps_per_epoch, num_steps)
 
   mgr = ckpt_lib.manager(str(workdir_path), keep=config.keep_checkpoints)
-  data = TrainData(config, train_split, mesh)
   start = 0
-  if mgr.latest_step() is not None:
-    start, state = resume(config, mgr, state, data)
-    logging.info("resumed from the checkpoint at step %d in %s", start, mgr.directory)
+  try:
+    data = TrainData(config, train_split, mesh)
+    if mgr.latest_step() is not None:
+      start, state = resume(config, mgr, state, data)
+      logging.info("resumed from the checkpoint at step %d in %s", start, mgr.directory)
+  except BaseException:
+    mgr.close()
+    raise
 
   config_json = config.to_json_best_effort()
   if parallel.is_main():
-    (workdir_path / "config.json").write_text(config_json)
+    files.write_text(workdir_path / "config.json", config_json)
   branch_names = list(crop_cfg.branches)
   writer = MetricWriter(workdir_path, start, num_steps, steps_per_epoch, branch_names)
   step_fns = {}  # crop size -> its step, built when the schedule reaches it
@@ -524,6 +522,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     raise
   finally:
     mgr.wait_until_finished()
+    mgr.close()  # Orbax's background machinery, stopped before the interpreter tears down
     writer.close()
 
   result: dict[str, Any] = dict(step=step, train_examples=len(train_split))

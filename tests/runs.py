@@ -109,3 +109,15 @@ def damage(workdir, step, how="truncate"):
 def checkpoint_steps(workdir):
   d = pathlib.Path(workdir) / "checkpoints"
   return sorted(int(p.name) for p in d.iterdir() if p.name.isdigit()) if d.exists() else []
+
+
+def hold_lock(folder):
+  """A child process that takes `folder`'s run lock (fer_jax/files.py) as "the test holder"
+  and sleeps; returned once it holds the lock (SIGKILL it to end)."""
+  code = ("import sys, time; from fer_jax import files; "
+          "files.RunLock(sys.argv[1], 'the test holder').acquire(); print('held', flush=True); "
+          "time.sleep(300)")
+  child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE,
+                           text=True, env=env(), cwd=ROOT)
+  assert child.stdout.readline().strip() == "held"
+  return child

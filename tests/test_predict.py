@@ -21,6 +21,7 @@ import pytest
 import runs
 from fer_jax import detectors, predict, state as state_lib, tracking, train
 from fer_jax.data import crops, labels
+from fer_jax.predict import model as predict_model
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "tests" / "data" / "photos"
@@ -130,7 +131,7 @@ def test_photos_faces_landmarks_and_a_row_that_matches_the_model(run_dir, tmp_pa
     assert annotated.shape == original.shape
     assert np.abs(annotated.astype(int) - original).max() > 100  # something was drawn
 
-  # The same probabilities directly: align, evaluation crops with key fold_in(seed, face no.).
+  # The same probabilities directly: align, evaluation crops with key fold_in(seed, face key).
   config, variables, _ = predict.load_checkpoint(str(run_dir))
   model = state_lib.build_model(config)
   cfg = state_lib.crop_config(config)
@@ -151,7 +152,8 @@ def test_photos_faces_landmarks_and_a_row_that_matches_the_model(run_dir, tmp_pa
   for k, (row, row_flip) in enumerate(zip(rows, read_rows(flipped))):
     rgb = cv2.cvtColor(cv2.imread(str(PHOTOS / row["source"])), cv2.COLOR_BGR2RGB)
     face = predict.find_faces(source, rgb, detect=detectors.make_detector("hog_up1"))[0]
-    key = jax.random.fold_in(jax.random.key(config.data.eval_occluder_seed), k)
+    key = jax.random.fold_in(jax.random.key(config.data.eval_occluder_seed), int(
+        predict_model.face_keys(face.aligned[None], face.aligned_landmarks[None])[0]))
     plain = direct(face.aligned, face.aligned_landmarks, key)
     np.testing.assert_allclose(plain, [row[c] for c in labels.CLASS_NAMES], atol=2e-5)
     mirrored = direct(face.aligned, face.aligned_landmarks, key, mirror=True)
@@ -311,12 +313,16 @@ def test_batches_pad_to_a_few_shapes_and_the_model_runs_while_the_next_faces_are
   events = []
 
   class Recording:
-    def dispatch(self, images, landmarks, indices):
-      events.append(("dispatch", indices.tolist()))
-      probs = np.tile(indices[:, None].astype(np.float32), (1, 8))
-      return lambda: events.append(("result", indices.tolist())) or (probs, probs[:, :5])
+    def dispatch(self, images, landmarks, keys):
+      # Each face's key comes from the face itself; its pixels hold its number here.
+      assert keys.tolist() == model_lib.face_keys(images, landmarks).tolist()
+      numbers = images[:, 0, 0, 0].astype(int).tolist()
+      events.append(("dispatch", numbers))
+      probs = np.tile(images[:, :1, 0, 0].astype(np.float32), (1, 8))
+      return lambda: events.append(("result", numbers)) or (probs, probs[:, :5])
 
-  face = lambda: types.SimpleNamespace(aligned=np.zeros((48, 48, 1), np.uint8),
+  counter = iter(range(100))
+  face = lambda: types.SimpleNamespace(aligned=np.full((48, 48, 1), next(counter), np.uint8),
                                        aligned_landmarks=np.zeros((68, 2), np.float32))
   frames = [(k, [face() for _ in range(n)]) for k, n in enumerate((3, 2, 0, 4, 1))]
   groups = list(model_lib.classify_frames(iter(frames), Recording(), batch_size=4))
@@ -483,6 +489,44 @@ def test_inputs_sharing_a_stem_keep_distinct_outputs(tmp_path):
                                                   ("b.png", "b")]
 
 
+def test_subfolders_are_named_when_skipped_and_read_when_recursive(tmp_path, caplog):
+  for name in ("top.png", "sub/a.png", "sub/deeper/b.png", ".hidden/c.png", "out/d.png"):
+    (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(tmp_path / name), np.full((8, 8, 3), 9, np.uint8))
+  with caplog.at_level(logging.WARNING):
+    frames = list(predict.Input(str(tmp_path)).frames())
+  assert [f.source for f in frames] == ["top.png"]
+  assert (f"{tmp_path}: 2 subfolder(s) skipped (out, sub); "
+          "--config.predict.recursive=True reads the images inside them too") in caplog.text
+  # Recursive: subfolders' images by their path (hidden folders and the output left out).
+  inp = predict.Input(str(tmp_path), recursive=True, exclude=str(tmp_path / "out"))
+  assert [(f.source, f.stem) for f in inp.frames()] == [
+      ("sub/a.png", "sub_a"), ("sub/deeper/b.png", "sub_deeper_b"), ("top.png", "top")]
+
+
+def test_a_face_gets_the_same_numbers_alone_and_anywhere_in_a_folder(run_dir, tmp_path):
+  """The occluded branch's occluder is keyed by the aligned face itself, not its place."""
+  alone, folder = tmp_path / "alone", tmp_path / "folder"
+  alone.mkdir()
+  folder.mkdir()
+  shutil.copy(PHOTOS / "grace_hopper.jpg", alone / "grace_hopper.jpg")
+  shutil.copy(PHOTOS / "astronaut.png", folder / "1.png")
+  cv2.imwrite(str(folder / "2.png"), cv2.flip(cv2.imread(str(PHOTOS / "astronaut.png")), 1))
+  shutil.copy(PHOTOS / "grace_hopper.jpg", folder / "3.jpg")
+  rows = {}
+  for source in (alone, alone / "grace_hopper.jpg", folder):
+    predict.predict(str(run_dir), str(source), str(tmp_path / f"out_{len(rows)}"),
+                    overrides=overrides())
+    rows[source] = read_rows(tmp_path / f"out_{len(rows)}")
+  assert len(rows[folder]) == 3
+  same = lambda r: {k: v for k, v in r.items() if k != "source"}
+  assert same(rows[alone][0]) == same(rows[alone / "grace_hopper.jpg"][0]) == \
+      same(rows[folder][2])
+  assert rows[folder][0]["happiness"] != rows[folder][2]["happiness"]  # other faces differ
+  keys = predict_model.face_keys(np.zeros((2, 48, 48, 1), np.uint8), np.zeros((2, 68, 2)))
+  assert keys[0] == keys[1] and keys.dtype == np.int32 and keys[0] >= 0
+
+
 # --------------------------------------------------------------------------------------------
 # The model a checkpoint's config describes.
 
@@ -559,3 +603,26 @@ def test_cli_exits_2_with_one_line_for_a_missing_input(run_dir, tmp_path):
                      capture_output=True, text=True, timeout=120, cwd=ROOT, env=runs.env())
   assert r.returncode == 2
   assert f"fer_jax: error: input {tmp_path / 'missing.jpg'} does not exist" in r.stderr
+
+
+def test_a_large_photo_gets_no_false_faces_and_classroom_frames_keep_small_faces():
+  """6000x4000: BlazeFace's finest tiles at 24 px found two faces in dark grain (scores 0.51,
+  0.52) beside the real one; at 1% of the shorter side (40 px) only the real one. Frames up to
+  2400 px high keep the 24 px minimum."""
+  rng = np.random.default_rng(0)
+  photo = np.clip(rng.normal(0, 6, (4000, 6000, 3)) + np.linspace(28, 68, 6000)[None, :, None],
+                  0, 255).astype(np.uint8)
+  photo[:300] = 200
+  grace = cv2.imread(str(PHOTOS / "grace_hopper.jpg"))
+  photo[1500:1500 + 3 * grace.shape[0], 2500:2500 + 3 * grace.shape[1]] = cv2.resize(
+      grace, (3 * grace.shape[1], 3 * grace.shape[0]))
+  opts = predict.options(overrides(detector="blazeface"))
+  finder = predict.FaceFinder(types.SimpleNamespace(), None, opts.min_face_size,
+                              min_face_fraction=opts.min_face_fraction)
+  assert finder.smallest(photo) == 40
+  assert finder.smallest(np.zeros((720, 1280))) == finder.smallest(np.zeros((1080, 1920))) == 24
+  detect = detectors.make_detector("blazeface", **predict.detector_options(opts))
+  boxes = [b for b, _ in detect(photo[:, :, ::-1]) if min(b[2:] - b[:2]) >= finder.smallest(photo)]
+  x0, y0, x1, y1 = (np.array(FACE_BOXES["grace_hopper.jpg"]) * 3 + [2500, 1500, 2500, 1500])
+  assert len(boxes) == 1 and abs((boxes[0][0] + boxes[0][2]) / 2 - (x0 + x1) / 2) < 0.1 * (
+      x1 - x0)

@@ -230,6 +230,29 @@ def test_a_diverged_run_is_recorded_and_not_retried(tmp_path, monkeypatch):
   assert calls == []
 
 
+def test_two_study_processes_share_the_runs(tmp_path, monkeypatch, caplog):
+  """A run whose folder another process holds (its run lock) is left to that process; the
+  others run here, and the same command later runs the one left over."""
+  def diverge(config, run_dir):
+    raise train.NonFiniteLossError("stands in for a finished run")
+
+  other = runs.hold_lock(tmp_path / RUN_NAMES[1])
+  try:
+    calls, run = fake_study(tmp_path, monkeypatch, diverge)
+    with caplog.at_level("WARNING"):
+      rows = run()
+    assert calls == RUN_NAMES[:1] + RUN_NAMES[2:]
+    assert [r["status"] for r in rows] == ["diverged", "pending", "diverged", "diverged"]
+    assert (f"run 2/4: loss.margin=0.05 seed=0: skipped here, another process is running it "
+            f"({tmp_path / RUN_NAMES[1]} is in use by pid {other.pid}") in caplog.text
+  finally:
+    other.kill()
+    other.wait()
+  calls.clear()
+  run()
+  assert calls == [RUN_NAMES[1]]
+
+
 def test_sigterm_stops_the_study_after_saving_the_run(tmp_path, monkeypatch):
   calls, run = fake_study(tmp_path, monkeypatch, lambda c, d: dict(preempted=True, step=1))
   rows = run()

@@ -41,6 +41,7 @@ REGIONS: dict[str, tuple[int, ...]] = {
 }
 DEFAULT_BRANCHES = ("face", "eyes", "nose", "mouth", "occluded")
 OCCLUDE_FACE_STREAM = 1  # fold_in(key, this): the coin of `occlude_face`
+OCCLUDER_FILLS = ("uniform", "noise", "zero")  # what the occluder is painted with
 NOSE_BRIDGE = 29  # the landmark whose height bounds the occluder from above (with F/2)
 
 
@@ -124,8 +125,8 @@ class CropConfig:
       lo, hi = getattr(self, field)
       if not 0 < lo <= hi <= 1:
         raise ValueError(f"data.crops.{field} must satisfy 0 < min <= max <= 1, got {(lo, hi)}")
-    if self.occluder_fill not in ("uniform", "noise", "zero"):
-      raise ValueError(f"data.crops.occluder_fill must be uniform, noise or zero, "
+    if self.occluder_fill not in OCCLUDER_FILLS:
+      raise ValueError(f"data.crops.occluder_fill must be one of {', '.join(OCCLUDER_FILLS)}, "
                        f"got {self.occluder_fill!r}")
     if not 0 <= self.occlude_face <= 1:
       raise ValueError(f"data.crops.occlude_face is a probability in [0, 1], "

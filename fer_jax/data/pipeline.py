@@ -18,6 +18,7 @@ import dataclasses
 import functools
 import math
 import pathlib
+import tempfile
 from typing import Any
 
 from absl import flags
@@ -57,6 +58,30 @@ def dataset_dir(tfds_dir: str, landmarks: str) -> pathlib.Path:
   return pathlib.Path(tfds_dir) / "fer_plus" / landmarks / str(ferplus.FerPlus.VERSION)
 
 
+class DamagedDataError(ValueError):
+  """A prepared dataset file that does not read back; the message names the file, the split and
+  the command that rebuilds it (exit status 2)."""
+
+
+class Sources(dict):
+  """split -> TFDS data source, knowing the folder it was read from (for error messages)."""
+  path: pathlib.Path
+  tfds_dir: str
+
+
+def damaged(path: pathlib.Path, tfds_dir: str, split: str, cause: BaseException
+            ) -> DamagedDataError:
+  """The error for split `split` of the prepared dataset at `path` failing to read."""
+  pattern = "*.array_record*" if split == "any" else f"*-{split}.array_record*"
+  files = sorted(str(p) for p in path.glob(pattern)) or [str(path)]
+  reason = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
+  return DamagedDataError(
+      f"the prepared dataset's {split!r} split is damaged: {', '.join(files)} does not read "
+      f"({type(cause).__name__}: {reason}). Rebuild it: delete {path} and run python main.py "
+      f"--mode=prepare --config.data.manual_dir=DIR --config.data.tfds_dir={tfds_dir} "
+      f"--config.data.landmarks={path.parent.name}")
+
+
 def data_sources(tfds_dir: str, landmarks: str) -> dict[str, Any]:
   """split -> TFDS data source of a prepared dataset, or an error that says how to prepare it."""
   path = dataset_dir(tfds_dir, landmarks)
@@ -65,7 +90,12 @@ def data_sources(tfds_dir: str, landmarks: str) -> dict[str, Any]:
         f"no prepared FERPlus dataset at {path}. Build it with: python main.py "
         f"--config=configs/default.py --mode=prepare --config.data.manual_dir=DIR "
         f"--config.data.tfds_dir={tfds_dir}")
-  return ferplus.builder(tfds_dir, landmarks).as_data_source()
+  try:
+    sources = Sources(ferplus.builder(tfds_dir, landmarks).as_data_source())
+  except (RuntimeError, ValueError, OSError) as e:  # the files' own errors, not a missing package
+    raise damaged(path, tfds_dir, "any", e) from None
+  sources.path, sources.tfds_dir = path, tfds_dir
+  return sources
 
 
 def resolve_tfds_dir(tfds_dir: str, workdir: str) -> str:
@@ -78,10 +108,25 @@ def open_sources(tfds_dir: str, landmarks: str, manual_dir: str = "",
   """The prepared dataset's data sources, preparing it from `manual_dir` first if needed."""
   if not (dataset_dir(tfds_dir, landmarks) / "dataset_info.json").exists():
     if prepare_if_missing and manual_dir:
+      check_writable(tfds_dir)
       logging.info("no prepared dataset in %s: preparing it from %s", tfds_dir, manual_dir)
       sizes = ferplus.prepare(manual_dir, tfds_dir, landmarks)
       logging.info("prepared %s", sizes)
   return data_sources(tfds_dir, landmarks)
+
+
+def check_writable(tfds_dir: str) -> None:
+  """The dataset folder can be created and written, or a FileNotFoundError (exit status 2)
+  that names it and the ways out."""
+  try:
+    pathlib.Path(tfds_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=tfds_dir):
+      pass
+  except OSError as e:
+    raise FileNotFoundError(
+        f"config.data.tfds_dir={tfds_dir} holds no prepared FERPlus and cannot be written to "
+        f"prepare it ({e.strerror or e}): point --config.data.tfds_dir to a prepared dataset "
+        f"or to a folder you can write") from None
 
 
 def all_votes(source) -> np.ndarray:
@@ -102,7 +147,12 @@ def load_split(sources: dict[str, Any], split: str, label_mode: str, for_eval: b
                    f"{sorted(sources)}); a split whose files were absent from the manual dir "
                    f"was not built")
   source = sources[split]
-  votes = all_votes(source)
+  try:
+    votes = all_votes(source)  # reads every record: a damaged file shows here
+  except (RuntimeError, ValueError, OSError) as e:  # Riegeli's "Corrupted ... file", truncation
+    if not hasattr(sources, "path"):
+      raise
+    raise damaged(sources.path, sources.tfds_dir, split, e) from None
   mode = "majority" if for_eval else label_mode
   kept, targets = labels_lib.targets_for_split(votes, mode)
   idx = np.flatnonzero(kept)

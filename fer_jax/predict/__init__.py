@@ -8,9 +8,10 @@ or a video that OpenCV reads, decoded in a background thread; time = frame index
 `faces.py` (detected by `predict.detector`, BlazeFace by default, on every
 `predict.detect_every`-th frame of a video and followed between; 68 landmarks fitted by
 face-alignment when its weights are on this machine, else dlib; aligned onto the FERPlus
-template at 48 px in grey, as the training faces are) -> `model.py` (the five evaluation crops, the occluder of face number k drawn from
-`fold_in(key(data.eval_occluder_seed), k)`, and the checkpoint's model in jitted batches of a
-fixed size) -> `outputs.py` (rows, annotation) and `timelines.py` (tracks, the class timeline),
+template at 48 px in grey, as the training faces are) -> `model.py` (the five evaluation
+crops, the occluder of each face drawn from `fold_in(key(data.eval_occluder_seed),
+face_keys(face))`, a number computed from the aligned face itself, so a face gets the same
+output wherever it appears, and the checkpoint's model in jitted batches of a fixed size) -> `outputs.py` (rows, annotation) and `timelines.py` (tracks, the class timeline),
 written frame by frame by `recorder.py`.
 
 The model, the crops, the seed and eval_flip come from the checkpoint's own config
@@ -78,7 +79,7 @@ __all__ = ["options", "predict", "detector_options", "load_checkpoint", "make_cl
            "find_faces", "FaceFinder",
            "FoundFace", "outside_frame", "Frame", "Input", "output_stems"]
 
-BOOLEAN_KEYS = ("overwrite", "annotate", "blur_faces", "aggregate_only")
+BOOLEAN_KEYS = ("overwrite", "annotate", "blur_faces", "aggregate_only", "recursive")
 FLIPS = ("checkpoint", "on", "off")  # config.predict.flip
 
 
@@ -128,7 +129,8 @@ def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
   """Constructor options of `opts.detector`: BlazeFace's finest tiles are sized for the
   smallest face kept (`min_face_size`, at least 12 px)."""
   if opts.detector == "blazeface":  # two interpreter threads: 1.3x faster on two cores
-    return dict(min_face=float(max(int(opts.min_face_size), 12)), threads=2)
+    return dict(min_face=float(max(int(opts.min_face_size), 12)), threads=2,
+                min_face_fraction=float(opts.min_face_fraction))
   return {}
 
 
@@ -154,7 +156,8 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   start = time.time()
   opts = options(overrides)
   out_dir = pathlib.Path(output_dir)
-  inp = Input(input_path, opts.frame_stride)  # bad input fails before the model loads
+  inp = Input(input_path, opts.frame_stride, recursive=bool(opts.recursive),
+              exclude=str(out_dir))  # bad input fails before the model loads
   try:
     stale = outputs.check_output(out_dir, bool(opts.overwrite), inp.files)  # so does bad output
     config, variables, step = load_checkpoint(workdir, checkpoint)
@@ -182,7 +185,8 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
                           list(config.data.crops.branches), source.name)
   run.eval_flip = bool(config.eval_flip)
   finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
-                      int(opts.detect_every) if inp.kind == "video" else 1)
+                      int(opts.detect_every) if inp.kind == "video" else 1,
+                      min_face_fraction=float(opts.min_face_fraction))
   frames = inp.frames()
   try:
     bar = tqdm.tqdm(frames, total=inp.total, unit="frame", desc="predict", mininterval=1.0)

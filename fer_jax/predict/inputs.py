@@ -106,6 +106,19 @@ def in_background(items: Iterator[T], ahead: int = DECODE_AHEAD) -> Iterator[T]:
     thread.join()
 
 
+def folder_images(folder: pathlib.Path, recursive: bool, exclude: str | None = None
+                  ) -> list[pathlib.Path]:
+  """The image files of `folder` (and, when `recursive`, of its subfolders, hidden ones and
+  `exclude` left out), sorted by their path under `folder`."""
+  skip = pathlib.Path(exclude).resolve() if exclude else None
+  found = folder.rglob("*") if recursive else folder.iterdir()
+  return sorted((p for p in found
+                 if p.is_file() and p.suffix.lower() in IMAGE_EXTS
+                 and not any(part.startswith(".") for part in p.relative_to(folder).parts[:-1])
+                 and not (skip is not None and p.resolve().is_relative_to(skip))),
+                key=lambda p: p.relative_to(folder).parts)
+
+
 class Input:
   """An image, a folder of images or a video, checked when opened; `frames()` yields them.
 
@@ -113,7 +126,8 @@ class Input:
   decode, and `skipped` lists the images of a folder that could not be read.
   """
 
-  def __init__(self, path: str, frame_stride: int = 1):
+  def __init__(self, path: str, frame_stride: int = 1, recursive: bool = False,
+               exclude: str | None = None):
     self.path = pathlib.Path(path)
     self.stride = int(frame_stride)
     self.stopped_early = False
@@ -124,13 +138,23 @@ class Input:
       raise FileNotFoundError(f"input {self.path} does not exist")
     if self.path.is_dir():
       self.kind = "folder"
-      self.files = sorted(p for p in self.path.iterdir()
-                          if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+      self.files = folder_images(self.path, recursive, exclude)
+      skip = pathlib.Path(exclude).resolve() if exclude else None
+      subfolders = sorted(p.name for p in self.path.iterdir() if p.is_dir()
+                          and not p.name.startswith(".") and p.resolve() != skip)
+      if subfolders and not recursive:
+        shown = ", ".join(subfolders[:5]) + (f" and {len(subfolders) - 5} more"
+                                             if len(subfolders) > 5 else "")
+        logging.warning("%s: %d subfolder(s) skipped (%s); --config.predict.recursive=True "
+                        "reads the images inside them too", self.path, len(subfolders), shown)
       if not self.files:
         raise ValueError(f"input folder {self.path} holds no images "
-                         f"(looked for {', '.join(IMAGE_EXTS)})")
+                         f"(looked for {', '.join(IMAGE_EXTS)}"
+                         f"{'' if recursive else ', not inside its subfolders'})")
       self.total = len(self.files)
-      self.stems = output_stems(self.files)
+      # Files of subfolders are named by their path under the input (sub/a.jpg -> sub_a).
+      self.stems = output_stems([pathlib.Path("_".join(p.relative_to(self.path).parts))
+                                 for p in self.files])
       return
     suffix = self.path.suffix.lower()
     if suffix not in VIDEO_EXTS:
@@ -176,7 +200,8 @@ class Input:
         logging.warning("skipped %s: not a readable image file", path)
         self.skipped.append(str(path))
         continue
-      yield Frame(path.name, 0, None, image, self.stems[i])
+      name = path.name if self.kind == "image" else str(path.relative_to(self.path))
+      yield Frame(name, 0, None, image, self.stems[i])
 
   def _video_frames(self) -> Iterator[Frame]:
     cap, index, frame = self._cap, 0, self._first

@@ -2,13 +2,15 @@
 faces of several frames batched together, in a few padded batch shapes so that it compiles a
 few times only, running while the next frames' faces are found.
 
-Face number k of an input (counted from 0 over all its frames) is cut with the occluder of
-`fold_in(key(data.eval_occluder_seed), k)`, as evaluation cuts example k.
+A face's occluded branch is cut with the occluder of `fold_in(key(data.eval_occluder_seed),
+face_keys(face))`, a number computed from the aligned face's own pixels and landmarks: the same
+face gets the same numbers whatever its place in a folder, batch or video.
 """
 
 from __future__ import annotations
 
 import functools
+import zlib
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import jax
@@ -22,6 +24,15 @@ from fer_jax.data import labels as labels_lib
 MAX_PENDING_FRAMES = 64  # frames held back at most while a batch of faces fills up
 
 
+def face_keys(images: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+  """int32 [n]: one number per aligned face, a CRC-32 of its pixels and landmarks (31 bits),
+  the key of its evaluation occluder in place of a dataset index."""
+  images = np.ascontiguousarray(images, np.uint8)
+  landmarks = np.ascontiguousarray(landmarks, np.float32)
+  return np.array([zlib.crc32(landmarks[i].tobytes(), zlib.crc32(images[i].tobytes()))
+                   & 0x7FFFFFFF for i in range(len(images))], np.int32)
+
+
 def batch_bucket(n: int, batch_size: int, smallest: int = 8) -> int:
   """The padded size of a batch of n <= batch_size faces: the next power of two from
   `smallest`, at most `batch_size`, so that a few shapes compile and little is padding."""
@@ -31,7 +42,7 @@ def batch_bucket(n: int, batch_size: int, smallest: int = 8) -> int:
 
 
 class Classifier:
-  """(faces uint8 [n, F, F, 1], landmarks [n, 68, 2], face numbers [n]) -> (probabilities
+  """(faces uint8 [n, F, F, 1], landmarks [n, 68, 2], face keys [n]) -> (probabilities
   [n, 8], branch weights [n, nb]), numpy.
 
   It cuts the evaluation crops and runs the model (`evaluate.eval_step`) in jitted batches of
@@ -49,10 +60,10 @@ class Classifier:
     self._variables, self.batch_size = variables, int(batch_size)
     self.num_branches = len(config.data.crops.branches)
 
-  def dispatch(self, images: np.ndarray, landmarks: np.ndarray, indices: np.ndarray
+  def dispatch(self, images: np.ndarray, landmarks: np.ndarray, keys: np.ndarray
                ) -> Callable[[], tuple[np.ndarray, np.ndarray]]:
     images, landmarks = np.asarray(images, np.uint8), np.asarray(landmarks, np.float32)
-    indices = np.asarray(indices, np.int32)
+    keys = np.asarray(keys, np.int32)
     n, running = len(images), []
     for start in range(0, n, self.batch_size):
       stop = min(start + self.batch_size, n)
@@ -62,7 +73,7 @@ class Classifier:
                                 np.zeros((pad,) + images.shape[1:], np.uint8)]),
           landmarks=np.concatenate([landmarks[start:stop],
                                     np.zeros((pad,) + landmarks.shape[1:], np.float32)]),
-          index=np.concatenate([indices[start:stop], np.zeros((pad,), np.int32)]))
+          index=np.concatenate([keys[start:stop], np.zeros((pad,), np.int32)]))
       running.append((stop - start, self._step(self._variables, batch)))  # asynchronous
 
     def result():
@@ -77,8 +88,8 @@ class Classifier:
       return probs, mu
     return result
 
-  def __call__(self, images, landmarks, indices) -> tuple[np.ndarray, np.ndarray]:
-    return self.dispatch(images, landmarks, indices)()
+  def __call__(self, images, landmarks, keys) -> tuple[np.ndarray, np.ndarray]:
+    return self.dispatch(images, landmarks, keys)()
 
 
 def make_classifier(config: ml_collections.ConfigDict, variables, batch_size: int) -> Classifier:
@@ -105,24 +116,24 @@ def classify_frames(frames: Iterable[tuple[Any, Sequence]], classify, batch_size
 
 def _dispatched(frames, classify, batch_size: int, max_pending: int):
   """The groups of `classify_frames`, each dispatched as soon as it is full (or at the end)."""
-  pending, first = [], 0
+  pending = []
   for frame, faces in frames:
     pending.append((frame, faces))
     if sum(len(f) for _, f in pending) >= batch_size or len(pending) >= max_pending:
-      yield _dispatch(pending, classify, first)
-      first += sum(len(f) for _, f in pending)
+      yield _dispatch(pending, classify)
       pending = []
   if pending:
-    yield _dispatch(pending, classify, first)
+    yield _dispatch(pending, classify)
 
 
-def _dispatch(pending, classify, first: int):
+def _dispatch(pending, classify):
   faces = [f for _, fs in pending for f in fs]
   if not faces:
     empty = (np.zeros((0, labels_lib.NUM_CLASSES), np.float32), np.zeros((0, 0), np.float32))
     return pending, lambda: empty
-  args = (np.stack([f.aligned for f in faces]), np.stack([f.aligned_landmarks for f in faces]),
-          np.arange(first, first + len(faces)))
+  images = np.stack([f.aligned for f in faces])
+  landmarks = np.stack([f.aligned_landmarks for f in faces])
+  args = (images, landmarks, face_keys(images, landmarks))
   dispatch = getattr(classify, "dispatch", None)
   if dispatch is None:
     out = classify(*args)

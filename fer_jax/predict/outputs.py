@@ -15,6 +15,7 @@ from absl import logging
 import cv2
 import numpy as np
 
+from fer_jax import files
 from fer_jax import annotate
 
 # Every file predict may write into its output folder (the package docstring): names, the suffix
@@ -154,7 +155,9 @@ def annotated(image: np.ndarray, faces: Sequence, probs, mu, tracks, class_names
 
 
 def write_image(path: pathlib.Path, image: np.ndarray) -> str:
-  cv2.imwrite(str(path), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+  with files.atomic_path(path, durable=False) as tmp:  # renamed whole; one fsync per image
+    if not cv2.imwrite(str(tmp), image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):  # is slow
+      raise RuntimeError(f"could not write {path} (a full disk?)")
   return str(path)
 
 

@@ -5,12 +5,12 @@ options (`predict.annotate`, `blur_faces`, `aggregate_only`, `min_group`, `windo
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any
 
 import numpy as np
 
+from fer_jax import files
 from fer_jax import tracking
 from fer_jax.predict import outputs
 from fer_jax.predict import timelines
@@ -134,5 +134,5 @@ class Recorder:
       for key in ("label_counts", "edge_faces"):
         summary.pop(key)
     summary["seconds"] = round(seconds, 3)
-    (self.out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    files.write_json(self.out_dir / "summary.json", summary)
     return summary

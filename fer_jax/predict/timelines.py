@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import pathlib
 from typing import Any, Sequence
 
 import numpy as np
 
+from fer_jax import files
 from fer_jax import plots
 
 EYE_BRANCH = "eyes"
@@ -62,12 +62,12 @@ def write_tracks(out_dir: pathlib.Path, series, class_names, branch_names,
                  make_plots: bool = True) -> list[dict[str, Any]]:
   """tracks.json, tracks.csv and tracks/track_<id>.png of a video."""
   summaries = track_summaries(series, class_names, branch_names)
-  (out_dir / "tracks.json").write_text(json.dumps(summaries, indent=1))
+  files.write_json(out_dir / "tracks.json", summaries)
   columns = (["track", "frames_seen", "first_frame", "last_frame", "first_time", "last_time",
               "top_label"] + [f"share_{c}" for c in class_names] +
              [f"mean_{c}" for c in class_names] + ["mean_eye_weight"] +
              [f"mean_mu_{b}" for b in branch_names])
-  with open(out_dir / "tracks.csv", "w", newline="") as f:
+  with files.atomic_path(out_dir / "tracks.csv") as tmp, open(tmp, "w", newline="") as f:
     writer = csv.DictWriter(f, columns)
     writer.writeheader()
     for s in summaries:
@@ -158,7 +158,7 @@ def window_rows(windows: dict[int, Window], class_names, least: int = 0, window_
 
 
 def write_windows(path: pathlib.Path, rows: list[dict[str, Any]], class_names) -> str:
-  with open(path, "w", newline="") as f:
+  with files.atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
     writer = csv.DictWriter(f, window_columns(class_names))
     writer.writeheader()
     writer.writerows(rows)

@@ -1,0 +1,208 @@
+"""Every config value checked once, where the config enters (`validate`), before any data is
+prepared or any model is built: a typo costs a second, not a dataset preparation or a compile.
+
+The rules are tables, one entry per key: `RANGES` (numbers and their allowed interval),
+`CHOICES` (enumerations, read from the registries they select from), then the cross-key checks
+of `CHECKS`. Every float anywhere in the config must be finite. A new key with a range or a
+choice is one more entry here; the error names the dotted key, its value and what it takes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import ml_collections
+
+from fer_jax import detectors
+from fer_jax import losses
+from fer_jax import state as state_lib
+from fer_jax.data import crops as crops_lib
+from fer_jax.data import labels as labels_lib
+from fer_jax.data import landmarks as landmarks_lib
+from fer_jax.models import backbones
+from fer_jax.models import branch_attention
+from fer_jax.models import lowering
+from fer_jax.models import resnet
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the key, the value and the way out."""
+
+
+_MISSING = object()
+
+
+def _get(config: ml_collections.ConfigDict, key: str) -> Any:
+  node = config
+  for part in key.split("."):
+    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+      return _MISSING
+    node = node[part]
+  return node
+
+
+# key -> (lowest, highest, whether the lowest is allowed, whether the highest is allowed)
+INF = math.inf
+RANGES: dict[str, tuple[float, float, bool, bool]] = {
+    "batch_size": (1, INF, True, False),
+    "eval_batch_size": (1, INF, True, False),
+    "num_epochs": (0, INF, True, False),  # 0 only with num_train_steps (_data)
+    "log_every_steps": (0, INF, True, False),  # 0: at the last step only
+    "eval_every_epochs": (0, INF, False, False),
+    "keep_checkpoints": (1, INF, True, False),
+    "optimizer.learning_rate": (0, INF, False, False),
+    "optimizer.momentum": (0, 1, True, False),
+    "optimizer.weight_decay": (0, INF, True, False),
+    "optimizer.decay_epochs": (0, INF, False, False),
+    "optimizer.decay_factor": (0, 1, False, True),
+    "optimizer.warmup_epochs": (0, INF, True, False),
+    "optimizer.grad_clip_norm": (0, INF, True, False),
+    "optimizer.ema_decay": (0, 1, True, False),
+    # mu lies in (0, 1): a margin below 0 makes the hinge identically 0, one above 1 makes it
+    # always active.
+    "loss.margin": (0, 1, True, True),
+    "loss.constraint_weight": (0, INF, True, False),
+    "model.width": (0, INF, False, False),
+    "model.attention_hidden": (1, INF, True, False),
+    "model.bn_momentum": (0, 1, True, False),
+    "model.part_size": (0, INF, True, False),
+    "data.worker_count": (0, INF, True, False),
+    "data.prefetch": (0, INF, True, False),
+    "data.crops.size": (4, INF, True, False),
+    "data.crops.pad": (0, INF, True, False),
+    "data.crops.min_box": (0, 1, False, True),
+    "data.crops.occlude_face": (0, 1, True, True),
+    "data.crops.max_rotation": (0, 180, True, True),
+    "data.crops.max_scale": (0, 1, True, False),
+    "data.crops.max_shift": (0, 1, True, False),
+    "lowering.small_map_pixels": (0, INF, True, False),
+    "predict.frame_stride": (1, INF, True, False),
+    "predict.min_face_size": (0, INF, True, False),
+    "predict.max_faces": (1, INF, True, False),
+    "predict.batch_size": (1, INF, True, False),
+    "predict.detect_every": (1, INF, True, False),
+    "predict.iou_threshold": (0, 1, True, True),
+    "predict.max_track_gap": (0, INF, True, False),
+    "predict.window_s": (0, INF, False, False),
+    "predict.min_group": (1, INF, True, False),
+    "predict.min_face_fraction": (0, 1, True, False),
+    "multihost.num_processes": (1, INF, True, False),
+    "multihost.process_id": (0, INF, True, False),
+}
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.landmarks": landmarks_lib.SOURCES,
+    "data.label_mode": labels_lib.LABEL_MODES,
+    "data.source": ("grain", "memory"),
+    "data.crops_on": ("device", "host"),
+    "data.crops.occluder_fill": crops_lib.OCCLUDER_FILLS,
+    "model.backbone": tuple(backbones.BACKBONES),
+    "model.stem": resnet.STEMS,
+    "model.fusion": branch_attention.FUSIONS,
+    "model.dtype": ("float32", "bfloat16"),
+    "lowering.branch_axis": lowering.BRANCH_AXES,
+    "lowering.conv_impl": ("auto",) + lowering.CONV_IMPLS,
+    "lowering.small_conv_impl": lowering.CONV_IMPLS,
+    "loss.classification": ("auto",) + tuple(losses.CLASSIFICATION),
+    "optimizer.schedule": state_lib.SCHEDULES,
+    "predict.landmarks": ("face_alignment", "dlib"),
+    "predict.detector": detectors.NAMES,
+    "predict.flip": ("checkpoint", "on", "off"),
+}
+
+
+def _finite(config: ml_collections.ConfigDict, prefix: str = "config") -> None:
+  """Every float of the config, tuples included, is finite."""
+  for key in config.keys():
+    value, name = config[key], f"{prefix}.{key}"
+    if isinstance(value, ml_collections.ConfigDict):
+      _finite(value, name)
+      continue
+    flat = value if isinstance(value, (tuple, list)) else (value,)
+    for v in flat:
+      for x in (v if isinstance(v, (tuple, list)) else (v,)):
+        if isinstance(x, float) and not math.isfinite(x):
+          raise ConfigError(f"{name} must be a finite number, got {value!r}")
+
+
+def _ranges(config: ml_collections.ConfigDict) -> None:
+  for key, (lo, hi, lo_ok, hi_ok) in RANGES.items():
+    value = _get(config, key)
+    if value is _MISSING:
+      continue
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+      raise ConfigError(f"config.{key} must be a number, got {value!r}")
+    ok = (lo <= value if lo_ok else lo < value) and (value <= hi if hi_ok else value < hi)
+    if not ok:
+      interval = (f"in {'[' if lo_ok else '('}{lo:g}, {hi:g}{']' if hi_ok else ')'}"
+                  if hi != INF else f"{'>=' if lo_ok else '>'} {lo:g}")
+      raise ConfigError(f"config.{key} must be {interval}, got {value!r}")
+
+
+def _choices(config: ml_collections.ConfigDict) -> None:
+  for key, allowed in CHOICES.items():
+    value = _get(config, key)
+    if value is not _MISSING and value not in allowed:
+      raise ConfigError(f"config.{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _model(config: ml_collections.ConfigDict) -> None:
+  """The backbone's own settings (ResNet depths), the part size and the branch weights'
+  constraint against the branches."""
+  m = config.model
+  if m.backbone == "resnet" and m.depth not in resnet.STAGE_SIZES:
+    raise ConfigError(f"config.model.depth must be one of "
+                      f"{', '.join(map(str, sorted(resnet.STAGE_SIZES)))} for a resnet, "
+                      f"got {m.depth!r}")
+  state_lib.part_branches(config)
+  state_lib.constraint_indices(config)
+
+
+def _crops(config: ml_collections.ConfigDict) -> None:
+  state_lib.crop_config(config).validate()
+
+
+def _data(config: ml_collections.ConfigDict) -> None:
+  if "num_epochs" in config and config.num_epochs <= 0 and config.get("num_train_steps", -1) <= 0:
+    raise ConfigError(f"config.num_epochs must be > 0 (or config.num_train_steps set), got "
+                      f"{config.num_epochs!r}")
+  d = config.data
+  if d.source == "memory" and d.crops_on != "device":
+    raise ConfigError("config.data.source='memory' gathers and crops each batch inside the "
+                      "step: it needs config.data.crops_on='device', got "
+                      f"{d.crops_on!r}")
+  sizes = tuple(d.get("train_sizes", ()))
+  for pair in sizes:
+    if (not isinstance(pair, (tuple, list)) or len(pair) != 2
+        or float(pair[0]) <= 0 or int(pair[1]) < 4):
+      raise ConfigError("config.data.train_sizes must be ((until_epoch, size), ...) with "
+                        f"epochs > 0 and sizes >= 4, got {sizes}")
+  epochs = [float(p[0]) for p in sizes]
+  if epochs != sorted(set(epochs)):
+    raise ConfigError(f"config.data.train_sizes' epochs must increase, got {sizes}")
+
+
+def _as_config_error(check: Callable[[ml_collections.ConfigDict], None]):
+  """A check whose lower-level ValueError/KeyError becomes a ConfigError (one line)."""
+  def wrapped(config):
+    try:
+      check(config)
+    except ConfigError:
+      raise
+    except (ValueError, KeyError) as e:
+      message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+      raise ConfigError(str(message)) from None
+  return wrapped
+
+
+CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
+    _finite, _ranges, _choices, _as_config_error(_crops), _as_config_error(_model),
+    _as_config_error(_data))
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Raises ConfigError on the first value that cannot work; returns `config` otherwise."""
+  for check in CHECKS:
+    check(config)
+  return config
