@@ -332,10 +332,10 @@ def test_ablation_study_cells():
   assert "estimated" in ablation.__doc__
   config = ablation.get_config()
   planned = study.plan(config)
-  assert len(planned) == 15 and {r.seed for r in planned} == {0, 1, 2}
-  assert [r.name for r in planned[:5]] == [f"{c}/seed=0" for c in ablation.LABELS]
-  constrained, five, one, one_long, one_occluded = (study.run_config(config, r)
-                                                    for r in planned[:5])
+  assert len(planned) == 18 and {r.seed for r in planned} == {0, 1, 2}
+  assert [r.name for r in planned[:6]] == [f"{c}/seed=0" for c in ablation.LABELS]
+  constrained, five, one, one_long, one_occluded, long_occluded = (
+      study.run_config(config, r) for r in planned[:6])
   assert tuple(one.data.crops.branches) == ("face",) and one.model.fusion == "none"
   assert one.loss.constraint_weight == five.loss.constraint_weight == 0.0
   assert len(five.data.crops.branches) == len(constrained.data.crops.branches) == 5
@@ -347,6 +347,9 @@ def test_ablation_study_cells():
   assert one.data.crops.occlude_face == 0.0 and one_occluded.data.crops.occlude_face == 0.5
   one_occluded.data.crops.occlude_face = 0.0
   assert one_occluded.to_dict() == one.to_dict()  # A+occ is A but for the occluded faces
+  assert long_occluded.data.crops.occlude_face == 0.5  # A'+occ is A' but for them
+  long_occluded.data.crops.occlude_face = 0.0
+  assert long_occluded.to_dict() == one_long.to_dict()
   # The paper model's cell is the margin study's 0.03 cell, config for config: one WORKDIR
   # runs it once for both studies.
   shared = [r for r in study.plan(margin.get_config()) if r.cell == ablation.LABELS[0]]

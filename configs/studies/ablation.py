@@ -19,7 +19,9 @@ On configs/cpu.py cut to 8 epochs (`configs/studies/__init__.py`):
 - `one_branch_occlude_face` (A+occ): A trained with the occluded branch's lower-half occluder
   painted over half its faces (`data.crops.occlude_face=0.5`: of the five-branch model's two
   whole-face views one is occluded). The control that tells the five-branch model's gain under
-  occlusion apart from having seen occluded faces in training.
+  occlusion apart from having seen occluded faces in training;
+- `one_branch_x2.75_occlude_face` (A'+occ, issue 27, pre-registered in studies/README.md):
+  A' trained as A+occ is. The cell that decides the product question.
 
 Each finished run is also evaluated under every occluder of `--mode=occlusion`
 (`study.occlusion`). WORKDIR/ablation.md and ablation.png give clean and occluded accuracy per
@@ -53,6 +55,9 @@ ARMS = {
     "A'": ("one_branch_x2.75", f"one branch, {COMPUTE_RATIO}x the epochs (same FLOPs)"),
     "A+occ": ("one_branch_occlude_face",
               f"one branch, {OCCLUDE_FACE:g} of its faces occluded in training"),
+    "A'+occ": ("one_branch_x2.75_occlude_face",
+               f"one branch, {COMPUTE_RATIO}x the epochs, {OCCLUDE_FACE:g} of its faces "
+               "occluded in training"),
 }
 LABELS = tuple(folder for folder, _ in ARMS.values())
 
@@ -62,11 +67,12 @@ def get_config():
   five = tuple(crops.DEFAULT_BRANCHES)
   one = ("face",)
   config.study = studies.section(
-      axes=(("data.crops.branches", (five, five, one, one, one)),
-            ("model.fusion", ("weighted_sum", "weighted_sum", "none", "none", "none")),
-            ("loss.constraint_weight", (1.0, 0.0, 0.0, 0.0, 0.0)),
+      axes=(("data.crops.branches", (five, five, one, one, one, one)),
+            ("model.fusion", ("weighted_sum", "weighted_sum", "none", "none", "none", "none")),
+            ("loss.constraint_weight", (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
             ("num_epochs", (float(studies.EPOCHS),) * 3
-             + (float(studies.EPOCHS * COMPUTE_RATIO), float(studies.EPOCHS))),
-            ("data.crops.occlude_face", (0.0,) * 4 + (OCCLUDE_FACE,))),
+             + (float(studies.EPOCHS * COMPUTE_RATIO), float(studies.EPOCHS),
+                float(studies.EPOCHS * COMPUTE_RATIO))),
+            ("data.crops.occlude_face", (0.0,) * 4 + (OCCLUDE_FACE,) * 2)),
       combine="zip", seeds=(0, 1, 2), occlusion=True, labels=LABELS, name="ablation")
   return config
