@@ -407,7 +407,7 @@ RESUMABLE_KEYS = (
     "optimizer.decay_epochs", "optimizer.decay_factor", "optimizer.warmup_epochs",
     "optimizer.grad_clip_norm", "optimizer.weight_decay", "data.manual_dir", "data.tfds_dir",
     "data.prefetch", "data.eval_split", "data.eval_list", "data.eval_occluder_seed",
-    "data.source", "lowering", "predict", "multihost", "study")
+    "data.source", "lowering", "predict", "multihost", "study", "occlusion")
 
 
 def _resumable(key: str) -> bool:

@@ -64,6 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.bn_momentum = 0.9
   model.sync_batch_stats = True  # BatchNorm statistics over the global batch
   model.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
+  model.inference_branches = ()  # () all | branch names: evaluate and predict with these
+  #   branches' own classifiers alone (needs loss.aux_weight > 0): multi-view training's
+  #   one-network inference, e.g. ("face",)
   model.part_size = 0  # 0: off | px < data.crops.size: the landmark-region branches (eyes, nose,
   #                      mouth) resized in the model to this size for the backbone, to save FLOPs
 
@@ -81,6 +84,8 @@ def get_config() -> ml_collections.ConfigDict:
   loss.margin = 0.03
   loss.constraint_weight = 1.0  # 0: no constraint term
   loss.constraint_pair = ("eyes", "occluded")  # mu of the first must exceed the second's
+  loss.aux_weight = 0.0  # > 0: multi-view training, an auxiliary classifier on each branch's
+  #                        own feature, its mean loss weighted by this (losses.auxiliary_loss)
 
   # ---- optimisation
   config.optimizer = opt = ml_collections.ConfigDict()
@@ -138,6 +143,12 @@ def get_config() -> ml_collections.ConfigDict:
   pred.aggregate_only = False  # only class-level shares per window (a photo is a window): no
   #                              per-face rows, tracks or images, windows under min_group dropped
   pred.min_group = 5  # aggregate_only: a window with fewer faces is not written
+
+  # ---- --mode=occlusion (and a study's occluded evaluations)
+  config.occlusion = ml_collections.ConfigDict()
+  config.occlusion.landmarks = "refit"  # refit: the part crops are cut from landmarks fitted
+  #   again on the occluded face (prepare's fitter, the template where it fails), as a deployed
+  #   model meets occlusion | oracle: from the unoccluded face's landmarks (an upper bound)
 
   # ---- several processes (see README, multi-host)
   config.multihost = ml_collections.ConfigDict()

@@ -85,8 +85,11 @@ def summarize(probs: np.ndarray, mu: np.ndarray, labels: np.ndarray, branch_name
 
 
 def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline.Split, mesh,
-                   step_fn=None) -> tuple[dict[str, Any], np.ndarray]:
-  """Runs over every example of `split` once; returns (metrics, per-example mu [N, nb])."""
+                   step_fn=None, host_fn=None) -> tuple[dict[str, Any], np.ndarray]:
+  """Runs over every example of `split` once; returns (metrics, per-example mu [N, nb]).
+
+  `host_fn(batch) -> batch`, when given, changes each process's batch of numpy arrays before it
+  goes to the devices (the occluded evaluation's refitted landmarks)."""
   step_fn = step_fn or make_eval_step(config, mesh)
   host_crops = state_lib.crop_config(config) if config.data.crops_on == "host" else None
   ds = pipeline.eval_dataset(split, global_batch=config.eval_batch_size,
@@ -98,6 +101,8 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
   start = time.time()
   for batch in ds:
     meta = {k: batch[k] for k in ("label", "mask")}
+    if host_fn is not None:
+      batch = host_fn(batch)
     inputs = {k: v for k, v in batch.items()
               if k in ("image", "landmarks", "crops", "index")}
     out = parallel.to_host(step_fn(variables, parallel.global_batch(inputs, mesh)))
@@ -109,7 +114,8 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
   keep = np.concatenate(masks) > 0
   probs, mu = np.concatenate(probs)[keep], np.concatenate(mus)[keep]
   labels = np.concatenate(labs)[keep]
-  hi_lo = state_lib.constraint_indices(config)
+  # A run evaluated on some branches alone (model.inference_branches) has no hinge to report.
+  hi_lo = None if config.model.get("inference_branches") else state_lib.constraint_indices(config)
   metrics = summarize(probs, mu, labels, list(config.data.crops.branches),
                       None if hi_lo is None else (*hi_lo, config.loss.margin))
   logging.info("evaluated %d examples of %s in %.1fs: accuracy %.4f", len(labels), split.name,

@@ -96,6 +96,15 @@ def total_loss(logits: jax.Array, mu: jax.Array, targets: jax.Array, *, hi: int 
       ce=ce, constraint=constraint, hinge_active=hinge_active(mu, hi, lo, margin, weights))
 
 
+def auxiliary_loss(aux_logits: jax.Array, targets: jax.Array, kind: str = "cross_entropy",
+                   weights: jax.Array | None = None) -> jax.Array:
+  """Multi-view training's auxiliary term: the mean over branches of each branch's own
+  classifier's loss (aux_logits [B, nb, classes])."""
+  per_branch = jax.vmap(lambda l: weighted_mean(classification_per_example(l, targets, kind),
+                                                weights), in_axes=1)(aux_logits)
+  return jnp.mean(per_branch)
+
+
 def classification_kind(label_mode: str, name: str = "auto") -> str:
   """`loss.classification`: `auto` is multi_target for the multi_target label mode and
   cross_entropy (hard or soft targets) for the others."""
@@ -108,14 +117,15 @@ def classification_kind(label_mode: str, name: str = "auto") -> str:
 
 
 def make_loss_fn(*, kind: str, label_mode: str, constraint: tuple[int, int] | None,
-                 margin: float, constraint_weight: float
+                 margin: float, constraint_weight: float, aux_weight: float = 0.0
                  ) -> Callable[[dict[str, Any], dict[str, jax.Array], jax.Array],
                                tuple[jax.Array, dict[str, jax.Array]]]:
   """The training loss as one function `(model output, batch, step key) -> (L, parts)`.
 
   In the `probability` label mode (Microsoft's) each example's target is a one-hot sample of
   its vote distribution, drawn from `fold_in(key, example index)`; the other modes use the
-  batch's targets as they are.
+  batch's targets as they are. With `aux_weight` > 0 (multi-view training), L gains
+  aux_weight x `auxiliary_loss` of the model's `aux_logits` (and `parts` an `aux` entry).
   """
   hi, lo = constraint if constraint is not None else (None, None)
 
@@ -125,7 +135,11 @@ def make_loss_fn(*, kind: str, label_mode: str, constraint: tuple[int, int] | No
       keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(batch["index"])
       drawn = jax.vmap(jax.random.categorical)(keys, jnp.log(targets + 1e-30))
       targets = jax.nn.one_hot(drawn, targets.shape[-1])
-    return total_loss(out["logits"], out["mu"], targets, hi=hi, lo=lo, margin=margin,
-                      constraint_weight=constraint_weight, kind=kind)
+    loss, parts = total_loss(out["logits"], out["mu"], targets, hi=hi, lo=lo, margin=margin,
+                             constraint_weight=constraint_weight, kind=kind)
+    if aux_weight > 0:
+      parts["aux"] = auxiliary_loss(out["aux_logits"], targets, kind)
+      loss = loss + aux_weight * parts["aux"]
+    return loss, parts
 
   return loss_fn

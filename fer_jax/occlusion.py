@@ -31,11 +31,22 @@ Randomness: the key of occluder `name` on the example at TFDS position `index` i
 so the occluded faces are a pure function of (seed, index, name), and adding an occluder changes
 no other's draws.
 
-`evaluate` restores a checkpoint as `--mode=eval` does, runs one jitted step per batch with the
-occluder's position as a traced argument (one compile for the whole catalogue, `lax.switch`), and
-writes `WORKDIR/eval/occlusion_<split>.json` (`split`, `checkpoint_step`, `eval_occluder_seed`
-and `occluders`: name -> accuracy, per_class_accuracy, confusion_matrix, num_examples and
-mean_branch_weights, as `--mode=eval`'s JSON) and `occlusion_<split>.png`.
+Landmarks (`config.occlusion.landmarks`, `PROTOCOLS`): the part crops (eyes, nose, mouth) are
+cut from 68 landmarks. Under `refit` (the default) they are fitted again on the occluded face by
+the fitter prepare used (`data.landmarks`: dlib, the template where its fit is implausible,
+`landmarks.AlignedFitter`), as a deployed model, which fits landmarks on the face the camera
+sees, meets occlusion; the fraction of faces whose fit fell back to the template is reported per
+occluder (`refit_failed`). Under `oracle` they are the unoccluded face's (the stored ones): an
+upper bound that flatters the arms with part branches. `none` is the same in both (prepare
+fitted the stored landmarks with that same fitter). Refit paints the occluder on the host
+(`occlude_batch`, the same pixels as the device path) and fits each face there.
+
+`evaluate` restores a checkpoint as `--mode=eval` does, runs one jitted step per batch (under
+`oracle`, with the occluder's position as a traced argument: one compile for the whole
+catalogue, `lax.switch`), and writes `WORKDIR/eval/occlusion_<split>.json` (refit) or
+`occlusion_<split>_oracle.json` (`split`, `checkpoint_step`, `eval_occluder_seed`, `landmarks`
+and `occluders`: name -> accuracy, per_class_accuracy, confusion_matrix, num_examples,
+mean_branch_weights, as `--mode=eval`'s JSON, and `refit_failed`) and the matching PNG.
 """
 
 from __future__ import annotations
@@ -62,6 +73,7 @@ from fer_jax import plots
 from fer_jax import state as state_lib
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import ferplus
+from fer_jax.data import landmarks as landmarks_lib
 from fer_jax.data import pipeline
 
 # (image [F, F, C] uint8 or float, landmarks [68, 2], key) -> the occluded image (same dtype).
@@ -267,21 +279,81 @@ def make_occlusion_step(config: ml_collections.ConfigDict, mesh):
   return jax.jit(mapped)
 
 
+PROTOCOLS = ("refit", "oracle")  # config.occlusion.landmarks
+
+
+@jax.jit
+def occlude_batch(images: jax.Array, landmarks: jax.Array, index: jax.Array,
+                  occluder: jax.Array, seed: jax.Array) -> jax.Array:
+  """Faces [b, F, F, C] under occluder number `occluder`, each keyed by its dataset index as
+  `occlusion_step` keys it: the same pixels, on the host."""
+  keys = crops_lib.example_keys(jax.random.key(seed), index)
+  return jax.vmap(occlude, in_axes=(0, 0, 0, None))(images, landmarks, keys, occluder)
+
+
+class Refit:
+  """A batch's faces under one occluder, with landmarks fitted again on the occluded faces
+  (`evaluate.evaluate_split`'s `host_fn`); counts the fits that fell back to the template."""
+
+  def __init__(self, fitter: landmarks_lib.AlignedFitter, occluder: int, seed: int):
+    self.fitter, self.occluder, self.seed = fitter, np.int32(occluder), np.int32(seed)
+    self.faces = self.failed = 0
+    self.fits = fitter.source.name != "template"  # the template has nothing to fail
+
+  def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    images = np.asarray(occlude_batch(batch["image"], batch["landmarks"], batch["index"],
+                                      self.occluder, self.seed))
+    landmarks = np.array(batch["landmarks"], np.float32)
+    for j in np.flatnonzero(np.asarray(batch["mask"]) > 0):
+      landmarks[j], fitted = self.fitter(images[j])
+      self.faces += 1
+      self.failed += int(not fitted)
+    return {**batch, "image": images, "landmarks": landmarks}
+
+  def failed_fraction(self) -> float | None:
+    return self.failed / self.faces if self.faces and self.fits else None
+
+
 def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipeline.Split,
                        mesh) -> dict[str, dict[str, Any]]:
-  """`evaluate.evaluate_split`'s metrics of `split` under each occluder, by name.
+  """`evaluate.evaluate_split`'s metrics of `split` under each occluder, by name, with the
+  landmarks of `config.occlusion.landmarks` (and, per occluder, `refit_failed`: the fraction
+  of faces whose refit fell back to the template; None under `oracle` and for `none`).
 
   Each occluder is one pass over the split (every example once, padding masked out), whose log
   line names the occluder, its accuracy and its seconds.
   """
-  step_fn = make_occlusion_step(config, mesh)
+  protocol = config.occlusion.landmarks
+  if protocol not in PROTOCOLS:
+    raise ValueError(f"config.occlusion.landmarks must be one of {', '.join(PROTOCOLS)}, "
+                     f"got {protocol!r}")
+  if protocol == "refit":
+    check_config(config)
+    plain = eval_lib.make_eval_step(config, mesh)
+    fitter = landmarks_lib.AlignedFitter(landmarks_lib.make_source(config.data.landmarks))
+  else:
+    step_fn = make_occlusion_step(config, mesh)
   results = {}
   for i, name in enumerate(OCCLUDERS):
     tagged = dataclasses.replace(split, name=f"{split.name} under {name} "
-                                             f"({i + 1}/{len(OCCLUDERS)})")
-    run = lambda v, b, k=np.int32(i): step_fn(v, b, k)
-    results[name], _ = eval_lib.evaluate_split(config, variables, tagged, mesh, run)
+                                             f"({i + 1}/{len(OCCLUDERS)}, {protocol})")
+    if protocol == "oracle":
+      run = lambda v, b, k=np.int32(i): step_fn(v, b, k)
+      results[name], _ = eval_lib.evaluate_split(config, variables, tagged, mesh, run)
+      results[name]["refit_failed"] = None
+      continue
+    refit = None if name == "none" else Refit(fitter, i, config.data.eval_occluder_seed)
+    results[name], _ = eval_lib.evaluate_split(config, variables, tagged, mesh, plain, refit)
+    results[name]["refit_failed"] = refit and refit.failed_fraction()
+    if refit is not None and refit.fits:
+      logging.info("%s: %d of %d refits fell back to the template", tagged.name, refit.failed,
+                   refit.faces)
   return results
+
+
+def result_name(split_name: str, protocol: str) -> str:
+  """The file stem of an occluded evaluation: occlusion_<split> (refit), ..._oracle."""
+  return f"occlusion_{split_name}" + ("" if protocol == "refit" else f"_{protocol}")
 
 
 def first_face(split: pipeline.Split, seed: int) -> np.ndarray:
@@ -295,22 +367,24 @@ def first_face(split: pipeline.Split, seed: int) -> np.ndarray:
 
 def write_results(workdir: str, split_name: str, results: dict[str, dict[str, Any]],
                   checkpoint_step: int, branch_names: list[str], seed: int,
-                  examples: np.ndarray | None = None, make_plots: bool = True) -> pathlib.Path:
-  """WORKDIR/eval/occlusion_<split>.json and, with `make_plots`, occlusion_<split>.png."""
+                  examples: np.ndarray | None = None, make_plots: bool = True,
+                  protocol: str = "refit") -> pathlib.Path:
+  """WORKDIR/eval/<result_name>.json and, with `make_plots`, <result_name>.png."""
   out_dir = pathlib.Path(workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
-  path = out_dir / f"occlusion_{split_name}.json"
+  stem = result_name(split_name, protocol)
+  path = out_dir / f"{stem}.json"
   report = dict(split=split_name, checkpoint_step=int(checkpoint_step), eval_occluder_seed=seed,
-                occluders=results)
+                landmarks=protocol, occluders=results)
   files.write_json(path, report)
   if make_plots:
     names = list(results)
     plots.occlusion(names, [results[n]["accuracy"] for n in names],
                     np.array([[results[n]["mean_branch_weights"][b] for b in branch_names]
                               for n in names]),
-                    branch_names, out_dir / f"occlusion_{split_name}.png",
-                    title=f"{split_name} under occlusion, checkpoint step {checkpoint_step} "
-                          f"({results[names[0]]['num_examples']} faces)",
+                    branch_names, out_dir / f"{stem}.png",
+                    title=f"{split_name} under occlusion ({protocol} landmarks), checkpoint "
+                          f"step {checkpoint_step} ({results[names[0]]['num_examples']} faces)",
                     examples=examples)
   return path
 
@@ -337,7 +411,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
     seed = config.data.eval_occluder_seed
     examples = first_face(split, seed) if config.plots and len(split) else None
     path = write_results(workdir, split.name, results, step, list(config.data.crops.branches),
-                         seed, examples, config.plots)
+                         seed, examples, config.plots, config.occlusion.landmarks)
     logging.info("wrote %s (checkpoint step %d, %d examples): %s", path, step,
                  len(split), ", ".join(f"{n} {m['accuracy']:.4f}" for n, m in results.items()))
   return results

@@ -70,7 +70,11 @@ def build_model(config: ml_collections.ConfigDict, *, platform: str | None = Non
   backbone = backbones.backbone(m, conv=lowering.conv_module(low, platform),
                                 pool=lowering.pool_for(low, platform), dtype=dtypes[m.dtype])
   part_size, parts = part_branches(config)
+  branches = tuple(config.data.crops.branches)
+  chosen = tuple(branches.index(n) for n in config.model.get("inference_branches", ())
+                 if n in branches)
   return branch_attention.BranchAttentionNet(
+      aux_heads=config.loss.get("aux_weight", 0.0) > 0, inference_branches=chosen,
       num_classes=labels_lib.NUM_CLASSES, backbone=backbone,
       attention_hidden=m.attention_hidden, fusion=m.fusion,
       branch_axis=lowering.branch_axis_for(low, platform),

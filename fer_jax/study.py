@@ -318,9 +318,21 @@ def run_status(run_dir: pathlib.Path, name: str, occlusion: bool) -> str:
   evaluation = _read_json(run_dir / "eval" / f"{name}.json")
   if (info.get("status") == "trained" and evaluation is not None
       and evaluation.get("checkpoint_step") == info.get("step")):
-    return "trained" if occlusion and info.get("occlusion") is None else "finished"
+    return "trained" if occlusion and not occlusion_done(info) else "finished"
   started = run_dir.exists() and any(p.name != files.LOCK_FILE for p in run_dir.iterdir())
   return "started" if started else "pending"
+
+
+# study_run.json's occluded accuracies: "occlusion" under the refit protocol (the headline),
+# "occlusion_oracle" under the oracle one, "refit_failed" the fraction of refits that fell back
+# to the template, per occluder. A run evaluated before the protocols existed (its
+# "occlusion" was the oracle's, and no "occlusion_protocols" says so) is evaluated again.
+OCCLUSION_KEYS = {"refit": "occlusion", "oracle": "occlusion_oracle"}
+
+
+def occlusion_done(info: dict[str, Any]) -> bool:
+  return (info.get("occlusion_protocols") == list(OCCLUSION_KEYS)
+          and all(info.get(k) is not None for k in OCCLUSION_KEYS.values()))
 
 
 def read_row(run: Run, run_dir: pathlib.Path, name: str, occlusion: bool) -> dict[str, Any]:
@@ -337,8 +349,10 @@ def read_row(run: Run, run_dir: pathlib.Path, name: str, occlusion: bool) -> dic
     evals = [r["accuracy"] for r in (jsonl.read_metrics(metrics) if metrics.exists() else [])
              if r.get("kind") == "eval" and isinstance(r.get("accuracy"), (int, float))]
     row["best_accuracy"] = max(evals + [evaluation["accuracy"]])
-    for occluder, accuracy in (info.get("occlusion") or {}).items():
-      row[f"occlusion/{occluder}"] = accuracy
+    if occlusion_done(info):
+      for key in (*OCCLUSION_KEYS.values(), "refit_failed"):
+        for occluder, value in (info.get(key) or {}).items():
+          row[f"{key}/{occluder}"] = value
     for branch, mu in (evaluation.get("mean_branch_weights") or {}).items():
       row[f"mu/{branch}"] = mu
     row["hinge_active"] = evaluation.get("hinge_active")
@@ -361,7 +375,7 @@ def _columns(rows: list[dict[str, Any]]) -> list[str]:
   seen = []
   for row in rows:
     seen += [k for k in row if k not in seen]
-  groups = ("occlusion/", "mu/")
+  groups = ("occlusion/", "occlusion_oracle/", "refit_failed/", "mu/")
   return ([k for k in seen if not k.startswith(groups) and k not in _TAIL]
           + [k for g in groups for k in seen if k.startswith(g)] + list(_TAIL))
 
@@ -498,8 +512,15 @@ def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[s
   if occlusion_lib is not None:
     if main:  # what is known so far, should the occlusion evaluation fail
       _write_json(run_dir / RUN_FILE, info)
-    info["occlusion"] = _occlusion_accuracies(occlusion_lib.evaluate(cfg, str(run_dir),
-                                                                     "latest"))
+    for protocol, key in OCCLUSION_KEYS.items():
+      protocol_cfg = copy.deepcopy(cfg)
+      protocol_cfg.occlusion.landmarks = protocol
+      result = occlusion_lib.evaluate(protocol_cfg, str(run_dir), "latest")
+      info[key] = _occlusion_accuracies(result)
+      if protocol == "refit":
+        info["refit_failed"] = {k: v.get("refit_failed") for k, v in result.items()
+                                if v.get("refit_failed") is not None}
+    info["occlusion_protocols"] = list(OCCLUSION_KEYS)
   return "done"
 
 

@@ -63,6 +63,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     # always active.
     "loss.margin": (0, 1, True, True),
     "loss.constraint_weight": (0, INF, True, False),
+    "loss.aux_weight": (0, INF, True, False),
     "model.width": (0, INF, False, False),
     "model.attention_hidden": (1, INF, True, False),
     "model.bn_momentum": (0, 1, True, False),
@@ -109,6 +110,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "predict.landmarks": ("face_alignment", "dlib"),
     "predict.detector": detectors.NAMES,
     "predict.flip": ("checkpoint", "on", "off"),
+    "occlusion.landmarks": ("refit", "oracle"),
 }
 
 
@@ -157,6 +159,16 @@ def _model(config: ml_collections.ConfigDict) -> None:
                       f"got {m.depth!r}")
   state_lib.part_branches(config)
   state_lib.constraint_indices(config)
+  chosen = tuple(m.get("inference_branches", ()))
+  branches = tuple(config.data.crops.branches)
+  for name in chosen:
+    if name not in branches:
+      raise ConfigError(f"config.model.inference_branches names {name!r}, which is not in "
+                        f"config.data.crops.branches {branches}")
+  if chosen and not config.loss.get("aux_weight", 0.0) > 0:
+    raise ConfigError(f"config.model.inference_branches={chosen} classifies with the "
+                      "branches' own classifiers, which only multi-view training has: set "
+                      "config.loss.aux_weight > 0")
 
 
 def _crops(config: ml_collections.ConfigDict) -> None:

@@ -80,3 +80,19 @@ def test_constraint_gradient_zero_when_margin_holds():
   g = jax.grad(lambda m: losses.constraint_loss(m, 1, 4, 0.03))(mu.at[0, 4].set(0.69))
   np.testing.assert_allclose(g[0], [0, -0.5, 0, 0, 0.5])
   np.testing.assert_array_equal(g[1], np.zeros(5))
+
+
+def test_auxiliary_loss_is_the_mean_of_the_branches_cross_entropies():
+  targets = jnp.array([[1.0, 0.0], [0.25, 0.75]])
+  aux = jnp.log(jnp.array([[[0.5, 0.5], [0.9, 0.1]], [[0.2, 0.8], [0.5, 0.5]]]))  # [B, nb, C]
+  # branch 0: -(log .5), -(.25 log .2 + .75 log .8); branch 1: -(log .9), -(log .5)
+  b0 = (-np.log(0.5) - (0.25 * np.log(0.2) + 0.75 * np.log(0.8))) / 2
+  b1 = (-np.log(0.9) - np.log(0.5)) / 2
+  assert abs(float(losses.auxiliary_loss(aux, targets)) - (b0 + b1) / 2) < 1e-6
+  loss_fn = losses.make_loss_fn(kind="cross_entropy", label_mode="crossentropy",
+                                constraint=None, margin=0.0, constraint_weight=0.0,
+                                aux_weight=0.5)
+  out = dict(logits=jnp.zeros((2, 2)), mu=jnp.ones((2, 2)), aux_logits=aux)
+  loss, parts = loss_fn(out, dict(target=targets, index=jnp.arange(2)), jax.random.key(0))
+  assert abs(float(parts["aux"]) - (b0 + b1) / 2) < 1e-6
+  assert abs(float(loss) - (np.log(2) + 0.5 * (b0 + b1) / 2)) < 1e-6

@@ -145,3 +145,33 @@ def test_vgg13_backbone_through_the_registry():
   np.testing.assert_array_equal(e1, model.apply(variables, x, train=False)["features"])
   with pytest.raises(ValueError, match="'vgg16'"):
     backbones.backbone(dict(cfg, backbone="vgg16"), conv=None, pool=None, dtype=jnp.float32)
+
+
+def test_multi_view_heads_and_inference_on_the_face_alone(inputs):
+  """Multi-view training: a classifier per branch on its own feature; evaluated on `face`
+  alone, the prediction is that branch's classifier on the backbone's face feature, whatever
+  the other branches hold."""
+  model = branch_attention.BranchAttentionNet(**KW, aux_heads=True)
+  variables = init(model, inputs)
+  assert {f"aux_{i}" for i in range(5)} <= set(variables["params"])
+  # Non-zero heads (they start at zero, as the classifier does), so the test can fail.
+  params = jax.tree.map(lambda p: p, variables["params"])
+  for i in range(5):
+    kernel = params[f"aux_{i}"]["kernel"]
+    params[f"aux_{i}"]["kernel"] = jax.random.normal(jax.random.key(10 + i), kernel.shape)
+  variables = {**variables, "params": params}
+  out = apply(model, variables, inputs, train=False)
+  assert out["aux_logits"].shape == (4, 5, 8)
+  head = lambda i, f: f @ params[f"aux_{i}"]["kernel"] + params[f"aux_{i}"]["bias"]
+  for i in range(5):
+    np.testing.assert_allclose(out["aux_logits"][:, i], head(i, out["features"][:, i]),
+                               rtol=1e-5, atol=1e-5)
+  face_only = branch_attention.BranchAttentionNet(**KW, aux_heads=True, inference_branches=(0,))
+  alone = apply(face_only, variables, inputs, train=False)
+  np.testing.assert_allclose(alone["logits"], out["aux_logits"][:, 0], rtol=1e-5, atol=1e-5)
+  assert alone["mu"].tolist() == [[1.0, 0.0, 0.0, 0.0, 0.0]] * 4
+  other = inputs.at[:, 1:].set(0.0)  # the other branches do not enter the prediction
+  np.testing.assert_array_equal(apply(face_only, variables, other, train=False)["logits"],
+                                alone["logits"])
+  with pytest.raises(ValueError, match="need aux_heads"):
+    init(branch_attention.BranchAttentionNet(**KW, inference_branches=(0,)), inputs)

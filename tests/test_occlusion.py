@@ -14,6 +14,7 @@ import pytest
 import runs
 from fer_jax import cli, evaluate, occlusion
 from fer_jax.data import crops, ferplus, pipeline
+from fer_jax.data import landmarks as landmarks_lib
 
 F = 48
 NAMES = ("none", "lower_half", "upper_half", "eyes_band", "mouth", "nose", "left_half",
@@ -172,3 +173,25 @@ def test_occlusion_mode_on_the_reference_run(reference_run, prepared, tmp_path, 
   mu = {name: m["mean_branch_weights"] for name, m in saved["occluders"].items()}
   assert mu["mouth"]["mouth"] != mu["none"]["mouth"]
   assert mu["eyes_band"]["eyes"] != mu["none"]["eyes"]
+
+
+def test_refit_fits_the_occluded_face_and_moves_the_part_boxes(faces, occluded):
+  """The realistic protocol: landmarks fitted again on the face as occluded (dlib, as prepare
+  fits them), so a covered mouth gets other part boxes than the oracle's stored landmarks."""
+  images, landmarks, idx = faces
+  fitter = landmarks_lib.AlignedFitter(landmarks_lib.make_source("dlib"))
+  batch = dict(image=images, landmarks=landmarks, index=np.asarray(idx, np.int32),
+               mask=np.array([1] * 7 + [0], np.float32))  # the last row is padding
+  mouth = NAMES.index("mouth")
+  refit = occlusion.Refit(fitter, mouth, SEED)
+  out = refit(batch)
+  np.testing.assert_array_equal(out["image"], occluded[0][:, mouth])  # the device's pixels
+  assert refit.faces == 7 and 0 <= refit.failed <= 7
+  assert refit.failed_fraction() == refit.failed / 7
+  moved = [np.abs(region(out["landmarks"][j], "mouth") - region(landmarks[j], "mouth")).max()
+           for j in range(7)]
+  assert sum(m >= 1.0 for m in moved) >= 5, moved  # a pixel or more, on most covered mouths
+  np.testing.assert_array_equal(out["landmarks"][7], landmarks[7])  # padding left alone
+  # Uncovered, the same fitter gives back the stored landmarks: oracle and refit agree there.
+  none = occlusion.Refit(fitter, NAMES.index("none"), SEED)(batch)
+  np.testing.assert_allclose(none["landmarks"], landmarks, atol=1e-3)

@@ -146,8 +146,12 @@ def test_occlusion_is_added_to_finished_runs_without_training(finished, study_co
   evaluated = []
 
   def evaluate(config, run_dir, which):
-    evaluated.append((pathlib.Path(run_dir).relative_to(workdir).as_posix(), which))
-    return {"lower_half": dict(accuracy=0.25 + config.loss.margin), "hand": dict(accuracy=0.5)}
+    protocol = config.occlusion.landmarks
+    evaluated.append((pathlib.Path(run_dir).relative_to(workdir).as_posix(), which, protocol))
+    oracle = protocol == "oracle"
+    return {"lower_half": dict(accuracy=0.25 + config.loss.margin + 0.1 * oracle,
+                               refit_failed=None if oracle else 0.125),
+            "hand": dict(accuracy=0.5, refit_failed=None if oracle else 0.0)}
 
   fake = types.ModuleType("fer_jax.occlusion")
   fake.evaluate = evaluate
@@ -157,9 +161,12 @@ def test_occlusion_is_added_to_finished_runs_without_training(finished, study_co
   config = study_config.copy_and_resolve_references()
   config.study.occlusion = True
   rows = study.run(config, str(workdir))
-  assert evaluated == [(name, "latest") for name in RUN_NAMES]
+  # Both landmark protocols, refit (the headline, `occlusion/`) and the oracle.
+  assert evaluated == [(name, "latest", p) for name in RUN_NAMES for p in ("refit", "oracle")]
   assert [r["status"] for r in rows] == ["finished"] * 4
   assert [r["occlusion/lower_half"] for r in rows] == [0.25, 0.3, 0.25, 0.3]
+  assert [round(r["occlusion_oracle/lower_half"], 6) for r in rows] == [0.35, 0.4, 0.35, 0.4]
+  assert [r["refit_failed/lower_half"] for r in rows] == [0.125] * 4
   table = read_csv(workdir / "study.csv")
   assert [float(r["occlusion/hand"]) for r in table] == [0.5] * 4
   md = (workdir / "study.md").read_text()
@@ -332,10 +339,10 @@ def test_ablation_study_cells():
   assert "estimated" in ablation.__doc__
   config = ablation.get_config()
   planned = study.plan(config)
-  assert len(planned) == 18 and {r.seed for r in planned} == {0, 1, 2}
-  assert [r.name for r in planned[:6]] == [f"{c}/seed=0" for c in ablation.LABELS]
-  constrained, five, one, one_long, one_occluded, long_occluded = (
-      study.run_config(config, r) for r in planned[:6])
+  assert len(planned) == 21 and {r.seed for r in planned} == {0, 1, 2}
+  assert [r.name for r in planned[:7]] == [f"{c}/seed=0" for c in ablation.LABELS]
+  constrained, five, one, one_long, one_occluded, long_occluded, multi_view = (
+      study.run_config(config, r) for r in planned[:7])
   assert tuple(one.data.crops.branches) == ("face",) and one.model.fusion == "none"
   assert one.loss.constraint_weight == five.loss.constraint_weight == 0.0
   assert len(five.data.crops.branches) == len(constrained.data.crops.branches) == 5
@@ -350,6 +357,11 @@ def test_ablation_study_cells():
   assert long_occluded.data.crops.occlude_face == 0.5  # A'+occ is A' but for them
   long_occluded.data.crops.occlude_face = 0.0
   assert long_occluded.to_dict() == one_long.to_dict()
+  # MV is C with the branches' own classifiers, evaluated on the face branch alone.
+  assert multi_view.loss.aux_weight == 1.0 and tuple(multi_view.model.inference_branches) == (
+      "face",)
+  multi_view.loss.aux_weight, multi_view.model.inference_branches = 0.0, ()
+  assert multi_view.to_dict() == constrained.to_dict()
   # The paper model's cell is the margin study's 0.03 cell, config for config: one WORKDIR
   # runs it once for both studies.
   shared = [r for r in study.plan(margin.get_config()) if r.cell == ablation.LABELS[0]]
@@ -417,3 +429,43 @@ def test_report_computes_the_claims_from_the_tables(tmp_path):
   assert report.anova([[1, 1], [1, 1]]) is None  # no spread within: no test
   assert (out / "margin.png").stat().st_size > 10_000
   assert (out / "ablation.csv").read_text() == (tmp_path / "ablation.csv").read_text()
+
+
+def test_report_holm_welch_and_the_detectable_difference_by_hand(tmp_path):
+  """The pre-registered rule: Welch's p, Holm's step-down adjustment and the difference the
+  design detects with 80% power, against hand-computed values and a simulation."""
+  sys.path.insert(0, str(runs.ROOT / "studies"))
+  try:
+    import report  # pylint: disable=g-import-not-at-top
+  finally:
+    sys.path.pop(0)
+  # Holm: sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1 = 0.02, 0.03, 0.06, 0.04 -> the last
+  # kept at the running maximum 0.06.
+  assert report.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+  assert report.holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+  # Welch on 1, 2, 3 against 4, 5, 6: difference -3, se sqrt(1/3 + 1/3) = 0.8165, t = -3.674,
+  # df 4 (equal variances), two-sided p 0.0213 (as the F test of the same groups above).
+  diff, se, df, p = report.welch([1, 2, 3], [4, 5, 6])
+  assert (diff, df) == (-3, pytest.approx(4)) and se == pytest.approx(0.81650, abs=1e-5)
+  assert p == pytest.approx(0.0213, abs=1e-4)
+  # The detectable difference: n = 3, sd 1 on both sides, level 0.05: a t-test with 4 df
+  # rejects 80% of the time when the true difference is it (simulated, 40,000 draws).
+  d = report.detectable(1.0, 1.0, 3, 0.05)
+  rng = np.random.default_rng(0)
+  x = rng.normal(d, 1.0, (40000, 3))
+  y = rng.normal(0.0, 1.0, (40000, 3))
+  t = (x.mean(1) - y.mean(1)) / np.sqrt((x.var(1, ddof=1) + y.var(1, ddof=1)) / 3)
+  assert abs(np.mean(np.abs(t) > 2.7764) - 0.8) < 0.01  # t(0.975, 4) = 2.7764
+  assert d == pytest.approx(3.0, abs=0.3)  # the normal approximation's 2.29 sd, widened by df 4
+  assert report.detectable(1.0, 1.0, 3, 0.05 / 20) > d  # Holm's strictest level: larger
+  # A family on hand-made runs: every test has three seeds a side, so Holm applies.
+  cols = {"final_accuracy": 0.0, **{f"occlusion/{o}": -0.3 for o in report.OCCLUDERS_13}}
+  rows = [dict(run=f"{cell}/seed={s}", status="finished",
+               **{k: base + v + 0.01 * s for k, v in cols.items()})
+          for cell, base in (("c", 0.70), ("a", 0.76)) for s in range(3)]
+  tests, complete = report.family(rows, (("C", "A"),), {"C": "c", "A": "a"})
+  assert complete and len(tests) == 5
+  assert [t["measure"] for t in tests] == ["clean", "lower half", "upper half", "left half",
+                                           report.MEAN_13]
+  assert all(t["diff"] == pytest.approx(-6.0) and t["verdict"] == "finding: C below A"
+             for t in tests)

@@ -21,7 +21,11 @@ On configs/cpu.py cut to 8 epochs (`configs/studies/__init__.py`):
   whole-face views one is occluded). The control that tells the five-branch model's gain under
   occlusion apart from having seen occluded faces in training;
 - `one_branch_x2.75_occlude_face` (A'+occ, issue 27, pre-registered in studies/README.md):
-  A' trained as A+occ is. The cell that decides the product question.
+  A' trained as A+occ is. The cell that decides the product question;
+- `multi_view` (MV, issue 27, pre-registered): C plus a linear classifier on each branch's own
+  pooled feature, their mean loss added with weight 1 (`loss.aux_weight`), evaluated on the face
+  branch alone (`model.inference_branches=("face",)`): the branches as a training signal, one
+  network's cost at inference. Its training FLOPs are C's, so A' is its equal-compute baseline.
 
 Each finished run is also evaluated under every occluder of `--mode=occlusion`
 (`study.occlusion`). WORKDIR/ablation.md and ablation.png give clean and occluded accuracy per
@@ -46,6 +50,8 @@ COMPUTE_RATIO = 2.75
 # A+occ: the probability that a training face is occluded (one of the five-branch model's two
 # whole-face views is).
 OCCLUDE_FACE = 0.5
+# MV: the weight of the branches' own classifiers' mean loss (multi-view training).
+AUX_WEIGHT = 1.0
 # The arms, in cell order: short name (studies/README.md, studies/report.py) -> (the cell's
 # folder, what it is).
 ARMS = {
@@ -58,6 +64,8 @@ ARMS = {
     "A'+occ": ("one_branch_x2.75_occlude_face",
                f"one branch, {COMPUTE_RATIO}x the epochs, {OCCLUDE_FACE:g} of its faces "
                "occluded in training"),
+    "MV": ("multi_view", f"C trained with a classifier per branch (aux weight {AUX_WEIGHT:g}), "
+                         "evaluated on the face branch alone"),
 }
 LABELS = tuple(folder for folder, _ in ARMS.values())
 
@@ -67,12 +75,15 @@ def get_config():
   five = tuple(crops.DEFAULT_BRANCHES)
   one = ("face",)
   config.study = studies.section(
-      axes=(("data.crops.branches", (five, five, one, one, one, one)),
-            ("model.fusion", ("weighted_sum", "weighted_sum", "none", "none", "none", "none")),
-            ("loss.constraint_weight", (1.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+      axes=(("data.crops.branches", (five, five, one, one, one, one, five)),
+            ("model.fusion", ("weighted_sum", "weighted_sum") + ("none",) * 4
+             + ("weighted_sum",)),
+            ("loss.constraint_weight", (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)),
             ("num_epochs", (float(studies.EPOCHS),) * 3
              + (float(studies.EPOCHS * COMPUTE_RATIO), float(studies.EPOCHS),
-                float(studies.EPOCHS * COMPUTE_RATIO))),
-            ("data.crops.occlude_face", (0.0,) * 4 + (OCCLUDE_FACE,) * 2)),
+                float(studies.EPOCHS * COMPUTE_RATIO), float(studies.EPOCHS))),
+            ("data.crops.occlude_face", (0.0,) * 4 + (OCCLUDE_FACE,) * 2 + (0.0,)),
+            ("loss.aux_weight", (0.0,) * 6 + (AUX_WEIGHT,)),
+            ("model.inference_branches", ((),) * 6 + (("face",),))),
       combine="zip", seeds=(0, 1, 2), occlusion=True, labels=LABELS, name="ablation")
   return config

@@ -7,7 +7,14 @@ weighted fusion and a linear classifier (METHOD.md sections 2-5).
     logits = W_c F_m                                                  [B, classes]
 
 `fusion="none"` drops the attention: F_m is the plain mean of the branch features and mu is 1
-for every branch. With one branch (`data.crops.branches=("face",)`) that is the plain baseline
+for every branch.
+
+Multi-view training (`aux_heads`): each branch also gets its own linear classifier on its own
+pooled feature, `aux_logits` [B, nb, classes], trained by `losses.auxiliary_loss`. With
+`inference_branches` (positions), evaluation runs the backbone on those branches only and
+classifies with the mean of their auxiliary classifiers' logits: the branches as a training
+signal, one network's cost at inference; mu is then 1 for those branches and 0 for the others
+(the weight each has in the prediction). With one branch (`data.crops.branches=("face",)`) that is the plain baseline
 the paper compares against: backbone, pooled features, linear classifier.
 
 The number of branches is read from the input, so branches are added or dropped in the data
@@ -118,6 +125,8 @@ class BranchAttentionNet(nn.Module):
   data_axis_name: Any = None
   part_size: int = 0
   part_branches: tuple[int, ...] = ()
+  aux_heads: bool = False
+  inference_branches: tuple[int, ...] = ()
 
   def groups(self, nb: int, s: int) -> list[tuple[tuple[int, ...], int]]:
     """[(branch positions, side)]: the groups the backbone runs on, in call order."""
@@ -140,6 +149,12 @@ class BranchAttentionNet(nn.Module):
     if self.branch_axis not in BRANCH_AXES:
       raise ValueError(f"branch_axis must be one of {BRANCH_AXES}, got {self.branch_axis!r}")
     b, nb = x.shape[:2]
+    chosen = tuple(int(i) for i in self.inference_branches)
+    if chosen and not self.aux_heads:
+      raise ValueError("inference_branches classify with the branches' own classifiers: they "
+                       "need aux_heads")
+    if chosen and any(not 0 <= i < nb for i in chosen):
+      raise ValueError(f"inference_branches must be positions in [0, {nb}), got {chosen}")
     if isinstance(self.backbone, functools.partial):
       cls, kwargs = self.backbone.func, dict(self.backbone.keywords)
     else:
@@ -158,6 +173,8 @@ class BranchAttentionNet(nn.Module):
       backbone = cls(bn_axis_name=data_axes or None, name="backbone", **kwargs)
       run = lambda g: backbone(g.reshape((-1,) + g.shape[2:]), train).reshape(b, g.shape[1], -1)
 
+    if chosen and not train and not self.is_initializing():
+      return self._classify_views(x, chosen, run)
     groups = self.groups(nb, x.shape[2])
     if len(groups) == 1 and groups[0][1] == x.shape[2]:
       features = run(x)  # [B, nb, D]
@@ -183,4 +200,25 @@ class BranchAttentionNet(nn.Module):
     # saturates and the branches never recover.
     logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                       name="classifier")(fused)
-    return dict(logits=logits, mu=mu, features=features, fused=fused)
+    out = dict(logits=logits, mu=mu, features=features, fused=fused)
+    if self.aux_heads:
+      out["aux_logits"] = jnp.stack([self._aux_head(i)(features[:, i]) for i in range(nb)], 1)
+    return out
+
+  def _aux_head(self, i: int) -> nn.Module:
+    return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, name=f"aux_{i}")
+
+  def _classify_views(self, x, chosen: tuple[int, ...], run) -> dict[str, Any]:
+    """Evaluation on `chosen` branches alone: their own classifiers' mean logits."""
+    b, nb = x.shape[:2]
+    parts = set(int(i) for i in self.part_branches)
+    features = []
+    for i in chosen:  # one backbone call per chosen branch, at its own size
+      g = x[:, i:i + 1]
+      if i in parts and 0 < self.part_size < x.shape[2]:
+        g = resize(g, self.part_size)
+      features.append(run(g)[:, 0])
+    logits = jnp.mean(jnp.stack([self._aux_head(i)(f) for i, f in zip(chosen, features)]), 0)
+    mu = jnp.zeros((b, nb), logits.dtype).at[:, jnp.asarray(chosen)].set(1.0)
+    return dict(logits=logits, mu=mu, features=jnp.stack(features, 1),
+                fused=jnp.mean(jnp.stack(features, 1), 1))
