@@ -9,6 +9,9 @@ paper's 30-epoch recipe would take (step benchmark); or the paper's recipe itsel
     python bench/gpu.py --train --config.data.manual_dir=../shared/data/ferplus
     python bench/gpu.py --train --smoke       # the same path on the committed sample, on a CPU
 
+    python3 bench/gpu.py --study=configs/studies/ablation.py --config.data.manual_dir=../shared/data/ferplus
+    python3 bench/gpu.py --study=configs/studies/ablation.py --smoke   # two cells, on a CPU
+
 Step benchmark: fer_jax's real train step (`train.make_train_step`, crops cut inside the step
 from 48 px faces, `configs/default.py` with the overrides below) on synthetic faces. Model FLOPs
 come from XLA's cost analysis of the compiled step; utilisation divides the achieved FLOP/s by
@@ -21,6 +24,14 @@ into `--workdir`, checkpointing every epoch (run the same command again to resum
 evaluates validation, then `test` when the manual dir has FER2013Test/ (after training only),
 and prints wall time, training samples/s and model FLOP utilisation. Any `--config.KEY=VALUE`
 overrides the config. `--smoke` shrinks everything to the tests' size.
+
+`--study=PATH`: a study config (configs/studies/ablation.py or margin.py) at the paper's scale
+(`PATH:paper`: configs/default.py's ResNet-50, 112 px, 30 epochs, in bfloat16 from
+device-resident data, the study's arms and seeds, every run evaluated under the occluders with
+refitted and oracle landmarks) into `--workdir` (default /tmp/fer_gpu_study). Each call works
+for `--budget_s` seconds (default 540: a 10-minute lease with room for start-up), then the run
+in training saves and the study stops; the same command continues it. `--smoke`: the first two
+cells, one seed, the tests' model on the committed sample.
 """
 
 from __future__ import annotations
@@ -135,6 +146,37 @@ def train_paper(args, overrides: list[str]) -> None:
           flush=True)
 
 
+def run_study(args, overrides: list[str]) -> None:
+  """`--study`: the study of `args.study` at the paper's scale, for `args.budget_s` seconds."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from fer_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.setup_logging()
+  spec = args.study if ":" in args.study else f"{args.study}:{'smoke' if args.smoke else 'paper'}"
+  config = cli.load_config_file(spec)
+  if args.smoke:  # the first two cells (A and A' for the ablation), one seed
+    config.data.manual_dir = str(ROOT / "tests" / "data" / "ferplus_sample")
+    config.study.seeds = (0,)
+    cells = slice(2, 4) if config.study.combine == "zip" else slice(0, 2)
+    config.study.axes = tuple((key, tuple(values)[cells]) for key, values in config.study.axes)
+    config.study.labels = tuple(config.study.labels)[cells]
+  config.study.budget_s = float(args.budget_s)
+  try:
+    config = cli.apply_overrides(config, overrides)
+  except (cli.UsageError, KeyError, TypeError, ValueError) as e:
+    raise SystemExit(f"gpu.py: error: bad --config override: {e}") from None
+  workdir = args.workdir or ("/tmp/fer_gpu_study_smoke" if args.smoke else "/tmp/fer_gpu_study")
+  if not jax.config.jax_compilation_cache_dir:  # the next call, and every seed, reuse it
+    jax.config.update("jax_compilation_cache_dir", str(pathlib.Path(workdir) / "jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  t0 = time.perf_counter()
+  rows = cli.run("study", config, workdir)
+  done = sum(r["status"] == "finished" for r in rows)
+  devices = jax.devices()
+  print(f"# {len(devices)} x {devices[0].device_kind}: {spec} in {workdir}: {done} of "
+        f"{len(rows)} runs finished after {time.perf_counter() - t0:.0f} s"
+        + ("" if done == len(rows) else "; the same command continues it"), flush=True)
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--train", action="store_true", help="train the paper's recipe end to end")
@@ -146,7 +188,13 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=30)
   p.add_argument("--peak_tflops", type=float, default=0.0)
   p.add_argument("--smoke", action="store_true", help="tiny shapes, to check the script")
+  p.add_argument("--study", default="", help="a study config to run at the paper's scale")
+  p.add_argument("--budget_s", type=float, default=540.0,
+                 help="--study: seconds of work per call (the study stops, saved, after them)")
   args, overrides = p.parse_known_args()
+  if args.study:
+    run_study(args, overrides)
+    return
   if args.train:
     train_paper(args, overrides)
     return

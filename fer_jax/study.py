@@ -11,6 +11,7 @@ A study config is an ordinary config with a `study` section (configs/studies/):
     config.study.occlusion = False  # also evaluate each finished run under the occluders
     config.study.labels = ()  # optional: one folder-safe name per cell, in cell order
     config.study.name = "study"  # the summary files' name: WORKDIR/<name>.csv, .md, .png, .json
+    config.study.budget_s = 0.0  # > 0: stop after this many seconds (a time-limited machine)
 
 A run's config is the study config without its `study` section, with its cell's overrides and
 seed applied (and `data.tfds_dir=""` meaning WORKDIR/tfds, so the dataset is prepared once for
@@ -27,7 +28,10 @@ cut resumes from its latest checkpoint, so the same command continues a study af
 across days. A run whose loss became non-finite is recorded as `diverged` and skipped after
 that (delete its folder to run it again); SIGTERM saves the run in progress and stops the study.
 Turning `occlusion` on for a study whose runs are finished evaluates them under the
-occluders (`occlusion.evaluate`) without training them again.
+occluders (`occlusion.evaluate`) without training them again. With `budget_s` > 0 the study
+sends itself SIGTERM after that many seconds: the run in training saves and stops, and no new
+run starts (a SIGTERM from outside, between runs, stops it the same way); the same command
+continues, so a study fits machines lent for minutes at a time (`bench/gpu.py --study`).
 
 Runs are keyed by their folder, so two studies given one WORKDIR share the runs they both
 name (same folder, same config) and keep their own summaries when their `name`s differ: the
@@ -55,7 +59,10 @@ import difflib
 import itertools
 import json
 import pathlib
+import os
 import re
+import signal
+import threading
 import time
 from typing import Any, Sequence
 
@@ -524,6 +531,38 @@ def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[s
   return "done"
 
 
+class Budget:
+  """`study.budget_s`: SIGTERM to this process after that many seconds (> 0); and, while the
+  study runs, a SIGTERM between runs stops it before the next (in training, `train.Preemption`
+  takes it and saves the run). `stopped` says whether one came."""
+
+  def __init__(self, seconds: float):
+    self.seconds, self.stopped = float(seconds), False
+    self._timer, self._previous = None, None
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    logging.warning("SIGTERM: the study stops before its next run")
+    self.stopped = True
+
+  def __enter__(self) -> "Budget":
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      self._previous = None
+    if self.seconds > 0:
+      self._timer = threading.Timer(self.seconds, os.kill, (os.getpid(), signal.SIGTERM))
+      self._timer.daemon = True
+      self._timer.start()
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._timer is not None:
+      self._timer.cancel()
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
   """`--mode=study`: runs (or continues) every run of the study in `workdir`; returns the
   study.csv rows. `jax.distributed` is started by the caller (`cli.run`)."""
@@ -568,12 +607,31 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
   todo = [r for r in runs if run_status(root / r.name, name, want_occlusion) != "finished"]
   logging.info("study in %s: %d runs, %d finished, %d to run", root, len(runs),
                len(runs) - len(todo), len(todo))
+  with Budget(float(config.study.get("budget_s", 0.0) or 0.0)) as budget:
+    rows = _run_all(config, runs, root, name, want_occlusion, occlusion_lib, main, budget,
+                    parallel)
+  if main and rows is None:
+    rows = write_files(root, config, runs)
+  if main:
+    logging.info("study: wrote %s, %s and %s",
+                 *(root / f"{stem}{ext}" for ext in (".csv", ".md", ".png")))
+  return rows or []
+
+
+def _run_all(config, runs, root: pathlib.Path, name: str, want_occlusion: bool, occlusion_lib,
+             main: bool, budget: Budget, parallel):
+  """The loop of `run`: each run not finished, in order; the last study rows written."""
   rows, fresh, elsewhere = None, [], []
   for i, r in enumerate(runs, 1):
     run_dir = root / r.name
     tag = f"run {i}/{len(runs)}: {r.describe()}"
     if run_status(run_dir, name, want_occlusion) == "finished":
       continue
+    if parallel.any_process(budget.stopped):
+      logging.warning("the study stopped before run %d/%d%s; the same command continues it",
+                      i, len(runs), f" (its budget of {budget.seconds:g} s is spent)"
+                      if budget.seconds > 0 else "")
+      break
     try:
       lock = parallel.acquire_everywhere(files.RunLock(run_dir))
     except files.RunLockedError as e:
@@ -607,12 +665,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
     logging.warning("%d run(s) were left to the other process(es) running them (%s): the "
                     "tables include them once they finish and this command runs again",
                     len(elsewhere), ", ".join(elsewhere))
-  if main and rows is None:
-    rows = write_files(root, config, runs)
-  if main:
-    logging.info("study: wrote %s, %s and %s",
-                 *(root / f"{stem}{ext}" for ext in (".csv", ".md", ".png")))
-  return rows or []
+  return rows
 
 
 def _run_locked(config, r: Run, run_dir: pathlib.Path, tag: str, status: str, runs,

@@ -88,6 +88,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "predict.window_s": (0, INF, False, False),
     "predict.min_group": (1, INF, True, False),
     "predict.min_face_fraction": (0, 1, True, False),
+    "study.budget_s": (0, INF, True, False),
     "multihost.num_processes": (1, INF, True, False),
     "multihost.process_id": (0, INF, True, False),
 }

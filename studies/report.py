@@ -243,6 +243,17 @@ def family(rows: list[dict], pairs, folders: dict[str, str], prefix: str = "occl
   return tests, complete
 
 
+def protocol_columns(rows: list[dict]) -> dict[str, str | None]:
+  """protocol -> the column prefix of its occluded accuracies. A table written before the
+  protocols existed (no `occlusion_oracle/` columns) holds the oracle's under `occlusion/`,
+  and no refit ones (None)."""
+  keys = {k for r in rows for k in r}
+  if any(k.startswith("occlusion/") for k in keys) and not any(
+      k.startswith("occlusion_oracle/") for k in keys):
+    return {"refit": None, "oracle": "occlusion/"}
+  return {"refit": "occlusion/", "oracle": "occlusion_oracle/"}
+
+
 def family_lines(title: str, tests: list[dict], complete: bool) -> list[str]:
   lines = [f"### {title}", "",
            f"{len(tests)} tests; Welch's two-sided t-test each; Holm's correction over the "
@@ -359,7 +370,12 @@ def main(argv=None):
   lines += ["", "## The pre-registered rule (studies/README.md, 2026-12-07)", "",
             "Under both occlusion protocols: `refit` (landmarks fitted again on the occluded "
             "face; the headline) and `oracle` (the unoccluded face's landmarks).", ""]
-  for protocol, prefix in (("refit", "occlusion/"), ("oracle", "occlusion_oracle/")):
+  for protocol, prefix in protocol_columns(tables["ablation"]).items():
+    if prefix is None:
+      lines += [f"### {protocol}", "", f"Not measured: these runs were evaluated before the "
+                f"{protocol} protocol existed (their `occlusion/` columns are the oracle's).",
+                ""]
+      continue
     for name, pairs in (("F1, the decisive cells", F1), ("F0, the first study's claims", F0)):
       tests, complete = family(tables["ablation"], pairs, short, prefix)
       lines += family_lines(f"{name} ({protocol})", tests, complete)

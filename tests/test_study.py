@@ -14,6 +14,7 @@ import pytest
 import runs
 
 from configs import test as test_config_module
+from configs import studies
 from configs.studies import ablation, margin
 from configs.studies import test as study_test
 from fer_jax import jsonl, state as state_lib, study, train
@@ -260,6 +261,41 @@ def test_two_study_processes_share_the_runs(tmp_path, monkeypatch, caplog):
   assert calls == [RUN_NAMES[1]]
 
 
+def test_a_spent_budget_stops_the_study_before_its_next_run(tmp_path, monkeypatch):
+  """`study.budget_s`: the study sends itself SIGTERM when it is spent; a run in progress
+  finishes (in training it would save and stop) and no other starts; the same command goes on."""
+  import time  # pylint: disable=g-import-not-at-top
+
+  def slow(config, run_dir):
+    time.sleep(0.5)
+    raise train.NonFiniteLossError("stands in for a finished run")
+
+  calls, _ = fake_study(tmp_path, monkeypatch, slow)
+  config = study_test.get_config()
+  config.study.budget_s = 0.2
+  study.run(config, str(tmp_path))
+  assert calls == RUN_NAMES[:1]
+  config.study.budget_s = 0.0
+  study.run(config, str(tmp_path))
+  assert calls == RUN_NAMES
+
+
+def test_gpu_study_smoke_runs_the_ablation_at_another_scale(tmp_path):
+  """`bench/gpu.py --study=configs/studies/ablation.py --smoke`: the study's path as the
+  accelerator runs it (two cells, one seed, the tests' model), both occlusion protocols."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  r = subprocess.run([sys.executable, "bench/gpu.py", "--study=configs/studies/ablation.py",
+                      "--smoke", f"--workdir={tmp_path}"], capture_output=True, text=True,
+                     timeout=300, cwd=runs.ROOT, env=runs.env())
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f"configs/studies/ablation.py:smoke in {tmp_path}: 2 of 2 runs finished" in r.stdout
+  table = read_csv(tmp_path / "ablation.csv")
+  assert [row["run"] for row in table] == ["one_branch/seed=0", "one_branch_x2.75/seed=0"]
+  for row in table:
+    assert row["status"] == "finished"
+    assert row["occlusion/none"] == row["occlusion_oracle/none"] == row["final_accuracy"]
+
+
 def test_sigterm_stops_the_study_after_saving_the_run(tmp_path, monkeypatch):
   calls, run = fake_study(tmp_path, monkeypatch, lambda c, d: dict(preempted=True, step=1))
   rows = run()
@@ -351,6 +387,12 @@ def test_ablation_study_cells():
   assert state_lib.constraint_indices(constrained) is not None
   assert one.num_epochs == five.num_epochs == constrained.num_epochs == 8
   assert one_long.to_dict() == {**one.to_dict(), "num_epochs": 22.0}
+  assert studies.compute_ratio(constrained) == ablation.COMPUTE_RATIO == 2.75
+  # At the paper's scale the five branches are all 112 px: A' trains five times as long.
+  paper = ablation.get_config("paper")
+  long_paper = study.run_config(paper, study.plan(paper)[3])
+  assert long_paper.num_epochs == 150.0 and long_paper.model.depth == 50
+  assert long_paper.model.dtype == "bfloat16" and long_paper.data.source == "memory"
   assert one.data.crops.occlude_face == 0.0 and one_occluded.data.crops.occlude_face == 0.5
   one_occluded.data.crops.occlude_face = 0.0
   assert one_occluded.to_dict() == one.to_dict()  # A+occ is A but for the occluded faces

@@ -70,8 +70,13 @@ ARMS = {
 LABELS = tuple(folder for folder, _ in ARMS.values())
 
 
-def get_config():
-  config = studies.small_cpu()
+def get_config(scale: str = "cpu"):
+  """`scale`: the base (configs/studies/__init__.py): cpu (the proxy above), paper (ResNet-50,
+  112 px, 30 epochs: `bench/gpu.py --study`, A' then trains 5x the epochs, the five branches
+  all being 112 px there; its folder keeps the proxy's name) or smoke (the tests' model)."""
+  config = studies.base(scale)
+  ratio = studies.compute_ratio(config)  # COMPUTE_RATIO at the cpu scale
+  epochs = float(config.num_epochs)
   five = tuple(crops.DEFAULT_BRANCHES)
   one = ("face",)
   config.study = studies.section(
@@ -79,9 +84,7 @@ def get_config():
             ("model.fusion", ("weighted_sum", "weighted_sum") + ("none",) * 4
              + ("weighted_sum",)),
             ("loss.constraint_weight", (1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0)),
-            ("num_epochs", (float(studies.EPOCHS),) * 3
-             + (float(studies.EPOCHS * COMPUTE_RATIO), float(studies.EPOCHS),
-                float(studies.EPOCHS * COMPUTE_RATIO), float(studies.EPOCHS))),
+            ("num_epochs", (epochs,) * 3 + (epochs * ratio, epochs, epochs * ratio, epochs)),
             ("data.crops.occlude_face", (0.0,) * 4 + (OCCLUDE_FACE,) * 2 + (0.0,)),
             ("loss.aux_weight", (0.0,) * 6 + (AUX_WEIGHT,)),
             ("model.inference_branches", ((),) * 6 + (("face",),))),

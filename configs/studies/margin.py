@@ -24,8 +24,9 @@ margin.
 from configs import studies
 
 
-def get_config():
-  config = studies.small_cpu()
+def get_config(scale: str = "cpu"):
+  """`scale`: the base (configs/studies/__init__.py: cpu, paper or smoke)."""
+  config = studies.base(scale)
   config.study = studies.section(
       axes=(("loss.margin", (0.0, 0.01, 0.03, 0.05, 0.1)),), seeds=(0, 1, 2), occlusion=True,
       name="margin")
