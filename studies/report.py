@@ -335,6 +335,8 @@ def main(argv=None):
     lines.append(f"| {arm} | " + " | ".join(text(values(tables[name], cell, b), percent=False)
                                              for b in branches) + " |")
   lines += ["", "## The claims", "",
+            "**Superseded** by the pre-registered rule below (kept for the record: two "
+            "standard errors is p of about 0.12-0.18 at n = 3, uncorrected over the table). "
             "Difference of the means in points ± its standard error (Welch); a difference "
             "within two standard errors is not a finding, and none is judged with fewer than "
             f"{MIN_SEEDS} seeds on a side. Whether the margin matters at all: a one-way "
