@@ -21,6 +21,7 @@ from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
+from fer_jax import calibration
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import files
 from fer_jax import parallel
@@ -32,30 +33,39 @@ from fer_jax.data import pipeline
 
 
 def eval_step(variables, batch, *, model, crop_cfg, crops_on: str, occluder_seed: int,
-              flip: bool = False):
+              flip: bool = False, temperature: float = 1.0):
   """Per-device forward pass: class probabilities and branch weights of each example.
 
   With `flip`, each example's probabilities and branch weights are the means over its crops
   and their mirror images. Mirroring a crop equals cropping the mirrored face: every region
-  (eyes, nose, mouth) is a bounding box of a mirror-symmetric landmark set.
+  (eyes, nose, mouth) is a bounding box of a mirror-symmetric landmark set. Probabilities are
+  tempered by `temperature` (`model.temperature`, fitted on validation for a release) after
+  the mirror average, as `calibration.probabilities`; `logits` [n, views, classes] are the raw
+  logits of each view (for calibration).
   """
   x = crops_lib.model_inputs(batch, crop_cfg, occluder_seed, False, crops_on)
   n = x.shape[0]
   if flip:
     x = jnp.concatenate([x, jnp.flip(x, axis=-2)])
   out = model.apply(variables, x, train=False)
-  probs = jax.nn.softmax(out["logits"].astype(jnp.float32))
+  logits = out["logits"].astype(jnp.float32)
+  probs = jax.nn.softmax(logits)
   mu = out["mu"]
+  views = logits[:, None]
   if flip:
     probs, mu = (probs[:n] + probs[n:]) / 2, (mu[:n] + mu[n:]) / 2
-  return dict(probs=probs, mu=mu)
+    views = jnp.stack([logits[:n], logits[n:]], 1)
+  if temperature != 1.0:  # on the (averaged) distribution: the most probable class stays
+    probs = jax.nn.softmax(jnp.log(jnp.maximum(probs, 1e-30)) / temperature)
+  return dict(probs=probs, mu=mu, logits=views)
 
 
 def make_eval_step(config: ml_collections.ConfigDict, mesh):
   model = state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS)
   fn = functools.partial(eval_step, model=model, crop_cfg=state_lib.crop_config(config),
                          crops_on=config.data.crops_on,
-                         occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip)
+                         occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip,
+                         temperature=float(config.model.get("temperature", 1.0)))
   mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
                          out_specs=P(parallel.DATA_AXIS), check_vma=False)
   return jax.jit(mapped)
@@ -97,7 +107,7 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
                              process_count=jax.process_count(), host_crops=host_crops,
                              seed=config.data.eval_occluder_seed,
                              worker_count=config.data.worker_count, prefetch=config.data.prefetch)
-  probs, mus, labs, masks = [], [], [], []
+  probs, mus, labs, masks, logits = [], [], [], [], []
   start = time.time()
   for batch in ds:
     meta = {k: batch[k] for k in ("label", "mask")}
@@ -108,6 +118,7 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
     out = parallel.to_host(step_fn(variables, parallel.global_batch(inputs, mesh)))
     meta = parallel.to_host(parallel.global_batch(meta, mesh))
     probs.append(out["probs"])
+    logits.append(out["logits"])
     mus.append(out["mu"])
     labs.append(meta["label"])
     masks.append(meta["mask"])
@@ -118,6 +129,8 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
   hi_lo = None if config.model.get("inference_branches") else state_lib.constraint_indices(config)
   metrics = summarize(probs, mu, labels, list(config.data.crops.branches),
                       None if hi_lo is None else (*hi_lo, config.loss.margin))
+  metrics["calibration"] = calibration.report(np.concatenate(logits)[keep], labels,
+                                              float(config.model.get("temperature", 1.0)))
   logging.info("evaluated %d examples of %s in %.1fs: accuracy %.4f", len(labels), split.name,
                time.time() - start, metrics["accuracy"])
   return metrics, mu
@@ -125,7 +138,8 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
 
 def write_results(workdir: str, name: str, metrics: dict[str, Any], mu: np.ndarray,
                   branch_names: list[str], make_plots: bool = True) -> pathlib.Path:
-  """WORKDIR/eval/<name>.json, <name>_confusion.png and <name>_branch_weights.png."""
+  """WORKDIR/eval/<name>.json, <name>_confusion.png, <name>_branch_weights.png and
+  <name>_reliability.png."""
   out_dir = pathlib.Path(workdir) / "eval"
   out_dir.mkdir(parents=True, exist_ok=True)
   path = out_dir / f"{name}.json"
@@ -135,6 +149,8 @@ def write_results(workdir: str, name: str, metrics: dict[str, Any], mu: np.ndarr
     plots.confusion_matrix(np.array(metrics["confusion_matrix"]), labels_lib.CLASS_NAMES,
                            out_dir / f"{name}_confusion.png", title)
     plots.branch_weights(mu, branch_names, out_dir / f"{name}_branch_weights.png", title)
+    if "calibration" in metrics:
+      plots.reliability(metrics["calibration"], out_dir / f"{name}_reliability.png")
   return path
 
 
@@ -167,6 +183,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
   config, variables, step = ckpt_lib.load_checkpoint(workdir, which, config=config, mesh=mesh)
   metrics, mu = evaluate_split(config, variables, split, mesh)
   metrics["checkpoint_step"] = int(step)
+  metrics["split"] = split.name
   if parallel.is_main():
     path = write_results(out_dir or workdir, split.name, metrics, mu,
                          list(config.data.crops.branches),

@@ -80,13 +80,14 @@ def classifier(config: ml_collections.ConfigDict, variables):
   variables = jax.tree.map(lambda v: np.asarray(v, np.float32), variables)
   crop_cfg = state_lib.crop_config(config)
   step = lambda x: evaluate.eval_step(variables, {"crops": x}, model=model, crop_cfg=crop_cfg,
-                                      crops_on="host", occluder_seed=0)  # crops already cut
+                                      crops_on="host", occluder_seed=0,  # crops already cut
+                                      temperature=float(config.model.get("temperature", 1.0)))
 
   def classify(crops):
     out = step(crops)
     if config.eval_flip:
       mirrored = step(jnp.flip(crops, axis=-2))
-      out = jax.tree.map(lambda a, b: (a + b) / 2, out, mirrored)
+      out = {k: (out[k] + mirrored[k]) / 2 for k in ("probs", "mu")}
     return out["probs"], out["mu"]
 
   return classify

@@ -257,7 +257,7 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 
 def occlusion_step(variables, batch, occluder, *, model, crop_cfg, occluder_seed: int,
-                   flip: bool = False):
+                   flip: bool = False, temperature: float = 1.0):
   """Per-device forward pass of `evaluate.eval_step` on faces under occluder number
   `occluder` (a traced scalar): class probabilities and branch weights of each example."""
   keys = crops_lib.example_keys(jax.random.key(occluder_seed), batch["index"])
@@ -265,7 +265,7 @@ def occlusion_step(variables, batch, occluder, *, model, crop_cfg, occluder_seed
       batch["image"], batch["landmarks"], keys, occluder)
   return eval_lib.eval_step(variables, {**batch, "image": images}, model=model,
                             crop_cfg=crop_cfg, crops_on="device", occluder_seed=occluder_seed,
-                            flip=flip)
+                            flip=flip, temperature=temperature)
 
 
 def make_occlusion_step(config: ml_collections.ConfigDict, mesh):
@@ -273,7 +273,8 @@ def make_occlusion_step(config: ml_collections.ConfigDict, mesh):
   check_config(config)
   model = state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS)
   fn = functools.partial(occlusion_step, model=model, crop_cfg=state_lib.crop_config(config),
-                         occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip)
+                         occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip,
+                         temperature=float(config.model.get("temperature", 1.0)))
   mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS), P()),
                          out_specs=P(parallel.DATA_AXIS), check_vma=False)
   return jax.jit(mapped)

@@ -57,6 +57,29 @@ def branch_weights(mu: np.ndarray, branch_names: Sequence[str], path, title: str
   return _save(fig, path)
 
 
+def reliability(calibration: dict, path, title: str = "") -> str:
+  """The reliability diagram of an evaluation (`calibration.report`): accuracy against
+  confidence per bin (bars, the diagonal is perfect calibration), the faces per bin below."""
+  rel = calibration["reliability"]
+  bins = len(rel["count"])
+  centres = (np.arange(bins) + 0.5) / bins
+  acc = np.array([np.nan if a is None else a for a in rel["accuracy"]])
+  fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.2, 6.0), sharex=True,
+                                 gridspec_kw=dict(height_ratios=(3, 1)))
+  ax.bar(centres, np.nan_to_num(acc), width=1 / bins, edgecolor="k", alpha=0.7, label="accuracy")
+  ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+  ax.set_ylabel("accuracy")
+  ax.set_ylim(0, 1)
+  ax.legend(loc="upper left", fontsize=8)
+  ax.set_title(title or (f"T = {calibration['temperature']:.3g}: ECE {calibration['ece']:.3f}, "
+                         f"NLL {calibration['nll']:.3f}"), fontsize=9)
+  ax_n.bar(centres, rel["count"], width=1 / bins, color="C7")
+  ax_n.set_xlabel("confidence (the largest class probability)")
+  ax_n.set_ylabel("faces")
+  ax_n.set_xlim(0, 1)
+  return _save(fig, path)
+
+
 def training_curves(metrics_jsonl, path) -> str | None:
   """Loss, accuracy, learning rate and mean branch weights against step, from metrics.jsonl."""
   rows = jsonl.read_metrics(metrics_jsonl)

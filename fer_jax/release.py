@@ -77,6 +77,37 @@ def write(workdir: str, name: str, which: str | int = "latest", dtype: str = "bf
   return out
 
 
+def set_temperature(name: str, evaluation_json: str, root: pathlib.Path | None = None
+                    ) -> float:
+  """Stores in released model `name` the temperature fitted on validation by an evaluation of
+  it (`--mode=eval --model=NAME`'s validation.json, its `calibration.fitted_temperature`) as
+  `model.temperature`, which eval and predict then apply; release.json records the NLL and
+  ECE before (at the temperature evaluated) and at the fitted one. Returns the temperature."""
+  out = model_dir(name, root)
+  evaluation = json.loads(pathlib.Path(evaluation_json).read_text())
+  cal = evaluation.get("calibration")
+  if not isinstance(cal, dict) or "fitted_temperature" not in cal:
+    raise ValueError(f"{evaluation_json} holds no calibration figures (an evaluation by this "
+                     f"version: python main.py --mode=eval --model={name} ...)")
+  if evaluation.get("split") not in (None, "validation"):
+    raise ValueError(f"{evaluation_json} evaluated {evaluation['split']!r}: a temperature is "
+                     "fitted on validation")
+  config = json.loads((out / "config.json").read_text())
+  config.setdefault("model", {})["temperature"] = float(cal["fitted_temperature"])
+  files.write_text(out / "config.json", json.dumps(config, indent=2) + "\n")
+  info = json.loads((out / "release.json").read_text())
+  info["calibration"] = dict(
+      fitted_on="validation", faces=evaluation.get("num_examples"), bins=cal.get("bins"),
+      temperature=float(cal["fitted_temperature"]),
+      before=dict(temperature=cal["temperature"], nll=cal["nll"], ece=cal["ece"]),
+      after=dict(nll=cal["nll_at_fitted"], ece=cal["ece_at_fitted"]))
+  files.write_json(out / "release.json", info, indent=2)
+  logging.info("released model %s: temperature %.4f (validation NLL %.4f -> %.4f, ECE %.4f -> "
+               "%.4f)", name, cal["fitted_temperature"], cal["nll"], cal["nll_at_fitted"],
+               cal["ece"], cal["ece_at_fitted"])
+  return float(cal["fitted_temperature"])
+
+
 def is_release(path) -> bool:
   """Whether `path` is a released model's folder (rather than a training run's)."""
   path = pathlib.Path(path)

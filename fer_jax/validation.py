@@ -65,6 +65,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "loss.constraint_weight": (0, INF, True, False),
     "loss.aux_weight": (0, INF, True, False),
     "model.width": (0, INF, False, False),
+    "model.temperature": (0, INF, False, False),
     "model.attention_hidden": (1, INF, True, False),
     "model.bn_momentum": (0, 1, True, False),
     "model.part_size": (0, INF, True, False),

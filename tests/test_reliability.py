@@ -202,7 +202,7 @@ def test_unknown_key_names_the_dotted_key_and_its_neighbours():
   config = str(runs.ROOT / "configs" / "test.py")
   assert cli.unknown_override(["--config.model.stemm=small"], config) == (
       "unknown config key config.model.stemm (in --config.model.stemm=small); nearest valid "
-      "keys: config.model.stem, config.model.dtype, config.model.width")
+      "keys: config.model.stem, config.model.dtype, config.model.temperature")
   line = cli.unknown_override(["--config.seed=1", "--config.nonexistent=1"], config)
   assert line.startswith("unknown config key config.nonexistent (in --config.nonexistent=1); "
                          "nearest valid keys: config.")

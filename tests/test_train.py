@@ -244,12 +244,16 @@ def test_eval_json_matches_a_direct_computation(test_config, tmp_path, prepared)
   metrics = evaluate.evaluate(config, str(workdir), "latest")
   saved = json.loads((workdir / "eval" / "validation.json").read_text())
   assert set(saved) == {"accuracy", "per_class_accuracy", "confusion_matrix", "num_examples",
-                        "mean_branch_weights", "hinge_active", "checkpoint_step"}
+                        "mean_branch_weights", "hinge_active", "checkpoint_step", "calibration",
+                        "split"}
+  assert saved["split"] == "validation" and saved["calibration"]["temperature"] == 1.0
+  assert sum(saved["calibration"]["reliability"]["count"]) == 87
   assert 0 <= saved["hinge_active"] <= 1
   assert saved["checkpoint_step"] == 4 and saved["num_examples"] == 87
   assert set(saved["mean_branch_weights"]) == set(config.data.crops.branches)
   assert np.array(saved["confusion_matrix"]).sum() == 87
-  for png in ("validation_confusion.png", "validation_branch_weights.png"):
+  for png in ("validation_confusion.png", "validation_branch_weights.png",
+              "validation_reliability.png"):
     assert (workdir / "eval" / png).stat().st_size > 1000
 
   # Directly: restore, cut each face's evaluation crops, run the model, compare to majority.
