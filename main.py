@@ -54,6 +54,7 @@ def main(argv):
     fail(f"unexpected argument(s) {' '.join(argv[1:])}: every option is a --flag=value "
          f"(python main.py --help)")
   cli.setup_logging()
+  cli.setup_compile_cache()
   try:
     cli.run(FLAGS.mode, _CONFIG.value, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
             input_path=FLAGS.input, output=FLAGS.output, model=FLAGS.model)

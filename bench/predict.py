@@ -3,6 +3,7 @@
     python bench/predict.py                                # the released model (fer_r10_cpu)
     python bench/predict.py --workdir=RUN [--checkpoint=best]   # a training run
     python bench/predict.py --detect_every=1,5 --detectors=blazeface,hog_up1 --flip=checkpoint,off
+    python bench/predict.py --startup     # one photo: compilation cache cold, then warm
 
 The input is a synthetic classroom: 1280x720 frames with 20 faces (resized copies of the two
 test photos' faces, tests/data/photos, tiled 5 x 4 on a grey background), each face drifting a
@@ -101,8 +102,33 @@ def timed(fn, repeats: int) -> tuple[float, object]:
   return (time.perf_counter() - t) / repeats, out
 
 
+def startup(repeats: int) -> None:
+  """`--startup`: `main.py --mode=predict` on one photo, as a user runs it, with an empty
+  compilation cache (cold) and then with the cache that run left (warm): wall seconds, each
+  the median of `repeats` pairs, and the ratio."""
+  import statistics  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  cold, warm = [], []
+  for _ in range(repeats):
+    with tempfile.TemporaryDirectory() as tmp:
+      env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+      env["FER_JAX_CACHE_DIR"] = str(pathlib.Path(tmp) / "cache")
+      for times, out in ((cold, "cold"), (warm, "warm")):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, str(ROOT / "main.py"), "--mode=predict",
+                        f"--input={PHOTOS / 'astronaut.png'}", f"--output={tmp}/{out}"],
+                       check=True, capture_output=True, env=env, cwd=tmp)
+        times.append(time.perf_counter() - t0)
+  c, w = statistics.median(cold), statistics.median(warm)
+  print(f"main.py --mode=predict on one photo (the released model, defaults), median of "
+        f"{repeats}: cold cache {c:.1f} s, warm {w:.1f} s ({c / w:.2f}x); all runs: cold "
+        f"{[round(x, 1) for x in cold]}, warm {[round(x, 1) for x in warm]}")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--startup", action="store_true",
+                      help="instead: time to a result of one photo, compilation cache cold/warm")
   parser.add_argument("--workdir", default="", help="a training run (default: --model)")
   parser.add_argument("--checkpoint", default="latest")
   parser.add_argument("--model", default=release.DEFAULT_MODEL, help="a released model")
@@ -119,6 +145,8 @@ def main():
   parser.add_argument("--frames", type=int, default=100, help="extra frames of the long video")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per stage")
   args = parser.parse_args()
+  if args.startup:
+    return startup(args.repeats)
 
   workdir = args.workdir or str(release.model_dir(args.model))
   config, variables, step = predict.load_checkpoint(workdir, args.checkpoint)

@@ -11,6 +11,7 @@ import pathlib
 import tempfile
 
 from absl import logging
+import jax
 import ml_collections
 
 from fer_jax import files
@@ -44,6 +45,41 @@ class _QuietThirdParty(logging.logging.Filter):
     if record.levelno >= logging.logging.WARNING:
       return True
     return "fer_jax" in record.pathname or record.pathname.endswith("main.py")
+
+
+CACHE_ENV = "FER_JAX_CACHE_DIR"  # where compiled programs are kept; "off" keeps none
+
+
+def compile_cache_dir(environ=None) -> str | None:
+  """JAX's persistent compilation cache for fer_jax's commands: $FER_JAX_CACHE_DIR, else
+  $XDG_CACHE_HOME/fer_jax (~/.cache/fer_jax); None when it is "off" or "" (safe to delete at
+  any time: what is missing is compiled again)."""
+  environ = os.environ if environ is None else environ
+  if CACHE_ENV in environ:
+    value = environ[CACHE_ENV]
+    return None if value in ("", "off") else expand_path(value)
+  base = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(base, "fer_jax")
+
+
+def setup_compile_cache() -> str | None:
+  """Turns JAX's persistent compilation cache on (every program, however quick to compile), so
+  that a second run of a command starts in seconds; a cache JAX was already given (by
+  JAX_COMPILATION_CACHE_DIR, or by the caller) is left as it is. Returns the folder in use."""
+  if jax.config.jax_compilation_cache_dir:
+    return jax.config.jax_compilation_cache_dir
+  folder = compile_cache_dir()
+  if folder is None:
+    return None
+  try:
+    os.makedirs(folder, exist_ok=True)
+  except OSError as e:
+    logging.warning("no compilation cache: %s cannot be created (%s)", folder, e.strerror or e)
+    return None
+  jax.config.update("jax_compilation_cache_dir", folder)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  return folder
 
 
 def setup_logging() -> None:

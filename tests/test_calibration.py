@@ -5,12 +5,14 @@ import functools
 import json
 import shutil
 
+import types
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from fer_jax import calibration, evaluate, release
-from fer_jax.models import branch_attention, resnet
 
 
 def test_nll_and_ece_by_hand():
@@ -50,16 +52,12 @@ def test_the_temperature_faces_were_drawn_at_is_recovered():
 
 
 def test_the_evaluation_step_applies_the_temperature_to_each_view():
-  model = branch_attention.BranchAttentionNet(
-      backbone=functools.partial(resnet.ResNet, depth=10, width=0.125, stem="small_strided"),
-      attention_hidden=8)
-  crops = jax.random.normal(jax.random.key(0), (3, 5, 16, 16, 1))
-  variables = model.init(jax.random.key(1), crops, train=False)
-  params = jax.tree.map(lambda p: p, variables["params"])
-  params["classifier"]["kernel"] = jax.random.normal(jax.random.key(2),
-                                                     params["classifier"]["kernel"].shape)
-  variables = {**variables, "params": params}
-  step = functools.partial(evaluate.eval_step, variables, {"crops": crops}, model=model,
+  # A linear stand-in for the network: logits from the crops' pixels (no mirror symmetry).
+  w = jax.random.normal(jax.random.key(2), (5 * 4 * 4, 8))
+  model = types.SimpleNamespace(apply=lambda v, x, train: dict(
+      logits=x.reshape(len(x), -1) @ v["w"], mu=jnp.ones((len(x), 5))))
+  crops = jax.random.normal(jax.random.key(0), (3, 5, 4, 4, 1))
+  step = functools.partial(evaluate.eval_step, {"w": w}, {"crops": crops}, model=model,
                            crop_cfg=None, crops_on="host", occluder_seed=0, flip=True)
   plain, warm = step(temperature=1.0), step(temperature=3.0)
   np.testing.assert_allclose(plain["logits"], warm["logits"])  # raw logits: [n, 2 views, 8]

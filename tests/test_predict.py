@@ -6,6 +6,7 @@ import csv
 import functools
 import json
 import logging
+import os
 import pathlib
 import shutil
 import subprocess
@@ -626,3 +627,15 @@ def test_a_large_photo_gets_no_false_faces_and_classroom_frames_keep_small_faces
   x0, y0, x1, y1 = (np.array(FACE_BOXES["grace_hopper.jpg"]) * 3 + [2500, 1500, 2500, 1500])
   assert len(boxes) == 1 and abs((boxes[0][0] + boxes[0][2]) / 2 - (x0 + x1) / 2) < 0.1 * (
       x1 - x0)
+
+
+def test_the_compilation_cache_folder_is_the_users_and_can_be_moved_or_turned_off():
+  from fer_jax import cli  # pylint: disable=g-import-not-at-top
+  assert cli.compile_cache_dir({}) == os.path.join(os.path.expanduser("~"), ".cache",
+                                                               "fer_jax")
+  assert cli.compile_cache_dir({"XDG_CACHE_HOME": "/x"}) == "/x/fer_jax"
+  assert cli.compile_cache_dir({"FER_JAX_CACHE_DIR": "~/c", "XDG_CACHE_HOME": "/x"}) == \
+      os.path.expanduser("~/c")
+  assert cli.compile_cache_dir({"FER_JAX_CACHE_DIR": "off"}) is None
+  # A cache JAX was already given (the tests' own, conftest.py) is kept.
+  assert cli.setup_compile_cache() == jax.config.jax_compilation_cache_dir
