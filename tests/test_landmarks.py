@@ -1,6 +1,7 @@
 """Landmark sources on real faces: the template, dlib (offline), face-alignment (local weights)."""
 
 import json
+import pathlib
 
 import cv2
 import numpy as np
@@ -94,12 +95,15 @@ def test_align_face_brings_landmarks_onto_the_template(sample_dir):
 def test_face_alignment_without_weights_names_the_files(tmp_path, monkeypatch):
   torch = pytest.importorskip("torch")
   pytest.importorskip("face_alignment")
-  monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+  monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+  monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch" / "hub"))
+  # The torch hub folder found without importing torch is torch's own.
+  assert landmarks.hub_checkpoints() == pathlib.Path(torch.hub.get_dir()) / "checkpoints"
   with pytest.raises(landmarks.LandmarksUnavailable) as e:
     landmarks.FaceAlignmentSource(weights_dir=str(tmp_path / "mine"))
   msg = str(e.value)
   assert landmarks.FAN_WEIGHTS in msg and landmarks.S3FD_WEIGHTS in msg
-  assert str(tmp_path / "mine") in msg and str(tmp_path / "hub") in msg
+  assert str(tmp_path / "mine") in msg and str(tmp_path / "torch" / "hub") in msg
   # best_available falls back to dlib, which works offline.
   assert landmarks.best_available("face_alignment", weights_dir=str(tmp_path)).name == "dlib"
 

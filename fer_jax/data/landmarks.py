@@ -204,6 +204,13 @@ class DlibSource:
     return faces
 
 
+def hub_checkpoints() -> pathlib.Path:
+  """`torch.hub.get_dir()/checkpoints` as torch computes it by default ($TORCH_HOME/hub, else
+  $XDG_CACHE_HOME/torch/hub, else ~/.cache/torch/hub), without importing torch."""
+  home = os.getenv("TORCH_HOME") or os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")
+  return pathlib.Path(os.path.expanduser(home)) / "hub" / "checkpoints"
+
+
 class FaceAlignmentSource:
   """face-alignment's 2D FAN, weights from `weights_dir` or the torch hub cache.
 
@@ -213,14 +220,9 @@ class FaceAlignmentSource:
   name = "face_alignment"
 
   def __init__(self, weights_dir: str | None = None, device: str = "cpu"):
-    try:
-      import face_alignment  # pylint: disable=g-import-not-at-top
-      import torch  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise LandmarksUnavailable(
-          "the face_alignment landmark source needs the face-alignment package and torch") from e
-    hub_ckpt = pathlib.Path(torch.hub.get_dir()) / "checkpoints"
-    places = ([pathlib.Path(weights_dir)] if weights_dir else []) + [hub_ckpt]
+    # The weights are looked for before face-alignment (and torch, 1.4 s of imports) is
+    # imported: where they are absent, as here, predict falls back to dlib at once.
+    places = ([pathlib.Path(weights_dir)] if weights_dir else []) + [hub_checkpoints()]
     find = lambda name: next((p / name for p in places if (p / name).exists()), None)
     fan, s3fd = find(FAN_WEIGHTS), find(S3FD_WEIGHTS)
     if fan is None:
@@ -229,6 +231,12 @@ class FaceAlignmentSource:
           f"time. Put {FAN_WEIGHTS} (landmarks; and optionally {S3FD_WEIGHTS}, the face "
           f"detector) in one of: " + ", ".join(str(p) for p in places) +
           " (the folder given as config.predict.face_alignment_dir, or the torch hub cache).")
+    try:
+      import face_alignment  # pylint: disable=g-import-not-at-top
+      import torch  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise LandmarksUnavailable(
+          "the face_alignment landmark source needs the face-alignment package and torch") from e
     # face-alignment looks for its weights in <hub dir>/checkpoints; point it at a folder that
     # links to the files we found, and put the hub dir back afterwards.
     old_hub = torch.hub.get_dir()
