@@ -64,8 +64,9 @@ def get_config() -> ml_collections.ConfigDict:
   model.bn_momentum = 0.9
   model.sync_batch_stats = True  # BatchNorm statistics over the global batch
   model.dtype = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
-  model.temperature = 1.0  # evaluation and prediction: softmax(logits / T); a release stores
-  #                         the T fitted on validation (release.calibrate), 1 = none
+  model.temperature = 1.0  # evaluation and prediction: softmax(log p / T) of the (mirror-
+  #   averaged) probabilities p; a release stores the T fitted on validation
+  #   (release.set_temperature); 1 = none
   model.inference_branches = ()  # () all | branch names: evaluate and predict with these
   #   branches' own classifiers alone (needs loss.aux_weight > 0): multi-view training's
   #   one-network inference, e.g. ("face",)

@@ -80,15 +80,18 @@ def classifier(config: ml_collections.ConfigDict, variables):
   variables = jax.tree.map(lambda v: np.asarray(v, np.float32), variables)
   crop_cfg = state_lib.crop_config(config)
   step = lambda x: evaluate.eval_step(variables, {"crops": x}, model=model, crop_cfg=crop_cfg,
-                                      crops_on="host", occluder_seed=0,  # crops already cut
-                                      temperature=float(config.model.get("temperature", 1.0)))
+                                      crops_on="host", occluder_seed=0)  # crops already cut
+  temperature = float(config.model.get("temperature", 1.0))
 
   def classify(crops):
     out = step(crops)
     if config.eval_flip:
       mirrored = step(jnp.flip(crops, axis=-2))
       out = {k: (out[k] + mirrored[k]) / 2 for k in ("probs", "mu")}
-    return out["probs"], out["mu"]
+    probs = out["probs"]
+    if temperature != 1.0:  # as eval_step: on the mirror-averaged distribution
+      probs = jax.nn.softmax(jnp.log(jnp.maximum(probs, 1e-30)) / temperature)
+    return probs, out["mu"]
 
   return classify
 
@@ -102,7 +105,10 @@ def contract(config: ml_collections.ConfigDict, workdir: str, step: int,
       model=onnx_name,
       inputs={INPUT_NAME: dict(shape=[BATCH_DIM, nb, size, size, 1], dtype="float32")},
       outputs={OUTPUT_NAMES[0]: dict(shape=[BATCH_DIM, labels_lib.NUM_CLASSES],
-                                     dtype="float32", what="softmax of the logits"),
+                                     dtype="float32", what=(
+                                         "softmax of the logits (averaged with the mirror "
+                                         "image's when eval_flip), then softmax(log p / "
+                                         "temperature)")),
                OUTPUT_NAMES[1]: dict(shape=[BATCH_DIM, nb], dtype="float32",
                                      what="branch weights, in the order of branches")},
       class_names=list(labels_lib.CLASS_NAMES),
@@ -110,6 +116,7 @@ def contract(config: ml_collections.ConfigDict, workdir: str, step: int,
       size=size,
       face_size=ferplus.FACE_SIZE,
       crops={k: list(v) if isinstance(v, tuple) else v for k, v in crops.items()},
+      temperature=float(config.model.get("temperature", 1.0)),
       eval_occluder_seed=int(config.data.eval_occluder_seed),
       eval_flip=bool(config.eval_flip),
       moving_averages=bool(config.eval_ema and config.optimizer.ema_decay > 0),

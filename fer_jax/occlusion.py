@@ -312,7 +312,9 @@ class Refit:
     return {**batch, "image": images, "landmarks": landmarks}
 
   def failed_fraction(self) -> float | None:
-    return self.failed / self.faces if self.faces and self.fits else None
+    """Over every process's faces (a collective: call it on all)."""
+    faces, failed = parallel.sum_over_processes(np.array([self.faces, self.failed]))
+    return float(failed / faces) if faces and self.fits else None
 
 
 def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipeline.Split,
@@ -345,10 +347,10 @@ def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipe
       continue
     refit = None if name == "none" else Refit(fitter, i, config.data.eval_occluder_seed)
     results[name], _ = eval_lib.evaluate_split(config, variables, tagged, mesh, plain, refit)
-    results[name]["refit_failed"] = refit and refit.failed_fraction()
+    results[name]["refit_failed"] = None if refit is None else refit.failed_fraction()
     if refit is not None and refit.fits:
-      logging.info("%s: %d of %d refits fell back to the template", tagged.name, refit.failed,
-                   refit.faces)
+      logging.info("%s: %d of %d refits fell back to the template (this process)", tagged.name,
+                   refit.failed, refit.faces)
   return results
 
 

@@ -85,6 +85,14 @@ def sync(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def sum_over_processes(values) -> np.ndarray:
+  """The element-wise sum of `values` over every process (a collective: call it on all)."""
+  values = np.asarray(values)
+  if jax.process_count() == 1:
+    return values
+  return np.asarray(multihost_utils.process_allgather(values)).sum(axis=0)
+
+
 def any_process(flag: bool) -> bool:
   """True on every process if `flag` is True on any (a collective: call it on all)."""
   if jax.process_count() == 1:

@@ -89,7 +89,7 @@ def set_temperature(name: str, evaluation_json: str, root: pathlib.Path | None =
   if not isinstance(cal, dict) or "fitted_temperature" not in cal:
     raise ValueError(f"{evaluation_json} holds no calibration figures (an evaluation by this "
                      f"version: python main.py --mode=eval --model={name} ...)")
-  if evaluation.get("split") not in (None, "validation"):
+  if evaluation.get("split") != "validation":
     raise ValueError(f"{evaluation_json} evaluated {evaluation['split']!r}: a temperature is "
                      "fitted on validation")
   config = json.loads((out / "config.json").read_text())

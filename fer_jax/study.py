@@ -497,7 +497,7 @@ def _occlusion_accuracies(result: dict[str, Any]) -> dict[str, float]:
 
 
 def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[str, Any],
-             status: str, occlusion_lib, main: bool) -> str:
+             status: str, occlusion_lib, main: bool, stop=lambda: False) -> str:
   """Trains (or resumes) one run, then evaluates it under the occluders when `occlusion_lib`
   is given; updates `info` (the run's study_run.json) and returns "done", "diverged" or
   "preempted"."""
@@ -520,6 +520,8 @@ def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[s
     if main:  # what is known so far, should the occlusion evaluation fail
       _write_json(run_dir / RUN_FILE, info)
     for protocol, key in OCCLUSION_KEYS.items():
+      if stop():  # a spent budget: this run stays `trained`, the next call evaluates it
+        return "preempted"
       protocol_cfg = copy.deepcopy(cfg)
       protocol_cfg.occlusion.landmarks = protocol
       result = occlusion_lib.evaluate(protocol_cfg, str(run_dir), "latest")
@@ -534,7 +536,9 @@ def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[s
 class Budget:
   """`study.budget_s`: SIGTERM to this process after that many seconds (> 0); and, while the
   study runs, a SIGTERM between runs stops it before the next (in training, `train.Preemption`
-  takes it and saves the run). `stopped` says whether one came."""
+  takes it and saves the run; one that came while a run was being prepared makes that run
+  save and stop at its first step; during the occluded evaluations the rest of them is left
+  to the next call). `stopped` says whether one came."""
 
   def __init__(self, seconds: float):
     self.seconds, self.stopped = float(seconds), False
@@ -548,8 +552,9 @@ class Budget:
   def __enter__(self) -> "Budget":
     try:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # not the main thread
+    except ValueError:  # not the main thread: no handler, so no timer (it would kill)
       self._previous = None
+      return self
     if self.seconds > 0:
       self._timer = threading.Timer(self.seconds, os.kill, (os.getpid(), signal.SIGTERM))
       self._timer.daemon = True
@@ -646,8 +651,9 @@ def _run_all(config, runs, root: pathlib.Path, name: str, want_occlusion: bool, 
         logging.warning("%s diverged in an earlier attempt: skipped (delete %s to run it "
                         "again)", tag, run_dir)
         continue
-      written, outcome, seconds = _run_locked(config, r, run_dir, tag, status, runs,
-                                              want_occlusion, occlusion_lib, main, root)
+      written, outcome, seconds = _run_locked(
+          config, r, run_dir, tag, status, runs, want_occlusion, occlusion_lib, main, root,
+          lambda: parallel.any_process(budget.stopped))
       rows = written or rows
     if outcome == "preempted":
       logging.warning("%s preempted: the study stops here; the same command continues it", tag)
@@ -669,7 +675,7 @@ def _run_all(config, runs, root: pathlib.Path, name: str, want_occlusion: bool, 
 
 
 def _run_locked(config, r: Run, run_dir: pathlib.Path, tag: str, status: str, runs,
-                want_occlusion: bool, occlusion_lib, main: bool, root: pathlib.Path):
+                want_occlusion: bool, occlusion_lib, main: bool, root: pathlib.Path, stop):
   """One run of the study, its folder locked by the caller: (study rows or None, outcome,
   seconds)."""
   logging.info("%s: %s in %s", tag, "evaluating occlusion" if status == "trained" else
@@ -678,7 +684,7 @@ def _run_locked(config, r: Run, run_dir: pathlib.Path, tag: str, status: str, ru
   start, outcome, rows = time.time(), "failed", None
   try:
     outcome = _attempt(run_config(config, r, str(root)), run_dir, info, status,
-                       occlusion_lib if want_occlusion else None, main)
+                       occlusion_lib if want_occlusion else None, main, stop)
   finally:
     seconds = time.time() - start
     info["seconds"] = info.get("seconds", 0.0) + seconds

@@ -242,7 +242,12 @@ def itstime(step: int, every: int, last: int) -> bool:
 
 
 class Preemption:
-  """SIGTERM -> save a checkpoint at the next step boundary and exit cleanly."""
+  """SIGTERM -> save a checkpoint at the next step boundary and exit cleanly.
+
+  A SIGTERM that an enclosing handler (a study's `study.Budget`) took before training began,
+  while the data and the model were being prepared, counts too: the handler it replaces says
+  so with a true `stopped` attribute on the object it is a method of, and the run saves and
+  stops at its first step boundary."""
 
   def __init__(self):
     self.requested = False
@@ -253,12 +258,19 @@ class Preemption:
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     except ValueError:  # not the main thread
       self._previous = None
+    if getattr(getattr(self._previous, "__self__", None), "stopped", False):
+      logging.warning("SIGTERM came while the run was being prepared: checkpointing at the "
+                      "first step, then exiting")
+      self.requested = True
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
+    del frame
     logging.warning("SIGTERM received: checkpointing at the next step, then exiting")
     self.requested = True
+    outer = getattr(self._previous, "__self__", None)
+    if hasattr(outer, "stopped"):  # the enclosing study stops after this run too
+      self._previous(signum, None)
 
   def should_stop(self) -> bool:
     return parallel.any_process(self.requested)

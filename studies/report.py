@@ -259,7 +259,10 @@ def family_lines(title: str, tests: list[dict], complete: bool) -> list[str]:
            f"{len(tests)} tests; Welch's two-sided t-test each; Holm's correction over the "
            f"{len(tests)}" + ("" if complete else " (not applied yet: some tests lack "
                               f"{MIN_SEEDS} seeds a side)") + "; the detectable difference is "
-           f"the true difference found with {POWER:.0%} power at level {ALPHA}/{len(tests)}.",
+           f"the true difference a pooled-variance t-test (4 df) finds with {POWER:.0%} power "
+           f"at level {ALPHA}/{len(tests)} (as pre-registered; Welch's test, the one applied, "
+           "has fewer degrees of freedom at n = 3 and about half that power there: it "
+           "understates the difference the design can miss).",
            "", "| comparison | measure | n | difference (points) | Welch p | Holm p | verdict "
            "| detectable (points) |", "|---|---|---|---|---|---|---|---|"]
   for t in tests:

@@ -168,3 +168,17 @@ def test_resume_with_another_batch_size_is_refused(reference, prepared, tmp_path
   assert "Resume with the old values (--config.batch_size=16), or start a new --workdir" in \
       str(e.value)
   assert checkpoint_steps(workdir) == before
+
+
+def test_a_sigterm_while_a_study_run_is_prepared_stops_it_at_its_first_step(prepared, tmp_path):
+  """A study's budget (study.Budget) took the SIGTERM before training began: the run saves at
+  its first step and reports itself preempted, instead of training to its end."""
+  import os  # pylint: disable=g-import-not-at-top
+  from fer_jax import study  # pylint: disable=g-import-not-at-top
+  config = runs.config(prepared[0], *FLAGS)
+  with study.Budget(0.0) as budget:
+    os.kill(os.getpid(), signal.SIGTERM)  # lands in the budget's handler: no run yet
+    assert budget.stopped
+    result = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert result == dict(preempted=True, step=1)
+  assert checkpoint_steps(tmp_path / "run") == [1]

@@ -392,6 +392,7 @@ def test_ablation_study_cells():
   paper = ablation.get_config("paper")
   long_paper = study.run_config(paper, study.plan(paper)[3])
   assert long_paper.num_epochs == 150.0 and long_paper.model.depth == 50
+  assert long_paper.optimizer.decay_epochs == 50.0  # the step schedule stretched with it
   assert long_paper.model.dtype == "bfloat16" and long_paper.data.source == "memory"
   assert one.data.crops.occlude_face == 0.0 and one_occluded.data.crops.occlude_face == 0.5
   one_occluded.data.crops.occlude_face = 0.0
