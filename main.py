@@ -39,7 +39,8 @@ flags.DEFINE_string("checkpoint", "latest",
 flags.DEFINE_string("model", None,
                     "eval/predict/export without --workdir: a released model of fer_jax/weights/ "
                     "(default: the one fer_jax.release.DEFAULT_MODEL names).")
-flags.DEFINE_string("input", None, "predict: an image, a folder of images or a video.")
+flags.DEFINE_string("input", None, "predict: an image, a folder of images, a video, a camera "
+                    "index (0) or a stream address (rtsp://..., http://...).")
 flags.DEFINE_string("output", None,
                     "predict: the output folder; crops: the PNG to write; export: the .onnx file.")
 

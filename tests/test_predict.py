@@ -639,3 +639,75 @@ def test_the_compilation_cache_folder_is_the_users_and_can_be_moved_or_turned_of
   assert cli.compile_cache_dir({"FER_JAX_CACHE_DIR": "off"}) is None
   # A cache JAX was already given (the tests' own, conftest.py) is kept.
   assert cli.setup_compile_cache() == jax.config.jax_compilation_cache_dir
+
+
+def test_a_stream_is_read_from_its_address(run_dir, video, tmp_path):
+  """`--input=http://...`: a video served over a loopback HTTP server, read through OpenCV."""
+  import http.server  # pylint: disable=g-import-not-at-top
+  import threading  # pylint: disable=g-import-not-at-top
+
+  class Ranged(http.server.SimpleHTTPRequestHandler):
+    """A file server that honours byte ranges, as video servers do (FFmpeg seeks to the
+    index at the end of an mp4)."""
+
+    def log_message(self, *args):
+      del args
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      data = video.read_bytes()
+      first, last = 0, len(data) - 1
+      asked = self.headers.get("Range", "")
+      if asked.startswith("bytes="):
+        lo, _, hi = asked[6:].partition("-")
+        first, last = int(lo or 0), int(hi) if hi else len(data) - 1
+        self.send_response(206)
+        self.send_header("Content-Range", f"bytes {first}-{last}/{len(data)}")
+      else:
+        self.send_response(200)
+      self.send_header("Accept-Ranges", "bytes")
+      self.send_header("Content-Type", "video/mp4")
+      self.send_header("Content-Length", str(last - first + 1))
+      self.end_headers()
+      self.wfile.write(data[first:last + 1])
+
+  server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Ranged)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  try:
+    url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
+    assert predict.inputs.is_live(url) and predict.inputs.is_live("0")
+    assert not predict.inputs.is_live(str(video))
+    summary = predict.predict(str(run_dir), url, str(tmp_path / "out"),
+                              overrides=overrides(detector="hog", annotate=False))
+  finally:
+    server.shutdown()
+  assert summary["input"] == url and summary["kind"] == "video" and summary["frames"] == 30
+  assert summary["faces"] == 60 and summary["stopped_by"] is None
+  assert {r["source"] for r in read_rows(tmp_path / "out")} == {url}
+
+
+def test_sigterm_ends_a_run_with_every_output_written(run_dir, tmp_path):
+  """SIGTERM (or Ctrl-C) mid-video: the frames read are recorded and every output is whole."""
+  import threading  # pylint: disable=g-import-not-at-top
+  import signal  # pylint: disable=g-import-not-at-top
+  clip = cv2.VideoCapture(str(write_video(tmp_path / "clip.mp4")))
+  frames = [f for ok, f in iter(clip.read, (False, None)) if ok]
+  long_video = tmp_path / "long.mp4"
+  writer = cv2.VideoWriter(str(long_video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 360))
+  for _ in range(20):  # 600 frames: far more than three seconds of work
+    for f in frames:
+      writer.write(f)
+  writer.release()
+  timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
+  timer.start()
+  try:
+    summary = predict.predict(str(run_dir), str(long_video), str(tmp_path / "out"),
+                              overrides=overrides(detector="hog", annotate=False))
+  finally:
+    timer.cancel()
+  assert summary["stopped_by"] == "SIGTERM" and 0 < summary["frames"] < 600
+  saved = json.loads((tmp_path / "out" / "summary.json").read_text())
+  assert saved["frames"] == summary["frames"] and saved["stopped_by"] == "SIGTERM"
+  rows = read_rows(tmp_path / "out")  # every line whole JSON, as many as the CSV's
+  assert len({r["frame"] for r in rows}) == summary["frames"]
+  timeline = (tmp_path / "out" / "class_timeline.csv").read_text().splitlines()
+  assert len(timeline) >= 2 and timeline[-1].count(",") == timeline[0].count(",")

@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import math
 import pathlib
+import signal
 import time
 from typing import Any, Mapping
 
@@ -134,13 +135,52 @@ def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
   return {}
 
 
+class StopOnSignal:
+  """SIGTERM or Ctrl-C (SIGINT) while predicting: no further frame is read, the frames read
+  are classified and recorded, and every output is written as after the last frame (rows,
+  annotated video, tracks, class timeline, summary.json with `stopped_by`). Exit status 0: a
+  camera or a stream is ended this way."""
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.received = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is None:
+      logging.warning("%s: finishing the frames read, then writing every output",
+                      signal.Signals(signum).name)
+    self.received = signal.Signals(signum).name
+
+  def __enter__(self) -> "StopOnSignal":
+    for s in self.SIGNALS:
+      try:
+        self._previous[s] = signal.signal(s, self._handle)
+      except ValueError:  # not the main thread: the signals keep their handlers
+        pass
+    return self
+
+  def __exit__(self, *exc) -> None:
+    for s, previous in self._previous.items():
+      signal.signal(s, previous)
+
+  def frames(self, frames):
+    for frame in frames:
+      if self.received:
+        return
+      yield frame
+
+
 def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | int = "latest",
             overrides: ml_collections.ConfigDict | None = None) -> dict[str, Any]:
   """Runs a checkpoint of `workdir` over the faces of `input_path`; writes `output_dir`.
 
   Args:
     workdir: the training run (its checkpoints and config).
-    input_path: an image, a folder of images or a video.
+    input_path: an image, a folder of images, a video, a camera index ("0") or a stream
+      address (rtsp://, http://); SIGTERM or Ctrl-C ends a run with every output written.
     output_dir: created if absent; see the package docstring for what is written.
     checkpoint: `latest`, `best` or a step number.
     overrides: a config whose `predict` ConfigDict sets the options (`fer_jax/defaults.py`).
@@ -189,12 +229,15 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
                       min_face_fraction=float(opts.min_face_fraction))
   frames = inp.frames()
   try:
-    bar = tqdm.tqdm(frames, total=inp.total, unit="frame", desc="predict", mininterval=1.0)
-    found = ((frame, finder(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))) for frame in bar)
-    for group in classify_frames(found, classify, int(opts.batch_size)):
-      for frame, faces, probs, mu in group:
-        run.record(frame, faces, probs, mu)
-      run.flush()  # rows reach the disk group by group: a crash keeps what was processed
+    with StopOnSignal() as stop:
+      bar = tqdm.tqdm(stop.frames(frames), total=inp.total, unit="frame", desc="predict",
+                      mininterval=1.0)
+      found = ((frame, finder(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))) for frame in bar)
+      for group in classify_frames(found, classify, int(opts.batch_size)):
+        for frame, faces, probs, mu in group:
+          run.record(frame, faces, probs, mu)
+        run.flush()  # rows reach the disk group by group: a crash keeps what was processed
+    run.stopped_by = stop.received
   finally:
     frames.close()  # stops the decoding thread if the loop ended early
     run.close()

@@ -119,21 +119,36 @@ def folder_images(folder: pathlib.Path, recursive: bool, exclude: str | None = N
                 key=lambda p: p.relative_to(folder).parts)
 
 
+def is_live(path: str) -> bool:
+  """A camera index (`0`) or a stream address (`rtsp://...`, `http://...`), not a file."""
+  return str(path).isdigit() or "://" in str(path)
+
+
 class Input:
-  """An image, a folder of images or a video, checked when opened; `frames()` yields them.
+  """An image, a folder of images, a video, a camera (`--input=0`) or a stream (`rtsp://`,
+  `http://`: anything OpenCV's FFmpeg opens), checked when opened; `frames()` yields them.
+  Cameras and streams are videos of unknown length (`live`), named by their index or address.
 
   After iteration, `stopped_early` says whether a video stopped on a frame that failed to
-  decode, and `skipped` lists the images of a folder that could not be read.
+  decode, and `skipped` lists the images of a folder that could not be read. `name` is what
+  the rows and the summary call the input (its path, the address, `camera 0`).
   """
 
   def __init__(self, path: str, frame_stride: int = 1, recursive: bool = False,
                exclude: str | None = None):
-    self.path = pathlib.Path(path)
     self.stride = int(frame_stride)
     self.stopped_early = False
     self.skipped: list[str] = []
     self.fps, self.size, self.frame_count = None, None, 0
     self._first = None
+    self.live = is_live(path)
+    self.name = f"camera {path}" if str(path).isdigit() else str(path)
+    if self.live:
+      stem = f"camera{path}" if str(path).isdigit() else "stream"
+      self.path = pathlib.Path(stem)
+      self._open_capture(int(path) if str(path).isdigit() else str(path), "a stream")
+      return
+    self.path = pathlib.Path(path)
     if not self.path.exists():
       raise FileNotFoundError(f"input {self.path} does not exist")
     if self.path.is_dir():
@@ -165,23 +180,27 @@ class Input:
         return
       if suffix in IMAGE_EXTS:
         raise ValueError(f"cannot read image {self.path}: not a readable image file")
+    self._open_capture(str(self.path),
+                       "a video" if suffix in VIDEO_EXTS else "an image nor a video")
+
+  def _open_capture(self, target, what: str) -> None:
+    """A video, camera or stream through OpenCV: its first frame, rate and length."""
     self.kind = "video"
-    self._cap = cv2.VideoCapture(str(self.path))
+    self._cap = cv2.VideoCapture(target)
     ok, frame = self._cap.read() if self._cap.isOpened() else (False, None)
     if not ok or frame is None:
       self._cap.release()
-      what = "a video" if suffix in VIDEO_EXTS else "an image nor a video"
-      raise ValueError(f"{self.path}: no frames (OpenCV decodes no frame of it as {what})")
+      raise ValueError(f"{self.name}: no frames (OpenCV decodes no frame of it as {what})")
     self._first = frame
     fps = self._cap.get(cv2.CAP_PROP_FPS)
     if not fps or not math.isfinite(fps) or fps <= 0:
-      logging.warning("%s does not say its frame rate; assuming 25 fps", self.path)
+      logging.warning("%s does not say its frame rate; assuming 25 fps", self.name)
       fps = 25.0
     self.fps = float(fps)
     self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     self.total = -(-self.frame_count // self.stride) if self.frame_count > 0 else None
     self.size = (frame.shape[1], frame.shape[0])
-    self.files, self.stems = [self.path], [self.path.stem]
+    self.files, self.stems = ([] if self.live else [self.path]), [self.path.stem]
 
   def close(self) -> None:
     """Releases the video (also done when `frames()` finishes)."""
@@ -209,7 +228,8 @@ class Input:
     processed = 0  # frames yielded: every stride-th frame of the video
     try:
       while True:
-        yield Frame(self.path.name, index, index / self.fps, frame, self.path.stem)
+        yield Frame(self.name if self.live else self.path.name, index, index / self.fps, frame,
+                    self.path.stem)
         processed += 1
         ok = True
         for _ in range(self.stride - 1):  # skipped frames are demuxed, not decoded

@@ -24,6 +24,7 @@ class Recorder:
 
   def __init__(self, opts, out_dir: pathlib.Path, inp: Input, class_names, branch_names,
                landmark_source: str):
+    self.stopped_by = None  # the signal that ended the run before its input did, if any
     self.opts, self.out_dir, self.inp = opts, out_dir, inp
     self.class_names, self.branch_names = class_names, branch_names
     self.landmark_source = landmark_source
@@ -101,10 +102,11 @@ class Recorder:
     windows_written, dropped = 0, []
     if self.is_video:
       end_s = (inp.frame_count if inp.frame_count and not inp.stopped_early
+             and not self.stopped_by
                else self.last_index + 1) / inp.fps
       rows, dropped = timelines.window_rows(self.windows, names, least, opts.window_s, end_s)
-      title = (f"{inp.path.name}: {len(rows)} window{'s' * (len(rows) != 1)} of "
-               f"{opts.window_s:g} s" +
+      shown = inp.name if inp.live else inp.path.name
+      title = (f"{shown}: {len(rows)} window{'s' * (len(rows) != 1)} of {opts.window_s:g} s" +
                (f" ({len(dropped)} under {least} faces left out)" if dropped else ""))
       timelines.write_class_timeline(self.out_dir, rows, names, title)
       windows_written = len(rows)
@@ -113,13 +115,13 @@ class Recorder:
       timelines.write_windows(self.out_dir / "class_shares.csv", rows, names)
       windows_written = len(rows)
     summary = dict(
-        input=str(inp.path), kind=inp.kind, output=str(self.out_dir), workdir=str(workdir),
+        input=inp.name, kind=inp.kind, output=str(self.out_dir), workdir=str(workdir),
         checkpoint_step=int(step), landmark_source=self.landmark_source,
         detector=str(opts.detector),
         detect_every=int(opts.detect_every) if self.is_video else 1, eval_flip=self.eval_flip,
         aggregate_only=self.aggregate, blur_faces=bool(opts.blur_faces), **self.counts,
         label_counts=self.label_counts, fps=inp.fps, frame_stride=int(opts.frame_stride),
-        stopped_early=inp.stopped_early, skipped=inp.skipped,
+        stopped_early=inp.stopped_early, stopped_by=self.stopped_by, skipped=inp.skipped,
         annotated=(str(self.video_out.path) if self.video_out else self.annotated_images))
     if self.tracker is not None:
       summary["tracks"] = len(timelines.write_tracks(self.out_dir, self.series, names,
