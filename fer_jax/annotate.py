@@ -121,7 +121,8 @@ def draw_faces(frame: np.ndarray, faces: Sequence[dict], branch_names: Sequence[
     if face.get("edge"):
       text += " (edge)"
     _label(out, text, x0, y0 - 2, colour, scale)
-    weight_bars(out, face["weights"], branch_names, face["box"], colour)
+    if len(branch_names) > 1:  # one network on the whole face has no weights to show
+      weight_bars(out, face["weights"], branch_names, face["box"], colour)
   return out
 
 

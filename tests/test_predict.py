@@ -711,3 +711,15 @@ def test_sigterm_ends_a_run_with_every_output_written(run_dir, tmp_path):
   assert len({r["frame"] for r in rows}) == summary["frames"]
   timeline = (tmp_path / "out" / "class_timeline.csv").read_text().splitlines()
   assert len(timeline) >= 2 and timeline[-1].count(",") == timeline[0].count(",")
+
+
+def test_one_branch_faces_are_drawn_without_a_weight_panel():
+  from fer_jax import annotate  # pylint: disable=g-import-not-at-top
+  frame = np.full((200, 300, 3), 90, np.uint8)
+  face = dict(box=(60, 50, 160, 150), label_index=1, prob=0.9, weights=[1.0])
+  beside = np.s_[50:150, 162:200]  # where the panel of branch weights goes (right of the box)
+  one = annotate.draw_faces(frame, [face], ["face"], labels.CLASS_NAMES)
+  assert (one[beside] == 90).all()
+  two = annotate.draw_faces(frame, [dict(face, weights=[0.7, 0.2])], ["face", "eyes"],
+                            labels.CLASS_NAMES)
+  assert (two[beside] != 90).any()
