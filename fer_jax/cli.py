@@ -14,6 +14,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from fer_jax import errors
 from fer_jax import files
 from fer_jax import validation
 
@@ -25,17 +26,12 @@ MODES = ("prepare", "train", "eval", "predict", "crops", "occlusion", "study", "
 PATH_KEYS = ("data.manual_dir", "data.tfds_dir", "data.eval_list", "predict.face_alignment_dir")
 
 # Errors that name their culprit well enough to be shown without a traceback.
-EXPECTED_ERRORS = (ValueError, KeyError, FileNotFoundError, RuntimeError)
+EXPECTED_ERRORS = errors.EXPECTED
+exit_status = errors.exit_status
 
 # Modes that write into --workdir hold its lock (fer_jax/files.py) while they run; a study locks
 # each of its runs' folders instead, so that two study processes share the work.
 LOCKED_MODES = ("train", "eval", "occlusion", "export")
-
-
-def exit_status(error: BaseException) -> int:
-  """1 for a run that failed on its own (non-finite loss), 2 for bad input."""
-  from fer_jax import train  # pylint: disable=g-import-not-at-top
-  return 1 if isinstance(error, train.NonFiniteLossError) else 2
 
 
 class _QuietThirdParty(logging.logging.Filter):

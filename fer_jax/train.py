@@ -41,6 +41,7 @@ import numpy as np
 import optax
 
 from fer_jax import checkpoint as ckpt_lib
+from fer_jax import errors
 from fer_jax import evaluate as eval_lib
 from fer_jax import files
 from fer_jax import jsonl
@@ -54,8 +55,7 @@ from fer_jax.data import memory
 from fer_jax.data import pipeline
 
 
-class NonFiniteLossError(RuntimeError):
-  """The training loss became NaN or Inf; the message gives the step and what overflowed."""
+NonFiniteLossError = errors.NonFiniteLossError  # raised by the loop; its home is errors.py
 
 
 # What a step checks for NaN or Inf, in the order the error message names them.
