@@ -17,6 +17,10 @@ write those steps again and the retention policy never deletes them); eval and p
 newest (or best) good step, and fail on a damaged step only when it was asked for by number.
 Nothing is deleted.
 
+A released model's folder (`fer_jax/weights/NAME`, made by `release.write`) is read here too
+(`is_release`, `load_release`), so that eval and predict take either; release.py imports this
+module, never the other way.
+
 `load_checkpoint` rebuilds the model a checkpoint holds from the run's own config (its `meta`
 item, else WORKDIR/config.json, laid over `fer_jax.defaults`), for `--mode=eval` and
 `--mode=predict`: the user's config never has to repeat the run's architecture.
@@ -34,6 +38,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from absl import logging
 import grain.checkpoint as grain_ckpt
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
 import tensorstore as ts
@@ -489,6 +494,31 @@ def restore_variables(config: ml_collections.ConfigDict, mgr: ocp.CheckpointMana
   return restore_state(mgr, step, target).variables(config.eval_ema)
 
 
+# ---- released models' folders (fer_jax/weights/NAME, written by release.write)
+
+
+def is_release(path) -> bool:
+  """Whether `path` is a released model's folder (rather than a training run's)."""
+  path = pathlib.Path(path)
+  return (path / "release.json").is_file() and (path / "variables").is_dir()
+
+
+def load_release(path: pathlib.Path, config: ml_collections.ConfigDict | None = None, mesh=None
+                 ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
+  """(config, float32 variables replicated over `mesh`, step) of the released model in `path`,
+  with the semantics of `load_checkpoint` (which calls this for such a folder)."""
+  path = pathlib.Path(path)
+  own = config_from_saved(json.loads((path / "config.json").read_text()))
+  cfg = model_config(config, own, f"the released {path.name}")
+  with ocp.StandardCheckpointer() as ckptr:
+    stored = ckptr.restore((path / "variables").resolve())
+  mesh = mesh if mesh is not None else parallel.make_mesh()
+  variables = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), stored),
+                             parallel.replicated(mesh))
+  step = int(json.loads((path / "release.json").read_text()).get("step", 0))
+  return cfg, variables, step
+
+
 def load_checkpoint(workdir: str, which: str | int = "latest",
                     config: ml_collections.ConfigDict | None = None, mesh=None
                     ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
@@ -501,9 +531,8 @@ def load_checkpoint(workdir: str, which: str | int = "latest",
   gives way. A checkpoint that carries no config (and no WORKDIR/config.json) is read with
   `config` as it is, or refused without one.
   """
-  from fer_jax import release  # pylint: disable=g-import-not-at-top
-  if release.is_release(workdir):  # a released model's folder (fer_jax/weights/NAME)
-    return release.load_path(pathlib.Path(workdir), config=config, mesh=mesh)
+  if is_release(workdir):  # a released model's folder (fer_jax/weights/NAME)
+    return load_release(pathlib.Path(workdir), config=config, mesh=mesh)
   mgr = manager(workdir, read_only=True)
   mesh = mesh if mesh is not None else parallel.make_mesh()
 

@@ -29,7 +29,6 @@ import orbax.checkpoint as ocp
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import files
-from fer_jax import parallel
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "fer_r10_cpu"
@@ -108,25 +107,10 @@ def set_temperature(name: str, evaluation_json: str, root: pathlib.Path | None =
   return float(cal["fitted_temperature"])
 
 
-def is_release(path) -> bool:
-  """Whether `path` is a released model's folder (rather than a training run's)."""
-  path = pathlib.Path(path)
-  return (path / "release.json").is_file() and (path / "variables").is_dir()
-
-
-def load_path(path: pathlib.Path, config: ml_collections.ConfigDict | None = None, mesh=None
-              ) -> tuple[ml_collections.ConfigDict, dict[str, Any], int]:
-  """(config, float32 variables replicated over `mesh`, step) of the released model in `path`,
-  with the semantics of `checkpoint.load_checkpoint` (which calls this for such a folder)."""
-  own = ckpt_lib.config_from_saved(json.loads((path / "config.json").read_text()))
-  cfg = ckpt_lib.model_config(config, own, f"the released {path.name}")
-  with ocp.StandardCheckpointer() as ckptr:
-    stored = ckptr.restore((path / "variables").resolve())
-  mesh = mesh if mesh is not None else parallel.make_mesh()
-  variables = jax.device_put(jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), stored),
-                             parallel.replicated(mesh))
-  step = int(json.loads((path / "release.json").read_text()).get("step", 0))
-  return cfg, variables, step
+# A released folder is read by the checkpoint module (eval and predict meet one where they
+# meet a workdir); the names stay here, where releases are made.
+is_release = ckpt_lib.is_release
+load_path = ckpt_lib.load_release
 
 
 def load(name: str = DEFAULT_MODEL, config: ml_collections.ConfigDict | None = None,
