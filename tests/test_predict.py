@@ -685,32 +685,38 @@ def test_a_stream_is_read_from_its_address(run_dir, video, tmp_path):
   assert {r["source"] for r in read_rows(tmp_path / "out")} == {url}
 
 
-def test_sigterm_ends_a_run_with_every_output_written(run_dir, tmp_path):
+def test_sigterm_ends_a_run_with_every_output_written(run_dir, tmp_path, monkeypatch):
   """SIGTERM (or Ctrl-C) mid-video: the frames read are recorded and every output is whole."""
-  import threading  # pylint: disable=g-import-not-at-top
   import signal  # pylint: disable=g-import-not-at-top
   clip = cv2.VideoCapture(str(write_video(tmp_path / "clip.mp4")))
   frames = [f for ok, f in iter(clip.read, (False, None)) if ok]
   long_video = tmp_path / "long.mp4"
   writer = cv2.VideoWriter(str(long_video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (640, 360))
-  for _ in range(20):  # 600 frames: far more than three seconds of work
+  for _ in range(10):  # 300 frames
     for f in frames:
       writer.write(f)
   writer.release()
-  timer = threading.Timer(3.0, os.kill, (os.getpid(), signal.SIGTERM))
-  timer.start()
-  try:
-    summary = predict.predict(str(run_dir), str(long_video), str(tmp_path / "out"),
-                              overrides=overrides(detector="hog", annotate=False))
-  finally:
-    timer.cancel()
-  assert summary["stopped_by"] == "SIGTERM" and 0 < summary["frames"] < 600
+  recorded, real = [], predict.recorder.Recorder.record
+
+  def record(self, *args, **kwargs):  # the signal comes while the 40th frame is recorded
+    recorded.append(1)
+    if len(recorded) == 40:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real(self, *args, **kwargs)
+
+  monkeypatch.setattr(predict.recorder.Recorder, "record", record)
+  summary = predict.predict(str(run_dir), str(long_video), str(tmp_path / "out"),
+                            overrides=overrides(detector="hog", annotate=False))
+  assert summary["stopped_by"] == "SIGTERM" and 40 <= summary["frames"] < 300
   saved = json.loads((tmp_path / "out" / "summary.json").read_text())
   assert saved["frames"] == summary["frames"] and saved["stopped_by"] == "SIGTERM"
   rows = read_rows(tmp_path / "out")  # every line whole JSON, as many as the CSV's
   assert len({r["frame"] for r in rows}) == summary["frames"]
   timeline = (tmp_path / "out" / "class_timeline.csv").read_text().splitlines()
   assert len(timeline) >= 2 and timeline[-1].count(",") == timeline[0].count(",")
+  # The last window ends where the frames taken end, not where the video does.
+  last = dict(zip(timeline[0].split(","), timeline[-1].split(",")))
+  assert float(last["end_s"]) <= summary["frames"] / 10 + 1e-6
 
 
 def test_one_branch_faces_are_drawn_without_a_weight_panel():
@@ -723,3 +729,13 @@ def test_one_branch_faces_are_drawn_without_a_weight_panel():
   two = annotate.draw_faces(frame, [dict(face, weights=[0.7, 0.2])], ["face", "eyes"],
                             labels.CLASS_NAMES)
   assert (two[beside] != 90).any()
+
+
+def test_live_inputs_are_told_from_files_and_named_without_credentials(tmp_path, monkeypatch):
+  live, name = predict.inputs.is_live, predict.inputs.display_name
+  monkeypatch.chdir(tmp_path)
+  assert live("0") and live("12") and live("rtsp://cam/s") and live("http://x/v.mp4")
+  (tmp_path / "0").write_bytes(b"")  # an existing path is the file, whatever its name
+  assert not live("0") and not live("C://videos/a.mp4") and not live("photos")
+  assert name("3") == "camera 3"
+  assert name("rtsp://user:secret@cam.local:554/live") == "rtsp://cam.local:554/live"

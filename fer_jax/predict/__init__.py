@@ -136,10 +136,11 @@ def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
 
 
 class StopOnSignal:
-  """SIGTERM or Ctrl-C (SIGINT) while predicting: no further frame is read, the frames read
-  are classified and recorded, and every output is written as after the last frame (rows,
-  annotated video, tracks, class timeline, summary.json with `stopped_by`). Exit status 0: a
-  camera or a stream is ended this way."""
+  """SIGTERM or Ctrl-C (SIGINT) while predicting: no further frame is taken (the few decoded
+  ahead are dropped), the frames taken are classified and recorded, and every output is written
+  as after the last frame (rows, annotated video, tracks, class timeline, summary.json with
+  `stopped_by`). Exit status 0: a camera or a stream is ended this way. Held from the first
+  output file to the last; a second Ctrl-C quits at once (outputs may then be incomplete)."""
 
   SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -149,10 +150,14 @@ class StopOnSignal:
 
   def _handle(self, signum, frame):
     del frame
+    name = signal.Signals(signum).name
     if self.received is None:
-      logging.warning("%s: finishing the frames read, then writing every output",
-                      signal.Signals(signum).name)
-    self.received = signal.Signals(signum).name
+      logging.warning("%s: finishing the frames read, then writing every output", name)
+      self.received = name
+    elif signum == signal.SIGINT:  # Ctrl-C twice: the user insists
+      raise KeyboardInterrupt
+    else:
+      logging.warning("%s again: still writing the outputs", name)
 
   def __enter__(self) -> "StopOnSignal":
     for s in self.SIGNALS:
@@ -164,13 +169,44 @@ class StopOnSignal:
 
   def __exit__(self, *exc) -> None:
     for s, previous in self._previous.items():
-      signal.signal(s, previous)
+      signal.signal(s, previous if previous is not None else signal.SIG_DFL)
 
   def frames(self, frames):
     for frame in frames:
       if self.received:
         return
       yield frame
+
+
+def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect, classify,
+         stop: "StopOnSignal", workdir: str, step: int, start: float) -> dict[str, Any]:
+  """predict's frames through the model into every output; returns the summary."""
+  out_dir.mkdir(parents=True, exist_ok=True)
+  outputs.remove_results(out_dir, stale)  # only with overwrite: no earlier file is left mixed in
+  run = recorder.Recorder(opts, out_dir, inp, list(labels_lib.CLASS_NAMES),
+                          list(config.data.crops.branches), source.name)
+  run.eval_flip = bool(config.eval_flip)
+  finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
+                      int(opts.detect_every) if inp.kind == "video" else 1,
+                      min_face_fraction=float(opts.min_face_fraction))
+  frames = inp.frames()
+  try:
+    bar = tqdm.tqdm(stop.frames(frames), total=inp.total, unit="frame", desc="predict",
+                    mininterval=1.0)
+    found = ((frame, finder(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))) for frame in bar)
+    for group in classify_frames(found, classify, int(opts.batch_size)):
+      for frame, faces, probs, mu in group:
+        run.record(frame, faces, probs, mu)
+      run.flush()  # rows reach the disk group by group: a crash keeps what was processed
+    run.stopped_by = stop.received
+  finally:
+    frames.close()  # stops the decoding thread if the loop ended early
+    run.close()
+  run.counts["detections"] = finder.detections  # frames the detector ran on
+  if run.counts["frames"] == 0:
+    why = f"stopped by {stop.received} before the first" if stop.received else "no"
+    raise ValueError(f"{inp.name}: {why} frame could be read (skipped: {inp.skipped})")
+  return run.finish(workdir, step, time.time() - start)
 
 
 def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | int = "latest",
@@ -219,32 +255,9 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   if opts.flip != "checkpoint":
     config.eval_flip = opts.flip == "on"
   classify = make_classifier(config, variables, int(opts.batch_size))
-  out_dir.mkdir(parents=True, exist_ok=True)
-  outputs.remove_results(out_dir, stale)  # only with overwrite: no earlier file is left mixed in
-  run = recorder.Recorder(opts, out_dir, inp, list(labels_lib.CLASS_NAMES),
-                          list(config.data.crops.branches), source.name)
-  run.eval_flip = bool(config.eval_flip)
-  finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
-                      int(opts.detect_every) if inp.kind == "video" else 1,
-                      min_face_fraction=float(opts.min_face_fraction))
-  frames = inp.frames()
-  try:
-    with StopOnSignal() as stop:
-      bar = tqdm.tqdm(stop.frames(frames), total=inp.total, unit="frame", desc="predict",
-                      mininterval=1.0)
-      found = ((frame, finder(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))) for frame in bar)
-      for group in classify_frames(found, classify, int(opts.batch_size)):
-        for frame, faces, probs, mu in group:
-          run.record(frame, faces, probs, mu)
-        run.flush()  # rows reach the disk group by group: a crash keeps what was processed
-    run.stopped_by = stop.received
-  finally:
-    frames.close()  # stops the decoding thread if the loop ended early
-    run.close()
-  run.counts["detections"] = finder.detections  # frames the detector ran on
-  if run.counts["frames"] == 0:
-    raise ValueError(f"{inp.path}: no frames could be read (skipped: {inp.skipped})")
-  summary = run.finish(workdir, step, time.time() - start)
+  with StopOnSignal() as stop:  # from the first file written to the last
+    summary = _run(opts, out_dir, stale, inp, config, source, detect, classify, stop, workdir,
+                   step, start)
   logging.info("predict: %d %s, %d faces (%d frames without one%s%s), landmarks %s, "
                "checkpoint %d, %.1fs -> %s", summary["frames"],
                ("frame" if inp.kind == "video" else "image") +

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import pathlib
 import queue
+import re
 import threading
+import urllib.parse
 from typing import Iterator, TypeVar
 
 from absl import logging
@@ -119,9 +122,30 @@ def folder_images(folder: pathlib.Path, recursive: bool, exclude: str | None = N
                 key=lambda p: p.relative_to(folder).parts)
 
 
+CAMERA = re.compile(r"[0-9]+")
+STREAM = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")  # a scheme of two letters or more
+
+
 def is_live(path: str) -> bool:
-  """A camera index (`0`) or a stream address (`rtsp://...`, `http://...`), not a file."""
-  return str(path).isdigit() or "://" in str(path)
+  """A camera index (`0`) or a stream address (`rtsp://...`, `http://...`), not a file: a path
+  that exists is always the file (`./0` names a file called 0)."""
+  path = str(path)
+  if os.path.exists(path):
+    return False
+  return bool(CAMERA.fullmatch(path) or STREAM.match(path))
+
+
+def display_name(path: str) -> str:
+  """How rows, summaries and logs name an input: a camera by its index, a stream by its
+  address without the user name and password it may carry."""
+  if CAMERA.fullmatch(path):
+    return f"camera {path}"
+  parts = urllib.parse.urlsplit(path)
+  if parts.username or parts.password:
+    host = parts.hostname or ""
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+  return path
 
 
 class Input:
@@ -142,11 +166,11 @@ class Input:
     self.fps, self.size, self.frame_count = None, None, 0
     self._first = None
     self.live = is_live(path)
-    self.name = f"camera {path}" if str(path).isdigit() else str(path)
+    self.name = display_name(str(path)) if self.live else str(path)
     if self.live:
-      stem = f"camera{path}" if str(path).isdigit() else "stream"
-      self.path = pathlib.Path(stem)
-      self._open_capture(int(path) if str(path).isdigit() else str(path), "a stream")
+      camera = CAMERA.fullmatch(str(path)) is not None
+      self.path = pathlib.Path(f"camera{path}" if camera else "stream")
+      self._open_capture(int(path) if camera else str(path), "a stream")
       return
     self.path = pathlib.Path(path)
     if not self.path.exists():
@@ -197,7 +221,8 @@ class Input:
       logging.warning("%s does not say its frame rate; assuming 25 fps", self.name)
       fps = 25.0
     self.fps = float(fps)
-    self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    count = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)  # -1 or junk for some cameras and streams
+    self.frame_count = 0 if self.live or not count or count < 0 else int(count)
     self.total = -(-self.frame_count // self.stride) if self.frame_count > 0 else None
     self.size = (frame.shape[1], frame.shape[0])
     self.files, self.stems = ([] if self.live else [self.path]), [self.path.stem]
@@ -242,12 +267,12 @@ class Input:
           try:
             ok, frame = cap.read()
           except cv2.error as e:  # pragma: no cover - depends on the codec
-            logging.warning("%s: frame %d failed to decode (%s)", self.path, index, e)
+            logging.warning("%s: frame %d failed to decode (%s)", self.name, index, e)
             ok = False
         if not ok or frame is None:
           if self.frame_count and index < self.frame_count:
             logging.warning("%s: frame %d of %d failed to decode; stopping here and keeping "
-                            "the %d frames processed", self.path, index, self.frame_count,
+                            "the %d frames processed", self.name, index, self.frame_count,
                             processed)
             self.stopped_early = True
           return
