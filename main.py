@@ -12,8 +12,9 @@
     python main.py --config=configs/studies/margin.py --workdir=W --mode=study
     python main.py --workdir=W --mode=export --output=model.onnx [--checkpoint=best]
 
-Exit status: 0 done (also after SIGTERM, with a checkpoint saved), 1 the run failed (a
-non-finite loss; the last good checkpoint stays), 2 bad input (flags, config, data, files).
+Exit status (fer_jax/errors.py): 0 done (also after SIGTERM, with a checkpoint saved, or
+prediction's outputs written), 1 the run failed (a non-finite loss; the last good checkpoint
+stays), 2 bad input (flags, config, data, files, a run folder in use).
 Every mode's logic lives in fer_jax/; this file parses flags and calls one function.
 """
 

@@ -1,6 +1,7 @@
 """The errors fer_jax's commands end with, and the exit status each gives (main.py).
 
-Exit status: 0 done (also after SIGTERM, with a checkpoint saved), 1 the run failed on its own
+Exit status: 0 done (also after SIGTERM: training saves a checkpoint, prediction writes every
+output for the frames it took, a study stops after the run in progress), 1 the run failed on its own
 (`RUN_FAILURES`: a non-finite loss; the last good checkpoint stays), 2 bad input (flags,
 config, data, files, a run folder in use: every other error of `EXPECTED`, shown in one line
 without a traceback).
