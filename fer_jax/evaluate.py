@@ -55,9 +55,15 @@ def eval_step(variables, batch, *, model, crop_cfg, crops_on: str, occluder_seed
   if flip:
     probs, mu = (probs[:n] + probs[n:]) / 2, (mu[:n] + mu[n:]) / 2
     views = jnp.stack([logits[:n], logits[n:]], 1)
-  if temperature != 1.0:  # on the (averaged) distribution: the most probable class stays
-    probs = jax.nn.softmax(jnp.log(jnp.maximum(probs, 1e-30)) / temperature)
-  return dict(probs=probs, mu=mu, logits=views)
+  return dict(probs=temper(probs, temperature), mu=mu, logits=views)
+
+
+def temper(probs: jax.Array, temperature: float) -> jax.Array:
+  """softmax(log p / T) of (mirror-averaged) probabilities, as `calibration.probabilities`:
+  the most probable class stays; T = 1 leaves them as they are."""
+  if temperature == 1.0:
+    return probs
+  return jax.nn.softmax(jnp.log(jnp.maximum(probs, 1e-30)) / temperature)
 
 
 def make_eval_step(config: ml_collections.ConfigDict, mesh):

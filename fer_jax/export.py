@@ -88,10 +88,7 @@ def classifier(config: ml_collections.ConfigDict, variables):
     if config.eval_flip:
       mirrored = step(jnp.flip(crops, axis=-2))
       out = {k: (out[k] + mirrored[k]) / 2 for k in ("probs", "mu")}
-    probs = out["probs"]
-    if temperature != 1.0:  # as eval_step: on the mirror-averaged distribution
-      probs = jax.nn.softmax(jnp.log(jnp.maximum(probs, 1e-30)) / temperature)
-    return probs, out["mu"]
+    return evaluate.temper(out["probs"], temperature), out["mu"]  # as eval_step tempers
 
   return classify
 

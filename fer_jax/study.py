@@ -292,10 +292,6 @@ def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
   return value if isinstance(value, dict) else None
 
 
-def _write_json(path: pathlib.Path, value: Any) -> None:
-  files.write_json(path, value)
-
-
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
   if isinstance(tree, dict):
     out = {}
@@ -506,7 +502,7 @@ def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[s
     info.update(status="running", attempts=info.get("attempts", 0) + 1)
     if main:
       run_dir.mkdir(parents=True, exist_ok=True)
-      _write_json(run_dir / RUN_FILE, info)
+      files.write_json(run_dir / RUN_FILE, info)
     try:
       result = train_lib.train_and_evaluate(cfg, str(run_dir))
     except train_lib.NonFiniteLossError as e:
@@ -518,7 +514,7 @@ def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[s
     info.update(status="trained", step=int(result["step"]))
   if occlusion_lib is not None:
     if main:  # what is known so far, should the occlusion evaluation fail
-      _write_json(run_dir / RUN_FILE, info)
+      files.write_json(run_dir / RUN_FILE, info)
     for protocol, key in OCCLUSION_KEYS.items():
       if stop():  # a spent budget: this run stays `trained`, the next call evaluates it
         return "preempted"
@@ -604,7 +600,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
       logging.warning("%s/%s.json described another study (%d runs); its runs that this one "
                       "does not name stay in their folders, outside %s.csv",
                       root, stem, len(previous.get("runs") or []), stem)
-    _write_json(root / f"{stem}.json", dict(
+    files.write_json(root / f"{stem}.json", dict(
         study=json.loads(config.study.to_json_best_effort()),
         runs=[r.name for r in runs],
         overrides={r.name: {k: v for k, v in r.overrides} | {"seed": r.seed} for r in runs}))
@@ -689,6 +685,6 @@ def _run_locked(config, r: Run, run_dir: pathlib.Path, tag: str, status: str, ru
     seconds = time.time() - start
     info["seconds"] = info.get("seconds", 0.0) + seconds
     if main:
-      _write_json(run_dir / RUN_FILE, info)
+      files.write_json(run_dir / RUN_FILE, info)
       rows = write_files(root, config, runs)
   return rows, outcome, seconds

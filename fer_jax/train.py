@@ -286,28 +286,15 @@ def _format_eta(seconds: float) -> str:
   return f"{h}h{rem // 60:02d}m" if h else f"{rem // 60}m{rem % 60:02d}s"
 
 
-def check_resume_batch(config: ml_collections.ConfigDict, saved: dict[str, Any], step: int,
-                       directory: str) -> None:
-  """The saved data position counts batches: resuming with another batch size would repeat
-  or skip examples, so it is refused with what to do instead."""
-  was = saved.get("config", {}).get("batch_size")
-  if was is not None and int(was) != int(config.batch_size):
-    raise ValueError(
-        f"the checkpoint at step {step} in {directory} was trained with "
-        f"config.batch_size={was}, this run asks {config.batch_size}: its data position counts "
-        f"batches of {was}, so resuming would repeat or skip examples. Resume with "
-        f"--config.batch_size={was}, or start a new --workdir")
-
-
 def resume(config: ml_collections.ConfigDict, mgr, target: state_lib.TrainState,
            data: "TrainData") -> tuple[int, state_lib.TrainState]:
   """(step, state) of the newest checkpoint that restores, with `data` put where it was.
 
   Damaged newer steps are named in a warning and moved aside (`checkpoint.set_aside`), so the
-  run writes those steps again; a checkpoint of another architecture or batch size is an error.
+  run writes those steps again; a checkpoint of another architecture is an error (another
+  recipe, the batch size included, was refused before: `checkpoint.check_resume`).
   """
   def restore(step):
-    check_resume_batch(config, ckpt_lib.read_meta(mgr, step), step, mgr.directory)
     state = ckpt_lib.restore_state(mgr, step, target)
     data.position_at(step, mgr)
     return state

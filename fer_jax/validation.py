@@ -84,7 +84,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "predict.max_faces": (1, INF, True, False),
     "predict.batch_size": (1, INF, True, False),
     "predict.detect_every": (1, INF, True, False),
-    "predict.iou_threshold": (0, 1, True, True),
+    "predict.iou_threshold": (0, 1, False, True),
     "predict.max_track_gap": (0, INF, True, False),
     "predict.window_s": (0, INF, False, False),
     "predict.min_group": (1, INF, True, False),
@@ -109,7 +109,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lowering.small_conv_impl": lowering.CONV_IMPLS,
     "loss.classification": ("auto",) + tuple(losses.CLASSIFICATION),
     "optimizer.schedule": state_lib.SCHEDULES,
-    "predict.landmarks": ("face_alignment", "dlib"),
+    "predict.landmarks": landmarks_lib.SOURCES,
     "predict.detector": detectors.NAMES,
     "predict.flip": ("checkpoint", "on", "off"),
     "occlusion.landmarks": ("refit", "oracle"),
@@ -210,9 +210,17 @@ def _as_config_error(check: Callable[[ml_collections.ConfigDict], None]):
   return wrapped
 
 
+def check_values(config: ml_collections.ConfigDict) -> None:
+  """The table-driven checks alone (finite floats, `RANGES`, `CHOICES`), for a config that holds
+  only some sections (prediction's options: `ConfigDict(predict=...)`); keys it lacks are
+  skipped."""
+  _finite(config)
+  _ranges(config)
+  _choices(config)
+
+
 CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
-    _finite, _ranges, _choices, _as_config_error(_crops), _as_config_error(_model),
-    _as_config_error(_data))
+    check_values, _as_config_error(_crops), _as_config_error(_model), _as_config_error(_data))
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -458,14 +458,15 @@ def test_aggregate_only_writes_class_shares_and_nothing_about_a_face(run_dir, vi
 
 def test_new_options_refuse_bad_values_naming_the_key():
   for key, value, message in (
-      ("window_s", 0, "config.predict.window_s must be a positive number of seconds, got 0"),
+      ("window_s", 0, "config.predict.window_s must be > 0, got 0"),
       ("window_s", "ten", "config.predict.window_s must be a float, got 'ten'"),
       ("min_group", 0, "config.predict.min_group must be >= 1, got 0"),
       ("blur_faces", "yes", "config.predict.blur_faces must be True or False, got 'yes'"),
       ("aggregate_only", 1, "config.predict.aggregate_only must be True or False, got 1"),
-      ("detector", "haar", "config.predict.detector must be one of ('hog', 'hog_up1', "),
+      ("detector", "haar", "config.predict.detector must be one of hog, hog_up1, "),
+      ("iou_threshold", 0.0, "config.predict.iou_threshold must be in (0, 1], got 0.0"),
       ("detect_every", 0, "config.predict.detect_every must be >= 1, got 0"),
-      ("flip", "yes", "config.predict.flip must be one of ('checkpoint', 'on', 'off'), got 'yes'")):
+      ("flip", "yes", "config.predict.flip must be one of checkpoint, on, off, got 'yes'")):
     with pytest.raises(ValueError) as e:
       predict.options({"predict": {key: value}})
     assert str(e.value).startswith(message), str(e.value)

@@ -53,7 +53,6 @@ with the new ones, and anything else in the folder is left alone.
 
 from __future__ import annotations
 
-import math
 import pathlib
 import signal
 import time
@@ -67,6 +66,7 @@ import tqdm
 
 from fer_jax import defaults
 from fer_jax import detectors
+from fer_jax import validation
 from fer_jax.checkpoint import load_checkpoint
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import landmarks as landmarks_lib
@@ -81,7 +81,6 @@ __all__ = ["options", "predict", "detector_options", "load_checkpoint", "make_cl
            "FoundFace", "outside_frame", "Frame", "Input", "output_stems"]
 
 BOOLEAN_KEYS = ("overwrite", "annotate", "blur_faces", "aggregate_only", "recursive")
-FLIPS = ("checkpoint", "on", "off")  # config.predict.flip
 
 
 def options(overrides: ml_collections.ConfigDict | Mapping | None = None
@@ -102,24 +101,9 @@ def options(overrides: ml_collections.ConfigDict | Mapping | None = None
         kind = ("True or False" if isinstance(opts[key], bool) else
                 f"a {type(opts[key]).__name__}")
         raise ValueError(f"config.predict.{key} must be {kind}, got {value!r}") from None
-  if opts.detector not in detectors.NAMES:
-    raise ValueError(f"config.predict.detector must be one of {detectors.NAMES}, "
-                     f"got {opts.detector!r}")
-  if opts.flip not in FLIPS:
-    raise ValueError(f"config.predict.flip must be one of {FLIPS}, got {opts.flip!r}")
-  if opts.landmarks not in landmarks_lib.SOURCES:
-    raise ValueError(f"config.predict.landmarks must be one of {landmarks_lib.SOURCES}, "
-                     f"got {opts.landmarks!r}")
-  for name, least in (("frame_stride", 1), ("batch_size", 1), ("max_faces", 1),
-                      ("min_face_size", 0), ("detect_every", 1), ("max_track_gap", 0),
-                      ("min_group", 1)):
-    if int(opts[name]) < least:
-      raise ValueError(f"config.predict.{name} must be >= {least}, got {opts[name]}")
-  if not 0 < opts.iou_threshold <= 1:
-    raise ValueError(f"config.predict.iou_threshold must be in (0, 1], got {opts.iou_threshold}")
-  if not (math.isfinite(opts.window_s) and opts.window_s > 0):
-    raise ValueError(f"config.predict.window_s must be a positive number of seconds, got "
-                     f"{opts.window_s}")
+  # The ranges and choices of every predict key are validation.py's tables (where a command's
+  # config enters too); predict.predict may be called without going through it.
+  validation.check_values(ml_collections.ConfigDict(dict(predict=opts)))
   for name in BOOLEAN_KEYS:
     if not isinstance(opts[name], (bool, np.bool_)):
       raise ValueError(f"config.predict.{name} must be True or False, got {opts[name]!r}")
