@@ -321,7 +321,8 @@ def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipe
                        mesh) -> dict[str, dict[str, Any]]:
   """`evaluate.evaluate_split`'s metrics of `split` under each occluder, by name, with the
   landmarks of `config.occlusion.landmarks` (and, per occluder, `refit_failed`: the fraction
-  of faces whose refit fell back to the template; None under `oracle` and for `none`).
+  of faces whose refit fell back to the template; None under `oracle`, for `none`, and for a
+  model whose crops do not use landmarks, for which the two protocols are one evaluation).
 
   Each occluder is one pass over the split (every example once, padding masked out), whose log
   line names the occluder, its accuracy and its seconds.
@@ -330,6 +331,10 @@ def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipe
   if protocol not in PROTOCOLS:
     raise ValueError(f"config.occlusion.landmarks must be one of {', '.join(PROTOCOLS)}, "
                      f"got {protocol!r}")
+  if protocol == "refit" and not crops_lib.uses_landmarks(inference_branches(config)):
+    logging.info("the crops the model classifies (%s) do not use landmarks: the refit protocol "
+                 "is the oracle's evaluation, run once", ", ".join(inference_branches(config)))
+    protocol = "oracle"
   if protocol == "refit":
     check_config(config)
     plain = eval_lib.make_eval_step(config, mesh)
@@ -352,6 +357,12 @@ def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipe
       logging.info("%s: %d of %d refits fell back to the template (this process)", tagged.name,
                    refit.failed, refit.faces)
   return results
+
+
+def inference_branches(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The branches whose crops the model classifies at evaluation (`model.inference_branches`,
+  or every branch)."""
+  return tuple(config.model.get("inference_branches", ())) or tuple(config.data.crops.branches)
 
 
 def result_name(split_name: str, protocol: str) -> str:

@@ -28,6 +28,7 @@ import functools
 import json
 import pathlib
 import signal
+import sys
 import time
 from typing import Any
 
@@ -178,6 +179,24 @@ def init_state(config: ml_collections.ConfigDict, mesh, tx) -> state_lib.TrainSt
 STEP_INPUTS = ("image", "landmarks", "crops", "index", "target")
 
 
+def tensorboard_writer(folder: pathlib.Path):
+  """tensorboardX's SummaryWriter, or None where tensorboardX is not installed. Its import is
+  kept from importing torch (1.7 s, only for a type check this project never meets) unless torch
+  is already loaded."""
+  hide = "torch" not in sys.modules
+  if hide:
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX expects
+  try:
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    logging.warning("tensorboardX is not installed: no TensorBoard logs")
+    return None
+  finally:
+    if hide:
+      del sys.modules["torch"]
+  return SummaryWriter(str(folder))
+
+
 class MetricWriter:
   """metrics.jsonl, TensorBoard (tensorboardX) and the terminal's progress lines, written by
   process 0 only."""
@@ -194,11 +213,7 @@ class MetricWriter:
     if self.path.exists():  # drop lines of steps that the resumed run will redo
       keep = [json.dumps(r) for r in jsonl.read_metrics(self.path) if r["step"] <= resume_step]
       files.write_text(self.path, "".join(l + "\n" for l in keep))
-    try:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
-    except ImportError:
-      logging.warning("tensorboardX is not installed: no TensorBoard logs")
+    self._tb = tensorboard_writer(workdir / "tensorboard")
 
   def write(self, step: int, kind: str, metrics: dict[str, Any]) -> None:
     if not self.enabled:

@@ -3,8 +3,13 @@
 import os
 import pathlib
 
-import jax
 import pytest
+
+import runs
+
+# Read when the first backend starts, so before any test touches jax (runs.XLA_FLAGS says why).
+os.environ["XLA_FLAGS"] = runs.XLA_FLAGS
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

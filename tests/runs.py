@@ -18,6 +18,12 @@ REFERENCE_FLAGS = (f"--config.num_train_steps={STEPS}", "--config.checkpoint_eve
                    "--config.eval_every_steps=6", "--config.log_every_steps=2")
 
 
+# XLA:CPU's older loop emitters compile the tests' programs in half the time of its fusion
+# emitters (2.7 s -> 1.2 s for configs/test.py's train step); conftest.py sets the same for the
+# in-process tests, so in-process and subprocess numbers stay comparable.
+XLA_FLAGS = "--xla_cpu_use_fusion_emitters=false"
+
+
 def free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -33,7 +39,7 @@ def env() -> dict:
   e["PYTHONUNBUFFERED"] = "1"
   # Subprocesses import this checkout (as the tests do), not whichever one pip installed.
   e["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-  e.pop("XLA_FLAGS", None)
+  e["XLA_FLAGS"] = XLA_FLAGS
   return e
 
 
@@ -121,3 +127,59 @@ def hold_lock(folder):
                            text=True, env=env(), cwd=ROOT)
   assert child.stdout.readline().strip() == "held"
   return child
+
+
+def main(*args: str) -> tuple[int, str]:
+  """main.py's flag parsing and dispatch in this process, as `python3 main.py ARGS` runs them:
+  (exit status, what it wrote to stderr). For the tests of what main.py answers; those of
+  process life (signals, kills, several processes, the working folder) start it as a process,
+  and so do those with `--config.KEY=...` overrides: config_flags defines the override flags
+  from sys.argv when main.py is imported, once per process."""
+  import contextlib  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  module = sys.modules.get("fer_jax_main")
+  if module is None:  # once per process: main.py defines absl flags
+    spec = importlib.util.spec_from_file_location("fer_jax_main", ROOT / "main.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fer_jax_main"] = module
+    spec.loader.exec_module(module)
+  if any(a.startswith("--config.") for a in map(str, args)):
+    raise ValueError("--config.KEY overrides need a process (runs.run)")
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  # Parsing (and unparsing) sets absl's level from --verbosity, main() adds cli.setup_logging's
+  # filter, and an error line adds a root handler: all put back afterwards, for the tests that
+  # run next in this process.
+  absl_logger, handler = logging.get_absl_logger(), logging.get_absl_handler().python_handler
+  level, filters = absl_logger.level, list(handler.filters)
+  root_handlers = list(logging.logging.getLogger().handlers)
+  module.FLAGS.unparse_flags()  # every flag back to its default, as in a new process
+  err = io.StringIO()
+  status = 0
+  with contextlib.redirect_stderr(err):
+    try:
+      module.main(module.parse_flags(["main.py", *map(str, args)]))
+    except SystemExit as e:
+      status = e.code if isinstance(e.code, int) else 1
+    finally:
+      module.FLAGS.unparse_flags()
+      absl_logger.setLevel(level)
+      handler.filters[:] = filters
+      logging.logging.getLogger().handlers[:] = root_handlers
+  return status, err.getvalue()
+
+
+def bench(script: str, *args: str, monkeypatch) -> None:
+  """`python3 bench/SCRIPT.py ARGS` in this process (the script's `main()`, its argv patched):
+  where a subprocess would only add start-up and compile the tests' programs again."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  name = f"fer_jax_bench_{script}"
+  module = sys.modules.get(name)
+  if module is None:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{script}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+  monkeypatch.setattr(sys, "argv", [f"bench/{script}.py", *args])
+  monkeypatch.chdir(ROOT)
+  module.main()

@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 import cv2
+import jax
 import numpy as np
 import pytest
 
@@ -106,14 +107,20 @@ def test_unknown_config_key_and_wrong_type(tmp_path):
 
 
 def test_batch_not_divisible_by_the_devices(prepared, tmp_path, monkeypatch):
-  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
-  env = runs.env()
-  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-  import subprocess  # pylint: disable=g-import-not-at-top
-  r = subprocess.run(runs.command(tmp_path / "w", prepared[0], "--config.batch_size=30"),
-                     capture_output=True, text=True, timeout=300, cwd=runs.ROOT, env=env)
-  assert r.returncode == 2
-  assert "config.batch_size=30 is not divisible by the 4 devices" in r.stderr
+  """Checked before anything is built, naming the numbers (main.py turns the ValueError into exit
+  status 2: tests/test_reliability.py); four devices stood in for by the counts."""
+  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  assert pipeline.check_batch(32, 2, 4) == 16
+  with pytest.raises(ValueError, match="config.batch_size=30 is not divisible by the 4 devices"):
+    pipeline.check_batch(30, 1, 4)
+  with pytest.raises(ValueError, match="config.batch_size=6 is not divisible by the 4 processes"):
+    pipeline.check_batch(6, 4, 2)
+  monkeypatch.setattr(train.jax, "device_count", lambda: 4)
+  monkeypatch.setattr(train, "init_state", lambda *a: pytest.fail("built a model"))
+  with pytest.raises(ValueError, match="batch_size=30 is not divisible by the 4 devices"):
+    train.train_and_evaluate(runs.config(prepared[0], "--config.batch_size=30"),
+                             str(tmp_path / "w"))
 
 
 def test_checkpoint_of_another_architecture(trained, prepared, tmp_path):
@@ -173,6 +180,10 @@ def test_forced_nan_loss(trained, prepared, tmp_path):
   last_good = int(found.group(1)) - 1
   assert f"The last good checkpoint in {workdir / 'checkpoints'} is step {last_good}" in str(e.value)
   assert last_good in ckpts(workdir) and set(ckpts(workdir)) >= {max(before)}  # nothing lost
+  from fer_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  _, variables, step = ckpt_lib.load_checkpoint(str(workdir), "latest", config=config)
+  assert step == last_good  # the newest checkpoint is the last good one, and finite throughout
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(variables))
 
 
 # ---- paths, files and values checked where they enter (cli.run), before any model is built
@@ -280,11 +291,10 @@ def test_config_file_missing_broken_or_raising_and_stray_arguments(tmp_path):
                 "unexpected argument(s) stray"),
   }
   for name, (argv, expected) in cases.items():
-    r = subprocess.run([sys.executable, str(runs.ROOT / "main.py"), *argv], capture_output=True,
-                       text=True, timeout=120, cwd=runs.ROOT, env=runs.env())
-    assert r.returncode == 2, (name, r.stderr[-2000:])
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and expected in lines[0], (name, r.stderr[-2000:])
+    status, stderr = runs.main(*argv)
+    assert status == 2, (name, stderr[-2000:])
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], (name, stderr[-2000:])
 
 
 def test_damaged_checkpoint_named_in_eval_and_predict(trained, prepared, tmp_path, caplog):

@@ -133,16 +133,6 @@ def test_config_errors_name_the_key():
     crops.from_config(dict(occluder_height=(0.8, 0.2)))
 
 
-def test_crops_picture_command(test_config, tmp_path):
-  """`--mode=crops` draws each face's landmarks, boxes and crops into one PNG."""
-  from fer_jax import preview  # pylint: disable=g-import-not-at-top
-  path = preview.crops_preview(test_config, str(tmp_path), str(tmp_path / "crops.png"),
-                               num_faces=2)
-  import cv2  # pylint: disable=g-import-not-at-top
-  img = cv2.imread(path)
-  assert img is not None and img.shape[0] > 300 and img.shape[1] > 500
-
-
 def test_second_occluder_kind_covers_only_the_upper_face(faces):
   """`occluded_upper`, a branch kind of `crops.BRANCH_KINDS`: the occluder of the upper band."""
   cfg = crops.CropConfig(size=F, branches=("face", "occluded_upper"), standardize=False)

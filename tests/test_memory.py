@@ -71,18 +71,15 @@ def test_memory_source_needs_device_crops(prepared, tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
-def test_gpu_train_smoke_runs_the_paper_recipe_path(tmp_path):
+def test_gpu_train_smoke_runs_the_paper_recipe_path(tmp_path, monkeypatch, capsys):
   """`bench/gpu.py --train --smoke`: prepare, bfloat16 training from device-resident data,
   evaluation and the throughput report, on the sample with the tests' tiny model."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  import sys  # pylint: disable=g-import-not-at-top
-  r = subprocess.run([sys.executable, "bench/gpu.py", "--train", "--smoke",
-                      f"--workdir={tmp_path / 'run'}"], capture_output=True, text=True,
-                     timeout=300, cwd=runs.ROOT, env=runs.env())
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert "source=memory" in r.stdout and "bfloat16" in r.stdout
-  assert "trained to step 6 in" in r.stdout and "samples/s while training" in r.stdout
-  assert "GFLOP per sample" in r.stdout
+  runs.bench("gpu", "--train", "--smoke", f"--workdir={tmp_path / 'run'}",
+             monkeypatch=monkeypatch)
+  out = capsys.readouterr().out
+  assert "source=memory" in out and "bfloat16" in out
+  assert "trained to step 6 in" in out and "samples/s while training" in out
+  assert "GFLOP per sample" in out
   saved = json.loads((tmp_path / "run" / "config.json").read_text())
   assert saved["data"]["source"] == "memory" and saved["model"]["dtype"] == "bfloat16"
   assert json.loads((tmp_path / "run" / "eval" / "validation.json").read_text())[

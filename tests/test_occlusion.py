@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import runs
+from configs import default
 from fer_jax import cli, evaluate, occlusion
 from fer_jax.data import crops, ferplus, pipeline
 from fer_jax.data import landmarks as landmarks_lib
@@ -195,3 +196,17 @@ def test_refit_fits_the_occluded_face_and_moves_the_part_boxes(faces, occluded):
   # Uncovered, the same fitter gives back the stored landmarks: oracle and refit agree there.
   none = occlusion.Refit(fitter, NAMES.index("none"), SEED)(batch)
   np.testing.assert_allclose(none["landmarks"], landmarks, atol=1e-3)
+
+
+def test_only_a_model_that_classifies_the_whole_face_alone_ignores_landmarks():
+  """Refit and oracle differ only through crops cut by landmarks: for a model that classifies
+  the whole face alone (one branch, or the multi-view model's `inference_branches`), the refit
+  protocol is the oracle's evaluation, run once."""
+  assert not crops.uses_landmarks(("face",))
+  for branches in (("face", "eyes"), ("occluded",), ("mouth",), ("occluded_upper",)):
+    assert crops.uses_landmarks(branches), branches
+  config = default.get_config()
+  assert occlusion.inference_branches(config) == crops.DEFAULT_BRANCHES
+  config.model.inference_branches = ("face",)
+  assert occlusion.inference_branches(config) == ("face",)
+

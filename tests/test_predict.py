@@ -599,12 +599,10 @@ def test_bad_inputs_fail_naming_the_file(run_dir, tmp_path):
 
 
 def test_cli_exits_2_with_one_line_for_a_missing_input(run_dir, tmp_path):
-  r = subprocess.run([sys.executable, str(ROOT / "main.py"), f"--workdir={run_dir}",
-                      "--mode=predict", f"--input={tmp_path / 'missing.jpg'}",
-                      f"--output={tmp_path / 'out'}"],
-                     capture_output=True, text=True, timeout=120, cwd=ROOT, env=runs.env())
-  assert r.returncode == 2
-  assert f"fer_jax: error: input {tmp_path / 'missing.jpg'} does not exist" in r.stderr
+  status, stderr = runs.main(f"--workdir={run_dir}", "--mode=predict",
+                             f"--input={tmp_path / 'missing.jpg'}", f"--output={tmp_path / 'out'}")
+  assert status == 2
+  assert f"fer_jax: error: input {tmp_path / 'missing.jpg'} does not exist" in stderr
 
 
 def test_a_large_photo_gets_no_false_faces_and_classroom_frames_keep_small_faces():

@@ -280,20 +280,22 @@ def test_a_spent_budget_stops_the_study_before_its_next_run(tmp_path, monkeypatc
   assert calls == RUN_NAMES
 
 
-def test_gpu_study_smoke_runs_the_ablation_at_another_scale(tmp_path):
+def test_gpu_study_smoke_runs_the_ablation_at_another_scale(tmp_path, monkeypatch, capsys):
   """`bench/gpu.py --study=configs/studies/ablation.py --smoke`: the study's path as the
   accelerator runs it (one cell, one seed, the tests' model), both occlusion protocols."""
-  import subprocess  # pylint: disable=g-import-not-at-top
-  r = subprocess.run([sys.executable, "bench/gpu.py", "--study=configs/studies/ablation.py",
-                      "--smoke", f"--workdir={tmp_path}"], capture_output=True, text=True,
-                     timeout=300, cwd=runs.ROOT, env=runs.env())
-  assert r.returncode == 0, r.stderr[-3000:]
-  assert f"configs/studies/ablation.py:smoke in {tmp_path}: 1 of 1 runs finished" in r.stdout
+  runs.bench("gpu", "--study=configs/studies/ablation.py", "--smoke", f"--workdir={tmp_path}",
+             monkeypatch=monkeypatch)
+  assert (f"configs/studies/ablation.py:smoke in {tmp_path}: 1 of 1 runs finished"
+          in capsys.readouterr().out)
   table = read_csv(tmp_path / "ablation.csv")
   assert [row["run"] for row in table] == ["one_branch/seed=0"]
   for row in table:
     assert row["status"] == "finished"
     assert row["occlusion/none"] == row["occlusion_oracle/none"] == row["final_accuracy"]
+    # One branch, the whole face: no crop uses landmarks, so refitting them changes nothing.
+    names = [k.split("/")[1] for k in row if k.startswith("occlusion/")]
+    assert len(names) == 14 and float(row["occlusion/lower_half"]) < 1.0
+    assert [row[f"occlusion/{n}"] for n in names] == [row[f"occlusion_oracle/{n}"] for n in names]
 
 
 def test_sigterm_stops_the_study_after_saving_the_run(tmp_path, monkeypatch):

@@ -330,16 +330,23 @@ class BranchKind:
   """
   box: Callable[[jax.Array, int, CropConfig], jax.Array]
   occluder: Callable[[jax.Array, jax.Array, int, CropConfig], jax.Array] | None = None
+  uses_landmarks: bool = True
 
 
 # Branch name -> kind. Every other branch name is a landmark region (`REGIONS` or
 # `data.crops.regions`), cut as the padded box of its landmarks. A new kind (another occluder,
 # say) is one entry here.
 BRANCH_KINDS: dict[str, BranchKind] = {
-    "face": BranchKind(_whole_face),
+    "face": BranchKind(_whole_face, uses_landmarks=False),
     "occluded": BranchKind(_whole_face, occluder_box),  # the paper's: lower half of the face
     "occluded_upper": BranchKind(_whole_face, upper_occluder_box),  # brows and eyes covered
 }
+
+
+def uses_landmarks(branches: tuple[str, ...]) -> bool:
+  """Whether any of these branches' crops depends on the face's landmarks (every landmark
+  region does; of the kinds, the occluded ones place their occluder by them)."""
+  return any(BRANCH_KINDS[n].uses_landmarks if n in BRANCH_KINDS else True for n in branches)
 
 
 # --------------------------------------------------------------------------------------------
