@@ -24,14 +24,26 @@ jax.config.update("jax_compilation_cache_dir", str(_CACHE))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 SAMPLE = ROOT / "tests" / "data" / "ferplus_sample"
-# The longest test files, started first: xdist hands out whole files (`--dist loadfile`) in
-# collection order, and one long file started last would leave the other worker idle.
+# xdist (`--dist loadgroup`) keeps each file's tests on one worker (they share module fixtures)
+# but for the files of SPREAD, whose tests share nothing costly: those go out one test at a
+# time, last, and fill the gaps at the end of the run. The longest files start first.
 SLOW_FIRST = ("test_readme.py", "test_multihost.py", "test_preemption.py", "test_study.py")
+SPREAD = ("test_train.py", "test_resnet.py", "test_reliability.py", "test_release.py",
+          "test_ablation.py", "test_calibration.py", "test_landmarks.py", "test_losses.py",
+          "test_ferplus.py", "test_labels.py", "test_configs.py")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(session, config, items):  # pylint: disable=unused-argument
   rank = {name: i for i, name in enumerate(SLOW_FIRST)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FIRST)))  # stable
+  last = len(SLOW_FIRST) + 1
+  items.sort(key=lambda item: rank.get(item.path.name, last if item.path.name in SPREAD
+                                       else len(SLOW_FIRST)))  # stable
+  for item in items:
+    if item.path.name not in SPREAD:
+      item.add_marker(pytest.mark.xdist_group(item.path.name))
+
+
 SHARED_FERPLUS = ROOT.parent / "shared" / "data" / "ferplus"
 
 
