@@ -8,12 +8,19 @@ import pytest
 import runs
 
 
+# The two-process run: the reference run's first half (a constant learning rate and an order
+# that does not depend on the run's length: its steps are the reference's steps).
+HALF = runs.STEPS // 2
+TWO_FLAGS = tuple(f for f in runs.REFERENCE_FLAGS if "num_train_steps" not in f) + (
+    f"--config.num_train_steps={HALF}",)
+
+
 @pytest.fixture(scope="module")
 def one_and_two(prepared, reference_run, tmp_path_factory):
   tfds_dir = prepared[0]
   root = tmp_path_factory.mktemp("multihost")
   one, two = reference_run, root / "two"
-  codes = runs.run_processes(2, two, tfds_dir, *runs.REFERENCE_FLAGS)
+  codes = runs.run_processes(2, two, tfds_dir, *TWO_FLAGS)
   logs = "\n".join((root / f"two.p{i}.log").read_text()[-2000:] for i in range(2))
   assert codes == [0, 0], logs
   return tfds_dir, one, two
@@ -22,13 +29,12 @@ def one_and_two(prepared, reference_run, tmp_path_factory):
 def test_two_processes_give_the_losses_of_one(one_and_two):
   _, one, two = one_and_two
   a, b = runs.metrics(one), runs.metrics(two)
-  assert sorted(a) == sorted(b) == list(range(2, runs.STEPS + 1, 2))
-  for step in a:
+  assert sorted(b) == list(range(2, HALF + 1, 2)) and set(b) < set(a)
+  for step in b:
     assert abs(a[step]["loss"] - b[step]["loss"]) < 1e-5 * max(1.0, a[step]["loss"]), step
     assert abs(a[step]["mu/eyes"] - b[step]["mu/eyes"]) < 1e-5
   ea, eb = runs.metrics(one, "eval"), runs.metrics(two, "eval")
-  assert ea[6]["accuracy"] == eb[6]["accuracy"]
-  assert ea[runs.STEPS]["accuracy"] == eb[runs.STEPS]["accuracy"]
+  assert sorted(eb) == [HALF] and ea[HALF]["accuracy"] == eb[HALF]["accuracy"]
   # Only process 0 wrote the outputs.
   assert (two / "eval" / "validation.json").exists()
 

@@ -15,6 +15,7 @@ import pytest
 
 import runs
 from fer_jax import files
+from fer_jax import jsonl
 from fer_jax import train
 
 STEPS = runs.STEPS
@@ -112,6 +113,11 @@ def test_sigterm_saves_and_exits_cleanly(prepared, reference, tmp_path):
   finish(workdir, prepared)
   a, b = runs.metrics(reference), runs.metrics(workdir)
   assert a[STEPS]["loss"] == b[STEPS]["loss"]
+  # metrics.jsonl holds each step once: the steps redone after the last checkpoint not twice.
+  steps = [r["step"] for r in jsonl.read_metrics(workdir / "metrics.jsonl") if r["kind"] == "train"]
+  assert steps == sorted(a) == list(range(2, STEPS + 1, 2)), steps
+  assert (workdir / "eval" / "validation.json").read_text() == \
+      (reference / "eval" / "validation.json").read_text()
 
 
 def resumed(reference, prepared, tmp_path, *flags):
