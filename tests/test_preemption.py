@@ -28,6 +28,21 @@ def tmp_dirs(workdir):
   return [p for p in d.iterdir() if "tmp" in p.name] if d.exists() else []
 
 
+def logged(workdir, step):
+  """Whether training has written its metrics line for `step` (a half-written line is not)."""
+  path = pathlib.Path(workdir) / "metrics.jsonl"
+  if not path.exists():
+    return False
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:
+      continue
+    if row.get("kind") == "train" and row.get("step") == step:
+      return True
+  return False
+
+
 def wait_for(predicate, proc, timeout=240):
   t0 = time.time()
   while time.time() - t0 < timeout:
@@ -72,10 +87,10 @@ def test_sigkill_anywhere_then_resume_ends_like_an_uninterrupted_run(reference, 
       hit = wait_for(lambda: tmp_dirs(workdir) and checkpoint_steps(workdir), proc)
       if not hit:  # the first save may complete before we see it; kill during the next one
         hit = wait_for(lambda: tmp_dirs(workdir), proc)
-    else:
-      hit = wait_for(lambda: len(checkpoint_steps(workdir)) > len(before) or
-                     max(checkpoint_steps(workdir) or [0]) > max(before or [0]), proc)
-      time.sleep(rng.uniform(0.0, 1.5))
+    else:  # right after a random logged step, at least two logged steps before the end
+      # (a wall-clock delay would outlast the whole rest of the run on a fast machine)
+      target = rng.choice([s for s in range(2, STEPS - 2, 2) if s > max(before or [0])])
+      hit = wait_for(lambda: logged(workdir, target), proc)
     if proc.poll() is not None:
       break  # finished before the kill: nothing left to interrupt
     during_save = bool(tmp_dirs(workdir))
