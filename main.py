@@ -27,6 +27,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from fer_jax import cli
+from fer_jax import errors
+from fer_jax import modes
 
 FLAGS = flags.FLAGS
 # Found beside this file, so that main.py runs from any working directory.
@@ -34,7 +36,7 @@ DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "confi
 _CONFIG = config_flags.DEFINE_config_file("config", DEFAULT_CONFIG,
                                           "Training configuration.", lock_config=True)
 flags.DEFINE_string("workdir", None, "Run folder: checkpoints, metrics, evaluations.")
-flags.DEFINE_enum("mode", "train", cli.MODES, "What to do.")
+flags.DEFINE_enum("mode", "train", list(modes.MODES), "What to do.")
 flags.DEFINE_string("checkpoint", "latest",
                     "eval/predict/occlusion/export: latest, best or a step number.")
 flags.DEFINE_string("model", None,
@@ -60,9 +62,9 @@ def main(argv):
   try:
     cli.run(FLAGS.mode, _CONFIG.value, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
             input_path=FLAGS.input, output=FLAGS.output, model=FLAGS.model)
-  except cli.EXPECTED_ERRORS as e:
+  except errors.EXPECTED as e:
     logging.error("%s: %s", type(e).__name__, e)
-    fail(str(e), cli.exit_status(e))
+    fail(str(e), errors.exit_status(e))
 
 
 def parse_flags(argv):

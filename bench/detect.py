@@ -1,4 +1,4 @@
-"""Face finding: recall, false positives and time of each detector (`fer_jax.detectors`).
+"""Face finding: recall, false positives and time of each detector (`fer_jax.predict.detectors`).
 
     python bench/detect.py [--frames=20] [--seed=0] [--detectors=hog,hog_up1,...]
     python bench/detect.py --detectors=hog,blazeface,blazeface@min_score=0.3   # options
@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import cv2  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from fer_jax import detectors  # pylint: disable=g-import-not-at-top
+from fer_jax.predict import detectors  # pylint: disable=g-import-not-at-top
 
 PHOTOS = ROOT / "tests" / "data" / "photos"
 PHOTO_BOXES = {"astronaut.png": (129, 55, 204, 130), "grace_hopper.jpg": (180, 139, 366, 325)}
@@ -237,7 +237,7 @@ def main():
   parser.add_argument("--frames", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--detectors", default=",".join(detectors.NAMES),
-                      help="names of fer_jax.detectors, each with @key=value options if any")
+                      help="names of fer_jax.predict.detectors, each with @key=value options if any")
   parser.add_argument("--slow", default="mmod,mmod_up1",
                       help="detectors that run on the first --slow_frames frames only")
   parser.add_argument("--slow_frames", type=int, default=2)

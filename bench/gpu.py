@@ -75,7 +75,7 @@ def train_config(overrides: list[str], smoke: bool):
   config.model.dtype = "bfloat16"
   try:
     return cli.apply_overrides(config, overrides)
-  except (cli.UsageError, KeyError, TypeError, ValueError) as e:
+  except (errors.UsageError, KeyError, TypeError, ValueError) as e:
     raise SystemExit(f"gpu.py: error: bad --config override: {e}") from None
 
 
@@ -85,7 +85,8 @@ def flops_per_step(config, num_examples: int) -> float:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
-  from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax import parallel, state as state_lib  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
   from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   steps_per_epoch = max(num_examples // config.batch_size, 1)
@@ -162,7 +163,7 @@ def run_study(args, overrides: list[str]) -> None:
   config.study.budget_s = float(args.budget_s)
   try:
     config = cli.apply_overrides(config, overrides)
-  except (cli.UsageError, KeyError, TypeError, ValueError) as e:
+  except (errors.UsageError, KeyError, TypeError, ValueError) as e:
     raise SystemExit(f"gpu.py: error: bad --config override: {e}") from None
   workdir = args.workdir or ("/tmp/fer_gpu_study_smoke" if args.smoke else "/tmp/fer_gpu_study")
   if not jax.config.jax_compilation_cache_dir:  # the next call, and every seed, reuse it
@@ -206,7 +207,8 @@ def main() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
-  from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax import parallel, state as state_lib  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
   from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
   from fer_jax.data import landmarks  # pylint: disable=g-import-not-at-top
 

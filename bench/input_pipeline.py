@@ -44,7 +44,8 @@ def step_rate(config_module: str, batch: int, steps: int, size: int | None = Non
   import importlib  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax import parallel, state as state_lib  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
   config = importlib.import_module(f"configs.{config_module}").get_config()
   if size:
     config.data.crops.size = size

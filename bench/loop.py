@@ -50,7 +50,8 @@ def main() -> None:
   args = p.parse_args()
 
   import jax  # pylint: disable=g-import-not-at-top
-  from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax import parallel, state as state_lib  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
   from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
 
   tfds_dir = os.path.expandvars(os.path.expanduser(args.tfds_dir))

@@ -37,8 +37,10 @@ import jax  # pylint: disable=g-import-not-at-top
 import ml_collections  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from fer_jax import annotate, defaults, detectors, predict, release  # pylint: disable=g-import-not-at-top
 from fer_jax.data import labels, landmarks  # pylint: disable=g-import-not-at-top
+from fer_jax import defaults, release  # pylint: disable=g-import-not-at-top
+from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
+from fer_jax.predict import annotate, detectors  # pylint: disable=g-import-not-at-top
 
 PHOTOS = ROOT / "tests" / "data" / "photos"
 # dlib's face boxes in the two photos (x0, y0, x1, y1).

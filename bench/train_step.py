@@ -33,7 +33,8 @@ def jax_step(depth: int, size: int, batch: int, stem: str, overrides: dict):
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
-  from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
+  from fer_jax import parallel, state as state_lib  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
   from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config.model.depth, config.model.stem, config.data.crops.size = depth, stem, size

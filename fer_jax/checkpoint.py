@@ -10,7 +10,7 @@ into a temporary folder and renames it when complete, so a run killed mid-save l
 partial checkpoint behind: `latest_step` only ever sees whole ones.
 
 A step whose files were damaged later (truncated arrays, garbage metadata) raises
-`DamagedCheckpointError` naming the step and its folder. `restore_first` tries steps in order
+`errors.DamagedCheckpointError` naming the step and its folder. `restore_first` tries steps in order
 of preference and skips damaged ones with a warning: training resumes from the newest step that
 restores, and moves the damaged newer ones to WORKDIR/damaged_checkpoints/ (so that the run can
 write those steps again and the retention policy never deletes them); eval and predict use the
@@ -44,6 +44,7 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from fer_jax import defaults
+from fer_jax import errors
 from fer_jax import parallel
 from fer_jax import state as state_lib
 
@@ -52,21 +53,9 @@ T = TypeVar("T")
 DAMAGED_DIR = "damaged_checkpoints"
 
 
-class DamagedCheckpointError(RuntimeError):
-  """A checkpoint step whose files do not restore; the message names the step and folder."""
-
-  def __init__(self, mgr: ocp.CheckpointManager, step: int, cause: BaseException):
-    self.step = int(step)
-    self.path = pathlib.Path(mgr.directory) / str(step)
-    reason = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    reason = reason if len(reason) <= 240 else reason[:240] + "..."
-    super().__init__(f"the checkpoint at step {step} in {self.path} is damaged and does not "
-                     f"restore ({type(cause).__name__}: {reason})")
-
-
 def verify_arrays(mgr: ocp.CheckpointManager, step: int) -> None:
   """Reads every stored value of the `state` item of `step` once, synchronously; a value that
-  does not read (a truncated or missing data file) raises DamagedCheckpointError.
+  does not read (a truncated or missing data file) raises errors.DamagedCheckpointError.
 
   Orbax restores the arrays concurrently on an asyncio loop: when one read fails, the loop is
   closed while the others are still in flight, and each of those prints a traceback ("Event
@@ -82,11 +71,7 @@ def verify_arrays(mgr: ocp.CheckpointManager, step: int) -> None:
     for key in store.list().result():
       store.read(key).result()
   except Exception as e:  # pylint: disable=broad-except
-    raise DamagedCheckpointError(mgr, step, e) from None
-
-
-class IncompatibleCheckpointError(ValueError):
-  """A whole checkpoint of another architecture (not damage: never skipped)."""
+    raise errors.DamagedCheckpointError(mgr.directory, step, e) from None
 
 
 def manager(workdir: str, keep: int = 3, read_only: bool = False,
@@ -133,23 +118,23 @@ def save(mgr: ocp.CheckpointManager, step: int, state: Any, data_iter: Any | Non
 
 
 def read_meta(mgr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
-  """The `meta` item of `step` ({} if it has none); DamagedCheckpointError if unreadable."""
+  """The `meta` item of `step` ({} if it has none); errors.DamagedCheckpointError if unreadable."""
   path = pathlib.Path(mgr.directory) / str(step) / "meta" / "metadata"
   if not path.exists():
     return {}
   try:
     meta = json.loads(path.read_text())
   except (OSError, ValueError) as e:
-    raise DamagedCheckpointError(mgr, step, e) from None
+    raise errors.DamagedCheckpointError(mgr.directory, step, e) from None
   if not isinstance(meta, dict):
-    raise DamagedCheckpointError(mgr, step, ValueError(f"{path} holds no JSON object"))
+    raise errors.DamagedCheckpointError(mgr, step, ValueError(f"{path} holds no JSON object"))
   return meta
 
 
 def _accuracy(mgr: ocp.CheckpointManager, step: int) -> float | None:
   try:
     return read_meta(mgr, step).get("metrics", {}).get("accuracy")
-  except DamagedCheckpointError as e:
+  except errors.DamagedCheckpointError as e:
     logging.warning("%s; it is not a candidate for the best", e)
     return None
 
@@ -186,12 +171,12 @@ def restore_first(mgr: ocp.CheckpointManager, which: str | int,
   for step in steps:
     try:
       return step, restore(step)
-    except DamagedCheckpointError as e:
+    except errors.DamagedCheckpointError as e:
       if len(steps) == 1 and str(which).isdigit():
         raise
       logging.warning("%s; trying the next %s step", e, "best" if which == "best" else "newest")
       damaged.append(e)
-  raise DamagedCheckpointError(mgr, steps[-1], RuntimeError(
+  raise errors.DamagedCheckpointError(mgr, steps[-1], RuntimeError(
       f"every kept step ({', '.join(str(e.step) for e in damaged)}) is damaged"))
 
 
@@ -234,25 +219,25 @@ def _mismatches(saved_tree: Any, target: Any) -> list[str]:
 
 
 def check_compatible(mgr: ocp.CheckpointManager, step: int, target: Any) -> None:
-  """Raises IncompatibleCheckpointError naming the differing arrays if `step` holds another
-  architecture, DamagedCheckpointError if its metadata does not read."""
+  """Raises errors.IncompatibleCheckpointError naming the differing arrays if `step` holds another
+  architecture, errors.DamagedCheckpointError if its metadata does not read."""
   try:
     saved = mgr.item_metadata(step)["state"]
   except Exception as e:  # pylint: disable=broad-except
-    raise DamagedCheckpointError(mgr, step, e) from None
+    raise errors.DamagedCheckpointError(mgr.directory, step, e) from None
   saved_tree = getattr(saved, "tree", saved)
   bad = _mismatches(saved_tree, state_items(target))
   if bad and all(b.startswith("ema/") for b in bad):
     saved_decay = read_meta(mgr, step).get("config", {}).get("optimizer", {}).get("ema_decay")
     has = "keeps" if any(b.endswith("not in this model") for b in bad) else "lacks"
-    raise IncompatibleCheckpointError(
+    raise errors.IncompatibleCheckpointError(
         f"the checkpoint at step {step} in {mgr.directory} {has} moving averages of the "
         f"weights (its run's config.optimizer.ema_decay: {saved_decay}), this config does "
         f"not: pass --config.optimizer.ema_decay={saved_decay or 0.0}")
   if bad:
     shown = "\n  ".join(bad[:8]) + (f"\n  ... and {len(bad) - 8} more" if len(bad) > 8 else "")
     saved_model = read_meta(mgr, step).get("config", {}).get("model", {})
-    raise IncompatibleCheckpointError(
+    raise errors.IncompatibleCheckpointError(
         f"the checkpoint at step {step} in {mgr.directory} was written by another "
         f"architecture (its config.model: {saved_model}):\n  {shown}")
 
@@ -266,7 +251,7 @@ def restore_state(mgr: ocp.CheckpointManager, step: int, target: Any) -> Any:
     restored = mgr.restore(step,
                            args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
   except Exception as e:  # pylint: disable=broad-except
-    raise DamagedCheckpointError(mgr, step, e) from None
+    raise errors.DamagedCheckpointError(mgr.directory, step, e) from None
   if dataclasses.is_dataclass(target):
     return target.replace(**restored["state"])
   return restored["state"]
@@ -283,7 +268,7 @@ def restore_data(mgr: ocp.CheckpointManager, step: int, data_iter: Any) -> bool:
   try:
     mgr.restore(step, args=ocp.args.Composite(data=grain_ckpt.CheckpointRestore(data_iter)))
   except Exception as e:  # pylint: disable=broad-except
-    raise DamagedCheckpointError(mgr, step, e) from None
+    raise errors.DamagedCheckpointError(mgr.directory, step, e) from None
   return True
 
 

@@ -1,4 +1,5 @@
-"""What each `--mode` of main.py does, with the checks that make bad invocations fail fast."""
+"""main.py's flags to a mode: paths expanded and checked, a released model found, the run
+folder locked, then the mode of `modes.MODES` called; config files and overrides read and checked."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import difflib
 import importlib.util
 import os
 import pathlib
-import tempfile
 
 from absl import logging
 import jax
@@ -16,22 +16,15 @@ import ml_collections
 
 from fer_jax import errors
 from fer_jax import files
+from fer_jax import modes
+from fer_jax import parallel
+from fer_jax import release
 from fer_jax import validation
-
-MODES = ("prepare", "train", "eval", "predict", "crops", "occlusion", "study", "export")
 
 # Every config value that is a path. They, `--workdir`, `--input` and `--output` are expanded
 # (`~`, $VARS) here, once, so no module ever sees a raw path: the shell leaves `~` alone in
 # `--flag=~/x`.
 PATH_KEYS = ("data.manual_dir", "data.tfds_dir", "data.eval_list", "predict.face_alignment_dir")
-
-# Errors that name their culprit well enough to be shown without a traceback.
-EXPECTED_ERRORS = errors.EXPECTED
-exit_status = errors.exit_status
-
-# Modes that write into --workdir hold its lock (fer_jax/files.py) while they run; a study locks
-# each of its runs' folders instead, so that two study processes share the work.
-LOCKED_MODES = ("train", "eval", "occlusion", "export")
 
 
 class _QuietThirdParty(logging.logging.Filter):
@@ -85,10 +78,6 @@ def setup_logging() -> None:
     handler.addFilter(quiet)
 
 
-class UsageError(ValueError):
-  """A flag combination that cannot work; the message says which flag to set."""
-
-
 def expand_path(path: str | None) -> str | None:
   """`~` and environment variables expanded; "" and URLs (gs://...) returned as they are."""
   if not path or "://" in path:
@@ -109,7 +98,7 @@ def apply_overrides(config: ml_collections.ConfigDict, flags) -> ml_collections.
   type, as main.py's flags do; for scripts and tests that build configs in-process."""
   for flag in flags:
     if not flag.startswith("--config.") or "=" not in flag:
-      raise UsageError(f"{flag!r} is not --config.KEY=VALUE")
+      raise errors.UsageError(f"{flag!r} is not --config.KEY=VALUE")
     key, value = flag.removeprefix("--config.").split("=", 1)
     *parents, name = key.split(".")
     section = config
@@ -209,155 +198,94 @@ def config_load_error(filename: str, error: BaseException) -> str:
   return f"--config={filename}: {path} fails to load: {type(error).__name__}: {error}"
 
 
-def _check_dir(path: pathlib.Path, flag: str, create: bool, writable: bool = True) -> None:
-  """A folder that exists (or is created when `create`) and, if `writable`, takes files; else
-  a UsageError (FileNotFoundError) naming the flag and the path."""
-  if path.exists() and not path.is_dir():
-    raise UsageError(f"{flag}={path} is a file, not a folder")
-  if not path.exists():
-    if not create:
-      raise FileNotFoundError(f"{flag}={path} does not exist")
-    try:
-      path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-      raise UsageError(f"{flag}={path} cannot be created: {e.strerror or e}") from None
-  if not writable:
-    return
-  try:
-    with tempfile.TemporaryFile(dir=path):
-      pass
-  except OSError as e:
-    raise UsageError(f"{flag}={path} is not writable: {e.strerror or e}") from None
-
-
 def check_checkpoint_flag(which: str) -> str:
   """`--checkpoint` is `latest`, `best` or a step number."""
   if which in ("latest", "best") or which.isdigit():
     return which
-  raise UsageError(f"--checkpoint={which} is not a checkpoint: it takes latest, best or a "
+  raise errors.UsageError(f"--checkpoint={which} is not a checkpoint: it takes latest, best or a "
                    f"step number (e.g. --checkpoint=1200)")
 
 
-def check_paths(mode: str, workdir: str | None, output: str | None) -> None:
+def check_paths(name: str, mode: modes.Mode, workdir: str | None, output: str | None) -> None:
   """Folders the mode writes into exist (or can be made) and take files: checked before any
   model is built, so a typo costs seconds, not a compile."""
-  if workdir and mode in ("train", "eval", "predict", "occlusion", "study", "export"):
-    _check_dir(pathlib.Path(workdir), "--workdir", create=mode in ("train", "study"),
-               writable=mode not in ("predict", "export"))  # these only read the run
-  if output and mode == "predict":
-    _check_dir(pathlib.Path(output), "--output", create=True)
-  elif output and mode == "crops":
-    out = pathlib.Path(output)
-    if out.is_dir():
-      raise UsageError(f"--output={out} is a folder; --mode=crops writes a PNG file")
-    _check_dir(out.parent, "--output's folder", create=True)
-  elif output and mode == "export":
-    out = pathlib.Path(output)
-    if out.suffix != ".onnx":
-      raise UsageError(f"--output={out} must end in .onnx: --mode=export writes an ONNX model")
-    if out.is_dir():
-      raise UsageError(f"--output={out} is a folder; --mode=export writes a .onnx file")
-    _check_dir(out.parent, "--output's folder", create=True)
+  if workdir and mode.workdir != "optional":
+    files.check_dir(pathlib.Path(workdir), "--workdir", create=mode.workdir == "create",
+                    writable=mode.workdir != "read")
+  if not output or mode.output is None:
+    return
+  out = pathlib.Path(output)
+  if mode.output == "folder":
+    files.check_dir(out, "--output", create=True)
+    return
+  suffix = {"png": None, "onnx": ".onnx"}[mode.output]
+  if suffix and out.suffix != suffix:
+    raise errors.UsageError(f"--output={out} must end in {suffix}: --mode={name} writes an "
+                            f"{mode.output.upper()} model")
+  if out.is_dir():
+    raise errors.UsageError(f"--output={out} is a folder; --mode={name} writes a "
+                            f"{'PNG' if mode.output == 'png' else '.' + mode.output} file")
+  files.check_dir(out.parent, "--output's folder", create=True)
 
 
-def _need(value, flag: str, mode: str):
+def need(value, flag: str, mode: str):
+  """`value`, or a errors.UsageError saying that --mode=`mode` needs `flag`."""
   if not value:
-    raise UsageError(f"--mode={mode} needs {flag}")
+    raise errors.UsageError(f"--mode={mode} needs {flag}")
   return value
 
 
-# Modes that read a trained model: without --workdir they use a released one (--model=NAME).
-RELEASED_MODEL_MODES = ("eval", "predict", "export")
-
-
-def released_model_dir(mode: str, workdir: str | None, model: str | None) -> str | None:
-  """The released model's folder when `mode` reads a model and no --workdir is given (a
+def released_model_dir(name: str, mode: modes.Mode, workdir: str | None,
+                       model: str | None) -> str | None:
+  """The released model's folder when the mode reads a model and no --workdir is given (a
   workdir wins over --model); None otherwise."""
-  if model and mode not in RELEASED_MODEL_MODES:
-    raise UsageError(f"--model={model} is for --mode={'/'.join(RELEASED_MODEL_MODES)}, "
-                     f"not --mode={mode}")
-  if workdir or mode not in RELEASED_MODEL_MODES:
+  if model and not mode.released:
+    raise errors.UsageError(f"--model={model} is for --mode={'/'.join(modes.RELEASED_MODEL_MODES)}"
+                            f", not --mode={name}")
+  if workdir or not mode.released:
     if model:
       logging.warning("--model=%s ignored: --workdir=%s is used", model, workdir)
     return None
-  from fer_jax import release  # pylint: disable=g-import-not-at-top
   path = release.model_dir(model or release.DEFAULT_MODEL)
   logging.info("no --workdir: using the released model %s (%s)", path.name, path)
   return str(path)
 
 
-def run(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
+def run(name: str, config: ml_collections.ConfigDict, workdir: str | None, *,
         checkpoint: str = "latest", input_path: str | None = None, output: str | None = None,
         model: str | None = None):
+  """`--mode=name` with these flags: checked against the mode's row of `modes.MODES`, then
+  its module's `main`."""
+  mode = modes.get(name)
   expand_paths(config)
   workdir, input_path, output = map(expand_path, (workdir, input_path, output))
-  released = released_model_dir(mode, workdir, model)
+  released = released_model_dir(name, mode, workdir, model)
   validation.validate(config)
-  if mode in ("eval", "predict", "occlusion", "export"):
+  if mode.checkpoint:
     check_checkpoint_flag(checkpoint)
-  if mode == "prepare":
-    from fer_jax.data import ferplus, pipeline  # pylint: disable=g-import-not-at-top
-    manual = _need(config.data.manual_dir, "--config.data.manual_dir", mode)
-    tfds_dir = config.data.tfds_dir or (workdir and pipeline.resolve_tfds_dir("", workdir))
-    tfds_dir = _need(tfds_dir, "--config.data.tfds_dir (or --workdir)", mode)
-    _check_dir(pathlib.Path(tfds_dir), "--config.data.tfds_dir", create=True)
-    sizes = ferplus.prepare(manual, tfds_dir, config.data.landmarks)
-    for split, s in sizes.items():
-      print(f"{split}: {s['examples']:,} examples, {s['majority']:,} kept by majority vote")
-    return sizes
   if released:
-    check_paths(mode, None, output)
     workdir = released
-    if mode == "eval":
+    if name == "eval":  # a released model's folder is not written: results go beside
       output = output or os.path.abspath(f"eval_{pathlib.Path(released).name}")
-      _check_dir(pathlib.Path(output), "--output", create=True)
-  else:
-    if mode != "crops":
-      workdir = _need(workdir, "--workdir", mode)
-    check_paths(mode, workdir, output)
-  from fer_jax import parallel  # pylint: disable=g-import-not-at-top
-  parallel.initialize(config.multihost)
-  lock = run_lock(mode, None if released else workdir, parallel)
+  elif mode.workdir != "optional":
+    workdir = need(workdir, "--workdir", name)
+  check_paths(name, mode, None if released else workdir, output)
+  if mode.input:
+    need(input_path, "--input", name)
+  if mode.output_required:
+    need(output, "--output", name)
+  if mode.distributed:
+    parallel.initialize(config.multihost)
+  lock = run_lock(mode, None if released else workdir)
   with lock:
-    return _run_mode(mode, config, workdir, checkpoint=checkpoint, input_path=input_path,
-                     output=output)
+    return mode.load().main(modes.Args(config, workdir, checkpoint, input_path, output))
 
 
-def run_lock(mode: str, workdir: str | None, parallel) -> contextlib.AbstractContextManager:
+def run_lock(mode: modes.Mode, workdir: str | None) -> contextlib.AbstractContextManager:
   """The lock of `workdir` for a mode that writes there (held by process 0 of a run that spans
   processes, every process told when it is refused), or a no-op. A folder this process may
   not write (export reads a run it cannot write into) is read without a lock, or with the
   lock file locked read-only where one exists (files.RunLock)."""
-  if mode not in LOCKED_MODES or not workdir:
+  if not mode.locks or not workdir:
     return contextlib.nullcontext()
   return parallel.acquire_everywhere(files.RunLock(workdir))
-
-
-def _run_mode(mode: str, config: ml_collections.ConfigDict, workdir: str | None, *,
-              checkpoint: str, input_path: str | None, output: str | None):
-  if mode == "crops":
-    from fer_jax import preview  # pylint: disable=g-import-not-at-top
-    path = preview.crops_preview(config, workdir, _need(output, "--output", mode))
-    logging.info("wrote %s", path)
-    return path
-  if mode == "train":
-    from fer_jax import train  # pylint: disable=g-import-not-at-top
-    return train.train_and_evaluate(config, workdir)
-  if mode == "eval":
-    from fer_jax import evaluate  # pylint: disable=g-import-not-at-top
-    return evaluate.evaluate(config, workdir, checkpoint, out_dir=output)
-  if mode == "occlusion":
-    from fer_jax import occlusion  # pylint: disable=g-import-not-at-top
-    return occlusion.evaluate(config, workdir, checkpoint)
-  if mode == "study":
-    from fer_jax import study  # pylint: disable=g-import-not-at-top
-    return study.run(config, workdir)
-  if mode == "predict":
-    from fer_jax import predict  # pylint: disable=g-import-not-at-top
-    return predict.predict(workdir, _need(input_path, "--input", mode),
-                           _need(output, "--output", mode), checkpoint=checkpoint,
-                           overrides=config)
-  if mode == "export":
-    from fer_jax import export  # pylint: disable=g-import-not-at-top
-    return export.export(workdir, _need(output, "--output", mode), checkpoint)
-  raise UsageError(f"unknown --mode={mode}; expected one of {MODES}")

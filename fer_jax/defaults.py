@@ -135,7 +135,7 @@ def get_config() -> ml_collections.ConfigDict:
   pred.flip = "checkpoint"  # checkpoint | on | off: average each face with its mirror image as
   #   the checkpoint's eval_flip says, or always, or never (off halves the model's cost)
   pred.detector = "blazeface"  # face boxes: blazeface | hog | hog_up1 | hog_up2 | mmod | mmod_up1
-  #   (fer_jax/detectors.py; bench/RESULTS.md "Face finding": blazeface finds the most)
+  #   (fer_jax/predict/detectors.py; bench/RESULTS.md "Face finding": blazeface finds the most)
   pred.detect_every = 5  # video: detect on every n-th processed frame, follow faces between
   pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
   pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen

@@ -10,7 +10,7 @@ line cut short. A SIGKILL mid-write can leave a `.NAME.tmpPID.ext` file beside t
 
 The run-folder lock: `RunLock(folder)` holds WORKDIR/.fer_jax.lock with an exclusive `flock`
 while a mode writes there. A second process that asks for it exits with status 2
-(`RunLockedError`) naming the holder's pid, command and start time. The kernel releases the
+(`errors.RunLockedError`) naming the holder's pid, command and start time. The kernel releases the
 lock when its holder dies, even by SIGKILL; the holder's description stays in the file, so the
 next process takes the lock over with a warning naming the run it replaces.
 """
@@ -25,10 +25,13 @@ import os
 import pathlib
 import socket
 import sys
+import tempfile
 import time
 from typing import Any, Iterator
 
 from absl import logging
+
+from fer_jax import errors
 
 LOCK_FILE = ".fer_jax.lock"
 
@@ -91,8 +94,25 @@ def write_json(path, value: Any, indent: int | None = 1) -> pathlib.Path:
 # ---- the run-folder lock
 
 
-class RunLockedError(RuntimeError):
-  """Another live process holds the folder's lock; the message names it (exit status 2)."""
+def check_dir(path: pathlib.Path, flag: str, create: bool, writable: bool = True) -> None:
+  """A folder that exists (or is created when `create`) and, if `writable`, takes files; else
+  an errors.UsageError (FileNotFoundError) naming the flag and the path."""
+  if path.exists() and not path.is_dir():
+    raise errors.UsageError(f"{flag}={path} is a file, not a folder")
+  if not path.exists():
+    if not create:
+      raise FileNotFoundError(f"{flag}={path} does not exist")
+    try:
+      path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+      raise errors.UsageError(f"{flag}={path} cannot be created: {e.strerror or e}") from None
+  if not writable:
+    return
+  try:
+    with tempfile.TemporaryFile(dir=path):
+      pass
+  except OSError as e:
+    raise errors.UsageError(f"{flag}={path} is not writable: {e.strerror or e}") from None
 
 
 def describe_holder(info: dict[str, Any]) -> str:
@@ -115,7 +135,7 @@ def read_holder(folder) -> dict[str, Any]:
 class RunLock:
   """An exclusive lock on a run folder for as long as the `with` block (or until `release`).
 
-  `acquire()` raises RunLockedError when a live process holds it; a description left by a
+  `acquire()` raises errors.RunLockedError when a live process holds it; a description left by a
   holder that died without releasing (SIGKILL, power loss) is taken over with a warning.
   A lock is per open file: a process that asks twice for one folder is refused the second
   time, like any other writer. In a folder this process cannot write, an existing lock file
@@ -160,7 +180,7 @@ class RunLock:
         self.acquired = True
         return self
       holder = read_holder(self.folder)
-      raise RunLockedError(
+      raise errors.RunLockedError(
           f"{self.folder} is in use by {describe_holder(holder)}: one process writes a run "
           f"folder at a time. Wait for it to finish, stop it (SIGTERM saves and exits), or "
           f"use another --workdir") from None

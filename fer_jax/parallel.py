@@ -19,6 +19,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import ml_collections
 import numpy as np
 
+from fer_jax import errors
 from fer_jax import files
 
 DATA_AXIS = "data"
@@ -108,11 +109,11 @@ def acquire_everywhere(lock: files.RunLock) -> contextlib.AbstractContextManager
   if is_main():
     try:
       lock.acquire()
-    except (files.RunLockedError, OSError) as e:
+    except (errors.RunLockedError, OSError) as e:
       refused = e
   if any_process(refused is not None):
     if isinstance(refused, OSError):
       raise RuntimeError(f"{lock.folder}: cannot take its lock: {refused}") from None
-    raise refused or files.RunLockedError(f"{lock.folder} is in use by another run (its lock "
+    raise refused or errors.RunLockedError(f"{lock.folder} is in use by another run (its lock "
                                           "is held; process 0 names the holder)")
   return lock if is_main() else contextlib.nullcontext()

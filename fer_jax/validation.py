@@ -14,20 +14,17 @@ from typing import Any, Callable
 
 import ml_collections
 
-from fer_jax import detectors
-from fer_jax import losses
-from fer_jax import state as state_lib
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import landmarks as landmarks_lib
+from fer_jax import errors
+from fer_jax import losses
 from fer_jax.models import backbones
 from fer_jax.models import branch_attention
 from fer_jax.models import lowering
 from fer_jax.models import resnet
-
-
-class ConfigError(ValueError):
-  """A config value that cannot work; the message names the key, the value and the way out."""
+from fer_jax.predict import detectors
+from fer_jax import state as state_lib
 
 
 _MISSING = object()
@@ -127,7 +124,7 @@ def _finite(config: ml_collections.ConfigDict, prefix: str = "config") -> None:
     for v in flat:
       for x in (v if isinstance(v, (tuple, list)) else (v,)):
         if isinstance(x, float) and not math.isfinite(x):
-          raise ConfigError(f"{name} must be a finite number, got {value!r}")
+          raise errors.ConfigError(f"{name} must be a finite number, got {value!r}")
 
 
 def _ranges(config: ml_collections.ConfigDict) -> None:
@@ -136,19 +133,19 @@ def _ranges(config: ml_collections.ConfigDict) -> None:
     if value is _MISSING:
       continue
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise ConfigError(f"config.{key} must be a number, got {value!r}")
+      raise errors.ConfigError(f"config.{key} must be a number, got {value!r}")
     ok = (lo <= value if lo_ok else lo < value) and (value <= hi if hi_ok else value < hi)
     if not ok:
       interval = (f"in {'[' if lo_ok else '('}{lo:g}, {hi:g}{']' if hi_ok else ')'}"
                   if hi != INF else f"{'>=' if lo_ok else '>'} {lo:g}")
-      raise ConfigError(f"config.{key} must be {interval}, got {value!r}")
+      raise errors.ConfigError(f"config.{key} must be {interval}, got {value!r}")
 
 
 def _choices(config: ml_collections.ConfigDict) -> None:
   for key, allowed in CHOICES.items():
     value = _get(config, key)
     if value is not _MISSING and value not in allowed:
-      raise ConfigError(f"config.{key} must be one of {', '.join(allowed)}, got {value!r}")
+      raise errors.ConfigError(f"config.{key} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def _model(config: ml_collections.ConfigDict) -> None:
@@ -156,7 +153,7 @@ def _model(config: ml_collections.ConfigDict) -> None:
   constraint against the branches."""
   m = config.model
   if m.backbone == "resnet" and m.depth not in resnet.STAGE_SIZES:
-    raise ConfigError(f"config.model.depth must be one of "
+    raise errors.ConfigError(f"config.model.depth must be one of "
                       f"{', '.join(map(str, sorted(resnet.STAGE_SIZES)))} for a resnet, "
                       f"got {m.depth!r}")
   state_lib.part_branches(config)
@@ -165,10 +162,10 @@ def _model(config: ml_collections.ConfigDict) -> None:
   branches = tuple(config.data.crops.branches)
   for name in chosen:
     if name not in branches:
-      raise ConfigError(f"config.model.inference_branches names {name!r}, which is not in "
+      raise errors.ConfigError(f"config.model.inference_branches names {name!r}, which is not in "
                         f"config.data.crops.branches {branches}")
   if chosen and not config.loss.get("aux_weight", 0.0) > 0:
-    raise ConfigError(f"config.model.inference_branches={chosen} classifies with the "
+    raise errors.ConfigError(f"config.model.inference_branches={chosen} classifies with the "
                       "branches' own classifiers, which only multi-view training has: set "
                       "config.loss.aux_weight > 0")
 
@@ -179,34 +176,34 @@ def _crops(config: ml_collections.ConfigDict) -> None:
 
 def _data(config: ml_collections.ConfigDict) -> None:
   if "num_epochs" in config and config.num_epochs <= 0 and config.get("num_train_steps", -1) <= 0:
-    raise ConfigError(f"config.num_epochs must be > 0 (or config.num_train_steps set), got "
+    raise errors.ConfigError(f"config.num_epochs must be > 0 (or config.num_train_steps set), got "
                       f"{config.num_epochs!r}")
   d = config.data
   if d.source == "memory" and d.crops_on != "device":
-    raise ConfigError("config.data.source='memory' gathers and crops each batch inside the "
+    raise errors.ConfigError("config.data.source='memory' gathers and crops each batch inside the "
                       "step: it needs config.data.crops_on='device', got "
                       f"{d.crops_on!r}")
   sizes = tuple(d.get("train_sizes", ()))
   for pair in sizes:
     if (not isinstance(pair, (tuple, list)) or len(pair) != 2
         or float(pair[0]) <= 0 or int(pair[1]) < 4):
-      raise ConfigError("config.data.train_sizes must be ((until_epoch, size), ...) with "
+      raise errors.ConfigError("config.data.train_sizes must be ((until_epoch, size), ...) with "
                         f"epochs > 0 and sizes >= 4, got {sizes}")
   epochs = [float(p[0]) for p in sizes]
   if epochs != sorted(set(epochs)):
-    raise ConfigError(f"config.data.train_sizes' epochs must increase, got {sizes}")
+    raise errors.ConfigError(f"config.data.train_sizes' epochs must increase, got {sizes}")
 
 
 def _as_config_error(check: Callable[[ml_collections.ConfigDict], None]):
-  """A check whose lower-level ValueError/KeyError becomes a ConfigError (one line)."""
+  """A check whose lower-level ValueError/KeyError becomes a errors.ConfigError (one line)."""
   def wrapped(config):
     try:
       check(config)
-    except ConfigError:
+    except errors.ConfigError:
       raise
     except (ValueError, KeyError) as e:
       message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-      raise ConfigError(str(message)) from None
+      raise errors.ConfigError(str(message)) from None
   return wrapped
 
 
@@ -224,7 +221,7 @@ CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Raises ConfigError on the first value that cannot work; returns `config` otherwise."""
+  """Raises errors.ConfigError on the first value that cannot work; returns `config` otherwise."""
   for check in CHECKS:
     check(config)
   return config

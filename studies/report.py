@@ -44,7 +44,7 @@ import scipy.stats  # pylint: disable=g-import-not-at-top
 
 from configs.studies import ablation  # pylint: disable=g-import-not-at-top
 from fer_jax import files  # pylint: disable=g-import-not-at-top
-from fer_jax import study  # pylint: disable=g-import-not-at-top
+from fer_jax.modes import study  # pylint: disable=g-import-not-at-top
 
 MARGINS = (0.0, 0.01, 0.03, 0.05, 0.1)
 # (claim, arm x, arm y): the claim is that x beats y.

@@ -13,8 +13,9 @@ import jax  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from configs import test as test_config  # pylint: disable=g-import-not-at-top
-from fer_jax import parallel, state as state_lib, train  # pylint: disable=g-import-not-at-top
 from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
+from fer_jax import parallel, state as state_lib  # pylint: disable=g-import-not-at-top
 
 
 def main(tfds_dir):

@@ -8,7 +8,8 @@ import pytest
 
 import runs
 
-from fer_jax import state as state_lib, train
+from fer_jax.modes import train
+from fer_jax import state as state_lib
 
 
 def test_constraint_term_follows_the_config(test_config):

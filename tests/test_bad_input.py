@@ -23,8 +23,9 @@ import numpy as np
 import pytest
 
 import runs
-from fer_jax import predict, train
 from fer_jax.data import ferplus, labels, pipeline
+from fer_jax import errors
+from fer_jax.modes import predict, train
 from test_ferplus import write_kaggle
 from test_predict import REAL_CAPTURE, FailingCapture, head, overrides, read_rows, write_video
 
@@ -51,8 +52,8 @@ def prepare(manual, tmp_path, caplog):
   with caplog.at_level(logging.INFO):
     try:
       return 0, cli.run("prepare", config, str(tmp_path / "w")), caplog.text
-    except cli.EXPECTED_ERRORS as e:
-      return cli.exit_status(e), str(e), caplog.text
+    except errors.EXPECTED as e:
+      return errors.exit_status(e), str(e), caplog.text
 
 
 def test_manual_dir_missing(tmp_path, caplog):
@@ -109,7 +110,7 @@ def test_unknown_config_key_and_wrong_type(tmp_path):
 def test_batch_not_divisible_by_the_devices(prepared, tmp_path, monkeypatch):
   """Checked before anything is built, naming the numbers (main.py turns the ValueError into exit
   status 2: tests/test_reliability.py); four devices stood in for by the counts."""
-  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
   from fer_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   assert pipeline.check_batch(32, 2, 4) == 16
   with pytest.raises(ValueError, match="config.batch_size=30 is not divisible by the 4 devices"):
@@ -130,9 +131,9 @@ def test_checkpoint_of_another_architecture(trained, prepared, tmp_path):
   from fer_jax import cli  # pylint: disable=g-import-not-at-top
   workdir = copy_of(trained, tmp_path)
   before = ckpts(workdir)
-  with pytest.raises(cli.EXPECTED_ERRORS) as e:
+  with pytest.raises(errors.EXPECTED) as e:
     cli.run("train", runs.config(prepared[0], "--config.model.width=0.25"), str(workdir))
-  assert cli.exit_status(e.value) == 2
+  assert errors.exit_status(e.value) == 2
   assert "model.width: 0.125 -> 0.25 (old -> new)" in str(e.value)
   assert ckpts(workdir) == before
   # A checkpoint without its config (written by hand, or by an older fer_jax): the arrays.
@@ -141,7 +142,7 @@ def test_checkpoint_of_another_architecture(trained, prepared, tmp_path):
     meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items()
                                 if k != "config"}))
   (workdir / "config.json").unlink()
-  with pytest.raises(cli.EXPECTED_ERRORS) as e:
+  with pytest.raises(errors.EXPECTED) as e:
     cli.run("train", runs.config(prepared[0], "--config.model.width=0.25"), str(workdir))
   assert "was written by another architecture" in str(e.value)
   assert "has shape" in str(e.value)
@@ -166,9 +167,9 @@ def test_forced_nan_loss(trained, prepared, tmp_path):
   config = runs.config(prepared[0], *runs.REFERENCE_FLAGS,
                        f"--config.num_train_steps={runs.STEPS + 6}",
                        "--config.optimizer.learning_rate=1e12", "--config.checkpoint_every_steps=1")
-  with pytest.raises(train.NonFiniteLossError) as e:
+  with pytest.raises(errors.NonFiniteLossError) as e:
     cli.run("train", config, str(workdir))
-  assert cli.exit_status(e.value) == 1  # the run failed: not bad input
+  assert errors.exit_status(e.value) == 1  # the run failed: not bad input
   # The message names what overflowed: at lr 1e12 the weights blow up while the loss printed
   # beside them is still a (huge) finite number, so the loss is not among them.
   found = re.search(r"the training step overflowed at step (\d+): (.+) became non-finite "
@@ -191,7 +192,7 @@ def test_forced_nan_loss(trained, prepared, tmp_path):
 @pytest.fixture()
 def no_model(monkeypatch):
   """Makes building a model (or preparing data) a test failure: the checks must come first."""
-  from fer_jax import evaluate, predict, train  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import evaluate, predict, train  # pylint: disable=g-import-not-at-top
   from fer_jax.data import ferplus  # pylint: disable=g-import-not-at-top
 
   def built(*args, **kwargs):
@@ -203,9 +204,9 @@ def no_model(monkeypatch):
 
 def cli_error(mode, config, workdir=None, **kwargs):
   from fer_jax import cli  # pylint: disable=g-import-not-at-top
-  with pytest.raises(cli.EXPECTED_ERRORS) as e:
+  with pytest.raises(errors.EXPECTED) as e:
     cli.run(mode, config, None if workdir is None else str(workdir), **kwargs)
-  assert cli.exit_status(e.value) == 2 and "\n" not in str(e.value)
+  assert errors.exit_status(e.value) == 2 and "\n" not in str(e.value)
   return str(e.value)
 
 
@@ -298,7 +299,8 @@ def test_config_file_missing_broken_or_raising_and_stray_arguments(tmp_path):
 
 
 def test_damaged_checkpoint_named_in_eval_and_predict(trained, prepared, tmp_path, caplog):
-  from fer_jax import checkpoint as ckpt_lib, evaluate, predict  # pylint: disable=g-import-not-at-top
+  from fer_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import evaluate, predict  # pylint: disable=g-import-not-at-top
   workdir = copy_of(trained, tmp_path)
   runs.damage(workdir, runs.STEPS, "metadata")
   before = ckpts(workdir)

@@ -12,7 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fer_jax import calibration, evaluate, release
+from fer_jax import calibration, release
+from fer_jax import inference
+from fer_jax.modes import evaluate
 
 
 def test_nll_and_ece_by_hand():
@@ -57,7 +59,7 @@ def test_the_evaluation_step_applies_the_temperature_to_each_view():
   model = types.SimpleNamespace(apply=lambda v, x, train: dict(
       logits=x.reshape(len(x), -1) @ v["w"], mu=jnp.ones((len(x), 5))))
   crops = jax.random.normal(jax.random.key(0), (3, 5, 4, 4, 1))
-  step = functools.partial(evaluate.eval_step, {"w": w}, {"crops": crops}, model=model,
+  step = functools.partial(inference.eval_step, {"w": w}, {"crops": crops}, model=model,
                            crop_cfg=None, crops_on="host", occluder_seed=0, flip=True)
   plain, warm = step(temperature=1.0), step(temperature=3.0)
   np.testing.assert_allclose(plain["logits"], warm["logits"])  # raw logits: [n, 2 views, 8]

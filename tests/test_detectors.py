@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_jax import detectors
+from fer_jax.predict import detectors
 
 PHOTO = pathlib.Path(__file__).resolve().parent / "data" / "photos" / "astronaut.png"
 # dlib HOG's box of the face at one upsampling (tests/data/photos/README.md), in the crop below.

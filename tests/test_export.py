@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import cli, evaluate, export, state as state_lib
+from fer_jax import cli, state as state_lib
 from fer_jax.data import labels
+from fer_jax import errors
+from fer_jax import inference
+from fer_jax.modes import evaluate, export
 
 STEP = 5
 
@@ -71,7 +74,7 @@ def test_onnx_matches_jax_on_random_crops_at_two_batch_sizes(run, tmp_path):
   assert [i.name for i in session.get_inputs()] == ["crops"]
   assert [o.name for o in session.get_outputs()] == ["probs", "mu"]
   # The reference: evaluation's own step, with the run's own (CPU) lowering.
-  reference = jax.jit(lambda x: evaluate.eval_step(
+  reference = jax.jit(lambda x: inference.eval_step(
       variables, {"crops": x}, model=state_lib.build_model(config), crop_cfg=None,
       crops_on="host", occluder_seed=0, flip=True))
   rng = np.random.default_rng(0)
@@ -86,9 +89,9 @@ def test_onnx_matches_jax_on_random_crops_at_two_batch_sizes(run, tmp_path):
 
 
 def test_output_must_be_a_onnx_file(run, tmp_path):
-  with pytest.raises(cli.UsageError, match=r"--output=.*model\.pb must end in \.onnx"):
+  with pytest.raises(errors.UsageError, match=r"--output=.*model\.pb must end in \.onnx"):
     cli.run("export", default_config(), str(run[0]), output=str(tmp_path / "model.pb"))
-  with pytest.raises(cli.UsageError, match="needs --output"):
+  with pytest.raises(errors.UsageError, match="needs --output"):
     cli.run("export", default_config(), str(run[0]))
   assert not list(tmp_path.iterdir())
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fer_jax.data import ferplus, labels, pipeline
+from fer_jax import errors
 
 VOTE_HEADER = ["Usage", "Image name"] + list(labels.VOTE_NAMES)
 
@@ -90,10 +91,10 @@ def test_prepare_counts_majority(prepared):
 
 
 def test_missing_or_empty_manual_dir_is_an_error_that_says_where(tmp_path):
-  with pytest.raises(ferplus.ManualDirError, match=r"does not exist.*FER2013Train/label\.csv"):
+  with pytest.raises(errors.ManualDirError, match=r"does not exist.*FER2013Train/label\.csv"):
     ferplus.prepare(str(tmp_path / "nowhere"), str(tmp_path / "tfds"))
   (tmp_path / "empty").mkdir()
-  with pytest.raises(ferplus.ManualDirError, match=r"empty\.? .*fer2013new\.csv"):
+  with pytest.raises(errors.ManualDirError, match=r"empty\.? .*fer2013new\.csv"):
     ferplus.prepare(str(tmp_path / "empty"), str(tmp_path / "tfds"))
 
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import runs
-from fer_jax import train
 from fer_jax.data import memory, pipeline
+from fer_jax.modes import train
 
 B, SEED = 16, 3
 

@@ -49,7 +49,7 @@ def test_checkpoints_move_between_process_counts(one_and_two, tmp_path):
   more = [f for f in runs.REFERENCE_FLAGS if "num_train_steps" not in f]
   more.append(f"--config.num_train_steps={runs.STEPS + 2}")
   assert runs.run_processes(2, two_more, tfds_dir, *more) == [0, 0]
-  from fer_jax import train  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
   train.train_and_evaluate(runs.config(tfds_dir, *more), str(one_more))  # 1 process: this one
   a, b = runs.metrics(one_more)[runs.STEPS + 2], runs.metrics(two_more)[runs.STEPS + 2]
   assert abs(a["loss"] - b["loss"]) < 1e-5 * max(1.0, a["loss"])

@@ -13,9 +13,10 @@ import pytest
 
 import runs
 from configs import default
-from fer_jax import cli, evaluate, occlusion
+from fer_jax import cli
 from fer_jax.data import crops, ferplus, pipeline
 from fer_jax.data import landmarks as landmarks_lib
+from fer_jax.modes import evaluate, occlusion
 
 F = 48
 NAMES = ("none", "lower_half", "upper_half", "eyes_band", "mouth", "nose", "left_half",

@@ -10,8 +10,8 @@ import optax
 import pytest
 
 from configs import cpu
-from fer_jax import state as state_lib
 from fer_jax.models import branch_attention, resnet
+from fer_jax import state as state_lib
 
 BACKBONE = functools.partial(resnet.ResNet, depth=10, width=0.125, stem="small_strided")
 KW = dict(backbone=BACKBONE, attention_hidden=8)

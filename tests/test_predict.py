@@ -20,9 +20,12 @@ import numpy as np
 import pytest
 
 import runs
-from fer_jax import detectors, predict, state as state_lib, tracking, train
 from fer_jax.data import crops, labels
+from fer_jax.data import landmarks as landmarks_lib
+from fer_jax.modes import predict, train
+from fer_jax.predict import detectors, inputs, recorder, tracking
 from fer_jax.predict import model as predict_model
+from fer_jax import state as state_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "tests" / "data" / "photos"
@@ -149,7 +152,7 @@ def test_photos_faces_landmarks_and_a_row_that_matches_the_model(run_dir, tmp_pa
   assert not summary["eval_flip"]
   assert predict.predict(str(run_dir), str(PHOTOS), str(flipped), overrides=overrides(
       flip="on", annotate=False))["eval_flip"]
-  source = predict.landmarks_lib.DlibSource()
+  source = landmarks_lib.DlibSource()
   for k, (row, row_flip) in enumerate(zip(rows, read_rows(flipped))):
     rgb = cv2.cvtColor(cv2.imread(str(PHOTOS / row["source"])), cv2.COLOR_BGR2RGB)
     face = predict.find_faces(source, rgb, detect=detectors.make_detector("hog_up1"))[0]
@@ -264,7 +267,7 @@ def test_video_tracks_each_face_and_summarises_the_tracks(run_dir, video, tmp_pa
 def test_faces_followed_between_detections_land_where_detection_puts_them(video):
   """Detecting every 5th frame and following the faces between gives the faces, and within
   a pixel or two the landmarks, of detecting on every frame (faces about 90 px wide)."""
-  source = predict.landmarks_lib.DlibSource()
+  source = landmarks_lib.DlibSource()
   detect = detectors.make_detector("hog")
   every = predict.FaceFinder(source, detect, detect_every=1)
   followed = predict.FaceFinder(source, detect, detect_every=5)
@@ -536,7 +539,7 @@ def test_eval_takes_the_model_from_the_checkpoint_and_the_rest_from_the_config(
     run_dir, prepared, tmp_path, monkeypatch, caplog):
   """`--mode=eval`: the run's model, crops, label mode, loss and optimizer, whatever the given
   config says; the given data, split, batch size, eval_flip, eval_ema, seed and lowering."""
-  from fer_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import evaluate  # pylint: disable=g-import-not-at-top
   workdir = tmp_path / "run"
   shutil.copytree(run_dir, workdir)
   given = runs.config(prepared[0], "--config.model.width=0.25", "--config.data.crops.size=32",
@@ -673,8 +676,8 @@ def test_a_stream_is_read_from_its_address(run_dir, video, tmp_path):
   threading.Thread(target=server.serve_forever, daemon=True).start()
   try:
     url = f"http://127.0.0.1:{server.server_address[1]}/{video.name}"
-    assert predict.inputs.is_live(url) and predict.inputs.is_live("0")
-    assert not predict.inputs.is_live(str(video))
+    assert inputs.is_live(url) and inputs.is_live("0")
+    assert not inputs.is_live(str(video))
     summary = predict.predict(str(run_dir), url, str(tmp_path / "out"),
                               overrides=overrides(detector="hog", annotate=False))
   finally:
@@ -695,7 +698,7 @@ def test_sigterm_ends_a_run_with_every_output_written(run_dir, tmp_path, monkeyp
     for f in frames:
       writer.write(f)
   writer.release()
-  recorded, real = [], predict.recorder.Recorder.record
+  recorded, real = [], recorder.Recorder.record
 
   def record(self, *args, **kwargs):  # the signal comes while the 40th frame is recorded
     recorded.append(1)
@@ -703,7 +706,7 @@ def test_sigterm_ends_a_run_with_every_output_written(run_dir, tmp_path, monkeyp
       os.kill(os.getpid(), signal.SIGTERM)
     return real(self, *args, **kwargs)
 
-  monkeypatch.setattr(predict.recorder.Recorder, "record", record)
+  monkeypatch.setattr(recorder.Recorder, "record", record)
   summary = predict.predict(str(run_dir), str(long_video), str(tmp_path / "out"),
                             overrides=overrides(detector="hog", annotate=False))
   assert summary["stopped_by"] == "SIGTERM" and 40 <= summary["frames"] < 300
@@ -719,7 +722,7 @@ def test_sigterm_ends_a_run_with_every_output_written(run_dir, tmp_path, monkeyp
 
 
 def test_one_branch_faces_are_drawn_without_a_weight_panel():
-  from fer_jax import annotate  # pylint: disable=g-import-not-at-top
+  from fer_jax.predict import annotate  # pylint: disable=g-import-not-at-top
   frame = np.full((200, 300, 3), 90, np.uint8)
   face = dict(box=(60, 50, 160, 150), label_index=1, prob=0.9, weights=[1.0])
   beside = np.s_[50:150, 162:200]  # where the panel of branch weights goes (right of the box)
@@ -731,7 +734,7 @@ def test_one_branch_faces_are_drawn_without_a_weight_panel():
 
 
 def test_live_inputs_are_told_from_files_and_named_without_credentials(tmp_path, monkeypatch):
-  live, name = predict.inputs.is_live, predict.inputs.display_name
+  live, name = inputs.is_live, inputs.display_name
   monkeypatch.chdir(tmp_path)
   assert live("0") and live("12") and live("rtsp://cam/s") and live("http://x/v.mp4")
   (tmp_path / "0").write_bytes(b"")  # an existing path is the file, whatever its name

@@ -13,10 +13,11 @@ import time
 
 import pytest
 
+from fer_jax import errors
 import runs
 from fer_jax import files
 from fer_jax import jsonl
-from fer_jax import train
+from fer_jax.modes import train
 
 STEPS = runs.STEPS
 FLAGS = runs.REFERENCE_FLAGS
@@ -117,7 +118,7 @@ def test_sigterm_saves_and_exits_cleanly(prepared, reference, tmp_path):
   proc = runs.start(workdir, prepared[0], *FLAGS, log=tmp_path / "term.log")
   assert wait_for(lambda: runs.metrics(workdir) if (workdir / "metrics.jsonl").exists() else False,
                   proc)
-  with pytest.raises(files.RunLockedError, match=f"is in use by pid {proc.pid} on "):
+  with pytest.raises(errors.RunLockedError, match=f"is in use by pid {proc.pid} on "):
     files.RunLock(workdir).acquire()  # the training run holds its folder
   proc.send_signal(signal.SIGTERM)
   assert proc.wait(timeout=120) == 0
@@ -195,7 +196,7 @@ def test_a_sigterm_while_a_study_run_is_prepared_stops_it_at_its_first_step(prep
   """A study's budget (study.Budget) took the SIGTERM before training began: the run saves at
   its first step and reports itself preempted, instead of training to its end."""
   import os  # pylint: disable=g-import-not-at-top
-  from fer_jax import study  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import study  # pylint: disable=g-import-not-at-top
   config = runs.config(prepared[0], *FLAGS)
   with study.Budget(0.0) as budget:
     os.kill(os.getpid(), signal.SIGTERM)  # lands in the budget's handler: no run yet

@@ -42,7 +42,7 @@ def test_readme_commands_run_verbatim_for_a_newcomer(tmp_path):
   assert not any("tfds_dir" in a for c in commands for a in c)  # the default data dir
   # The studies (hours of runs) are checked for what they would run: every cell's config
   # builds; tests/test_study.py runs a study end to end through the same code.
-  from fer_jax import study  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import study  # pylint: disable=g-import-not-at-top
   for argv in [c for c, m in zip(commands, modes) if m == "study"]:
     config = runs.config("unused", base=next(a.split("=", 1)[1] for a in argv
                                              if a.startswith("--config=")))

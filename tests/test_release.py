@@ -9,6 +9,7 @@ import pytest
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax import cli, release
+from fer_jax import errors
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PHOTOS = ROOT / "tests" / "data" / "photos"
@@ -50,7 +51,7 @@ def test_eval_without_workdir_uses_the_released_model(reference_run, test_config
   assert by_release["checkpoint_step"] == by_run["checkpoint_step"]
   with pytest.raises(FileNotFoundError, match="no released model 'nope'.*available: tiny"):
     cli.run("eval", config, None, model="nope")
-  with pytest.raises(cli.UsageError, match="--model=tiny is for"):
+  with pytest.raises(errors.UsageError, match="--model=tiny is for"):
     cli.run("train", config, str(tmp_path / "w"), model="tiny")
 
 

@@ -18,16 +18,17 @@ import pytest
 
 import runs
 from fer_jax import cli
-from fer_jax import files
-from fer_jax import train
 from fer_jax.data import pipeline
+from fer_jax import errors
+from fer_jax import files
+from fer_jax.modes import train
 
 
 def cli_error(mode, config, workdir):
   """(exit status, message) of `cli.run` refusing a run."""
-  with pytest.raises(cli.EXPECTED_ERRORS) as e:
+  with pytest.raises(errors.EXPECTED) as e:
     cli.run(mode, config, str(workdir))
-  return cli.exit_status(e.value), str(e.value)
+  return errors.exit_status(e.value), str(e.value)
 
 
 # ---- 1. one writer per run folder
@@ -40,9 +41,9 @@ def test_a_second_writer_is_refused_and_a_dead_holders_lock_taken_over(prepared,
   try:
     for mode in ("train", "eval", "occlusion", "export"):
       output = str(tmp_path / "m.onnx") if mode == "export" else None
-      with pytest.raises(files.RunLockedError) as e:
+      with pytest.raises(errors.RunLockedError) as e:
         cli.run(mode, runs.config(prepared[0]), str(workdir), output=output)
-      status, message = cli.exit_status(e.value), str(e.value)
+      status, message = errors.exit_status(e.value), str(e.value)
       assert status == 2, mode
       assert f"{workdir} is in use by pid {child.pid} on " in message, message
       assert "(the test holder)" in message
@@ -133,7 +134,7 @@ DYING = textwrap.dedent("""
 WRITERS = {
     "eval JSON": ("eval/validation.json", """
         import numpy as np
-        from fer_jax import evaluate
+        from fer_jax.modes import evaluate
         evaluate.write_results(target, "validation", dict(accuracy=0.5, confusion_matrix=[[1]]),
                                np.zeros((1, 1)), ["face"], make_plots=False)"""),
     "plot PNG": ("eval/validation_confusion.png", """
@@ -143,7 +144,7 @@ WRITERS = {
                                target + "/eval/validation_confusion.png")"""),
     "study CSV": ("study.csv", """
         import pathlib
-        from fer_jax import study
+        from fer_jax.modes import study
         study.write_csv([dict(run="a/seed=0", final_accuracy=0.5)], pathlib.Path(target) / "study.csv")"""),
     "config.json": ("config.json", """
         from fer_jax import files

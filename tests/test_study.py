@@ -17,7 +17,9 @@ from configs import test as test_config_module
 from configs import studies
 from configs.studies import ablation, margin
 from configs.studies import test as study_test
-from fer_jax import jsonl, state as state_lib, study, train
+from fer_jax import errors
+from fer_jax import jsonl, state as state_lib
+from fer_jax.modes import study, train
 
 RUN_NAMES = ["loss.margin=0.0/seed=0", "loss.margin=0.05/seed=0", "loss.margin=0.0/seed=1",
              "loss.margin=0.05/seed=1"]
@@ -140,8 +142,7 @@ def test_a_run_folder_with_other_settings_is_refused(finished, study_config, mon
 def test_occlusion_is_added_to_finished_runs_without_training(finished, study_config,
                                                                 tmp_path, monkeypatch):
   """`study.occlusion` turned on later: each finished run is evaluated under the occluders (a
-  stand-in for fer_jax.occlusion here), nothing trains, and the tables gain the columns."""
-  import fer_jax  # pylint: disable=g-import-not-at-top
+  stand-in for fer_jax.modes.occlusion here), nothing trains, and the tables gain the columns."""
   workdir = tmp_path / "study"
   shutil.copytree(finished[0], workdir)
   evaluated = []
@@ -154,10 +155,9 @@ def test_occlusion_is_added_to_finished_runs_without_training(finished, study_co
                                refit_failed=None if oracle else 0.125),
             "hand": dict(accuracy=0.5, refit_failed=None if oracle else 0.0)}
 
-  fake = types.ModuleType("fer_jax.occlusion")
+  fake = types.ModuleType("fer_jax.modes.occlusion")
   fake.evaluate = evaluate
-  monkeypatch.setitem(sys.modules, "fer_jax.occlusion", fake)
-  monkeypatch.setattr(fer_jax, "occlusion", fake, raising=False)
+  monkeypatch.setattr(study, "occlusion", fake)
   monkeypatch.setattr(train, "train_and_evaluate", None)  # nothing may train
   config = study_config.copy_and_resolve_references()
   config.study.occlusion = True
@@ -188,7 +188,7 @@ def test_two_named_studies_in_one_workdir_share_a_run(finished, study_config, tm
 
   def fake(config, run_dir):
     trained.append(pathlib.Path(run_dir).relative_to(workdir).as_posix())
-    raise train.NonFiniteLossError("stand-in: no real training here")
+    raise errors.NonFiniteLossError("stand-in: no real training here")
 
   monkeypatch.setattr(train, "train_and_evaluate", fake)
   config = study_config.copy_and_resolve_references()
@@ -224,7 +224,7 @@ def fake_study(tmp_path, monkeypatch, fake):
 
 def test_a_diverged_run_is_recorded_and_not_retried(tmp_path, monkeypatch):
   def diverge(config, run_dir):
-    raise train.NonFiniteLossError(f"the loss became nan at step 1 (margin {config.loss.margin})")
+    raise errors.NonFiniteLossError(f"the loss became nan at step 1 (margin {config.loss.margin})")
 
   calls, run = fake_study(tmp_path, monkeypatch, diverge)
   rows = run()
@@ -242,7 +242,7 @@ def test_two_study_processes_share_the_runs(tmp_path, monkeypatch, caplog):
   """A run whose folder another process holds (its run lock) is left to that process; the
   others run here, and the same command later runs the one left over."""
   def diverge(config, run_dir):
-    raise train.NonFiniteLossError("stands in for a finished run")
+    raise errors.NonFiniteLossError("stands in for a finished run")
 
   other = runs.hold_lock(tmp_path / RUN_NAMES[1])
   try:
@@ -268,7 +268,7 @@ def test_a_spent_budget_stops_the_study_before_its_next_run(tmp_path, monkeypatc
 
   def slow(config, run_dir):
     time.sleep(0.5)
-    raise train.NonFiniteLossError("stands in for a finished run")
+    raise errors.NonFiniteLossError("stands in for a finished run")
 
   calls, _ = fake_study(tmp_path, monkeypatch, slow)
   config = study_test.get_config()

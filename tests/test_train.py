@@ -16,8 +16,10 @@ import runs
 from configs import test as test_config_module
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import evaluate, parallel, state as state_lib, train
 from fer_jax.data import crops, pipeline
+from fer_jax import inference
+from fer_jax.modes import evaluate, train
+from fer_jax import parallel, state as state_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -202,7 +204,7 @@ def test_flip_averaging_is_the_mean_over_the_mirrored_faces(test_config, prepare
                                       for l in landmarks]), index=batch["index"])
   model = state_lib.build_model(config)
   step = lambda b, flip: jax.jit(functools.partial(
-      evaluate.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
+      inference.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
       crops_on="device", occluder_seed=0, flip=flip))(variables, b)
   plain, other, averaged = step(batch, False), step(mirrored, False), step(batch, True)
   assert np.abs(plain["probs"] - other["probs"]).max() > 1e-3  # the mirror image differs

@@ -1,4 +1,4 @@
-"""Studies: configs with a `study` section, run by `--mode=study` (fer_jax/study.py).
+"""Studies: configs with a `study` section, run by `--mode=study` (fer_jax/modes/study.py).
 
 Each is an ordinary config plus `config.study`: `axes` ((dotted key, values) pairs), `combine`
 (cross | zip), `seeds`, `occlusion` and optional `labels` (one folder name per cell). Every run

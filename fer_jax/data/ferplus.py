@@ -39,6 +39,7 @@ import tensorflow_datasets as tfds
 
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import landmarks as landmarks_lib
+from fer_jax import errors
 
 FACE_SIZE = 48
 MS_FOLDERS = {"train": "FER2013Train", "validation": "FER2013Valid", "test": "FER2013Test"}
@@ -50,10 +51,6 @@ KAGGLE_LABELS = "fer2013new.csv"
 # (1e12, a value pasted into the wrong column); it also keeps every count and every sum of ten
 # well inside int32, the dtype the dataset stores.
 MAX_VOTES = 1000
-
-
-class ManualDirError(FileNotFoundError):
-  """The manual dir holds neither FERPlus layout; the message says what was looked for."""
 
 
 @dataclasses.dataclass
@@ -80,7 +77,7 @@ class Report:
 
 
 def detect_layout(manual_dir: pathlib.Path) -> str:
-  """`microsoft` or `kaggle`, or a `ManualDirError` that names what was looked for."""
+  """`microsoft` or `kaggle`, or a `errors.ManualDirError` that names what was looked for."""
   manual_dir = pathlib.Path(manual_dir)
   if any((manual_dir / f / "label.csv").exists() for f in MS_FOLDERS.values()):
     return "microsoft"
@@ -89,7 +86,7 @@ def detect_layout(manual_dir: pathlib.Path) -> str:
     return "kaggle"
   what = "does not exist" if not manual_dir.exists() else (
       "is empty" if not any(manual_dir.iterdir()) else "holds neither FERPlus layout")
-  raise ManualDirError(
+  raise errors.ManualDirError(
       f"FERPlus manual dir {manual_dir} {what}. Looked for Microsoft's layout "
       f"({', '.join(f + '/label.csv' for f in MS_FOLDERS.values())} with their PNGs) and for "
       f"Kaggle's ({' or '.join(KAGGLE_PIXELS)} beside {KAGGLE_LABELS}). "

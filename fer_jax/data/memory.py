@@ -27,9 +27,9 @@ import jax.numpy as jnp
 from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 
-from fer_jax import parallel
 from fer_jax.data import ferplus
 from fer_jax.data import pipeline
+from fer_jax import parallel
 
 
 def decode(split: pipeline.Split) -> dict[str, np.ndarray]:

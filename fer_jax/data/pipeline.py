@@ -31,6 +31,7 @@ import numpy as np
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import ferplus
 from fer_jax.data import labels as labels_lib
+from fer_jax import errors
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,11 +59,6 @@ def dataset_dir(tfds_dir: str, landmarks: str) -> pathlib.Path:
   return pathlib.Path(tfds_dir) / "fer_plus" / landmarks / str(ferplus.FerPlus.VERSION)
 
 
-class DamagedDataError(ValueError):
-  """A prepared dataset file that does not read back; the message names the file, the split and
-  the command that rebuilds it (exit status 2)."""
-
-
 class Sources(dict):
   """split -> TFDS data source, knowing the folder it was read from (for error messages)."""
   path: pathlib.Path
@@ -70,12 +66,12 @@ class Sources(dict):
 
 
 def damaged(path: pathlib.Path, tfds_dir: str, split: str, cause: BaseException
-            ) -> DamagedDataError:
+            ) -> errors.DamagedDataError:
   """The error for split `split` of the prepared dataset at `path` failing to read."""
   pattern = "*.array_record*" if split == "any" else f"*-{split}.array_record*"
   files = sorted(str(p) for p in path.glob(pattern)) or [str(path)]
   reason = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else ""
-  return DamagedDataError(
+  return errors.DamagedDataError(
       f"the prepared dataset's {split!r} split is damaged: {', '.join(files)} does not read "
       f"({type(cause).__name__}: {reason}). Rebuild it: delete {path} and run python main.py "
       f"--mode=prepare --config.data.manual_dir=DIR --config.data.tfds_dir={tfds_dir} "

@@ -1,6 +1,6 @@
 """Faces of a frame: detected, landmarked, aligned and cropped as the training faces were.
 
-A face detector (`fer_jax/detectors.py`, `predict.detector`) gives the boxes; a landmark
+A face detector (`fer_jax/predict/detectors.py`, `predict.detector`) gives the boxes; a landmark
 source (`data/landmarks.py`: face-alignment or dlib) fits the 68 landmarks inside each box;
 the face is then aligned onto the FERPlus template at 48 px in grey. The five crops are cut
 later, inside the jitted model (`model.py`), exactly as evaluation cuts them.

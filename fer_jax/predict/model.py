@@ -17,9 +17,9 @@ import jax
 import ml_collections
 import numpy as np
 
-from fer_jax import evaluate
-from fer_jax import state as state_lib
 from fer_jax.data import labels as labels_lib
+from fer_jax import inference
+from fer_jax import state as state_lib
 
 MAX_PENDING_FRAMES = 64  # frames held back at most while a batch of faces fills up
 
@@ -45,7 +45,7 @@ class Classifier:
   """(faces uint8 [n, F, F, 1], landmarks [n, 68, 2], face keys [n]) -> (probabilities
   [n, 8], branch weights [n, nb]), numpy.
 
-  It cuts the evaluation crops and runs the model (`evaluate.eval_step`) in jitted batches of
+  It cuts the evaluation crops and runs the model (`inference.eval_step`) in jitted batches of
   at most `batch_size` faces, each padded to `batch_bucket` (a few shapes compile). `dispatch`
   starts the work and returns a function that waits for it and returns the arrays: JAX runs
   the batches while the caller goes on (finding the next frame's faces).
@@ -54,7 +54,7 @@ class Classifier:
   def __init__(self, config: ml_collections.ConfigDict, variables, batch_size: int):
     model = state_lib.build_model(config)
     self._step = jax.jit(functools.partial(
-        evaluate.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
+        inference.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
         crops_on="device", occluder_seed=int(config.data.eval_occluder_seed),
         flip=bool(config.eval_flip), temperature=float(config.model.get("temperature", 1.0))))
     self._variables, self.batch_size = variables, int(batch_size)

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from fer_jax import files
-from fer_jax import annotate
+from fer_jax.predict import annotate
 
 # Every file predict may write into its output folder (the package docstring): names, the suffix
 # of the annotated images, and the folder of track plots with the pattern of its files.

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from fer_jax import files
-from fer_jax import tracking
+from fer_jax.predict.inputs import Frame, Input
 from fer_jax.predict import outputs
 from fer_jax.predict import timelines
-from fer_jax.predict.inputs import Frame, Input
+from fer_jax.predict import tracking
 
 
 class Recorder:

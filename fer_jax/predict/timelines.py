@@ -1,6 +1,6 @@
 """Faces summed over time: per-student tracks, and the class as a whole window by window.
 
-A track is a face followed across a video's frames by the IoU tracker (`fer_jax/tracking.py`).
+A track is a face followed across a video's frames by the IoU tracker (`fer_jax/predict/tracking.py`).
 A window is `predict.window_s` seconds of a video (window k holds the frames with
 k * window_s <= time < (k + 1) * window_s), or one photo of a folder. A window keeps class-level
 counts only (frames, faces, faces per label, the sum of the eye weights): no value of any single

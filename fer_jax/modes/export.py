@@ -3,7 +3,7 @@
     python main.py --workdir=RUN --mode=export --output=model.onnx [--checkpoint=best]
 
 The graph (written by jax2onnx, opset `OPSET`, its weights inside the one .onnx file) is the
-evaluation forward pass of `evaluate.eval_step` on crops that are already cut:
+evaluation forward pass of `inference.eval_step` on crops that are already cut:
 
     crops  float32 [N, nb, S, S, 1] --BranchAttentionNet, train=False--> logits, mu
     probs = softmax(logits)                                           float32 [N, 8]
@@ -37,11 +37,12 @@ import ml_collections
 import numpy as np
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import evaluate
-from fer_jax import files
-from fer_jax import state as state_lib
 from fer_jax.data import ferplus
 from fer_jax.data import labels as labels_lib
+from fer_jax import files
+from fer_jax import inference
+from fer_jax.modes import Args
+from fer_jax import state as state_lib
 
 OPSET = 18  # onnxruntime >= 1.14 runs it; 17 is too old for the ReduceMean that jax2onnx writes
 INPUT_NAME = "crops"
@@ -73,13 +74,13 @@ def export_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDic
 
 def classifier(config: ml_collections.ConfigDict, variables):
   """The function crops [N, nb, S, S, 1] -> (probs [N, 8], mu [N, nb]) that is exported:
-  `evaluate.eval_step` on cut crops, with the mirror average of `config.eval_flip` taken over
+  `inference.eval_step` on cut crops, with the mirror average of `config.eval_flip` taken over
   two passes (eval_step's own, over one batch of 2N, slices at N, which a symbolic N cannot)."""
   config = export_config(config)
   model = state_lib.build_model(config, platform=EXPORT_PLATFORM)
   variables = jax.tree.map(lambda v: np.asarray(v, np.float32), variables)
   crop_cfg = state_lib.crop_config(config)
-  step = lambda x: evaluate.eval_step(variables, {"crops": x}, model=model, crop_cfg=crop_cfg,
+  step = lambda x: inference.eval_step(variables, {"crops": x}, model=model, crop_cfg=crop_cfg,
                                       crops_on="host", occluder_seed=0)  # crops already cut
   temperature = float(config.model.get("temperature", 1.0))
 
@@ -88,7 +89,7 @@ def classifier(config: ml_collections.ConfigDict, variables):
     if config.eval_flip:
       mirrored = step(jnp.flip(crops, axis=-2))
       out = {k: (out[k] + mirrored[k]) / 2 for k in ("probs", "mu")}
-    return evaluate.temper(out["probs"], temperature), out["mu"]  # as eval_step tempers
+    return inference.temper(out["probs"], temperature), out["mu"]  # as eval_step tempers
 
   return classify
 
@@ -168,3 +169,8 @@ def export(workdir: str, output: str, checkpoint: str | int = "latest") -> dict[
                workdir, out, out.stat().st_size / 2**20, INPUT_NAME, list(shape),
                contract_path(out))
   return info
+
+
+def main(args: Args) -> dict[str, Any]:
+  """`--mode=export`."""
+  return export(args.workdir, args.output, args.checkpoint)

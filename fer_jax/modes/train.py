@@ -42,21 +42,19 @@ import numpy as np
 import optax
 
 from fer_jax import checkpoint as ckpt_lib
+from fer_jax.data import crops as crops_lib
+from fer_jax.data import memory
+from fer_jax.data import pipeline
 from fer_jax import errors
-from fer_jax import evaluate as eval_lib
 from fer_jax import files
 from fer_jax import jsonl
 from fer_jax import losses
+from fer_jax.modes import Args
+from fer_jax.modes import evaluate as eval_lib
 from fer_jax import parallel
 from fer_jax import plots
 from fer_jax import state as state_lib
 from fer_jax import validation
-from fer_jax.data import crops as crops_lib
-from fer_jax.data import memory
-from fer_jax.data import pipeline
-
-
-NonFiniteLossError = errors.NonFiniteLossError  # raised by the loop; its home is errors.py
 
 
 # What a step checks for NaN or Inf, in the order the error message names them.
@@ -480,7 +478,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     if not bool(done["finite"]):
       bad = [f"the {k}" for k in FINITE_CHECKS if not bool(done["finite_parts"][k])]
       bad = ", ".join(bad[:-1]) + (" and " if len(bad) > 1 else "") + bad[-1]
-      raise NonFiniteLossError(
+      raise errors.NonFiniteLossError(
           f"the training step overflowed at step {done_step}: {bad} "
           f"became non-finite (loss {float(done['loss'])}, gradient norm "
           f"{float(done['grad_norm'])}, learning rate {float(done['learning_rate']):.3g}); "
@@ -523,7 +521,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       final = run_eval(step) if config.eval_at_end else None
       if mgr.latest_step() != step:
         save(step, final[0] if final else None, force=True)
-  except NonFiniteLossError:
+  except errors.NonFiniteLossError:
     raise
   except BaseException:
     # Anything else (bad data, KeyboardInterrupt, ...): keep what was learnt, then re-raise.
@@ -552,3 +550,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if parallel.is_main() and config.plots and writer.path.exists():
     plots.training_curves(writer.path, workdir_path / "training_curves.png")
   return result
+
+
+def main(args: Args) -> dict[str, Any]:
+  """`--mode=train`."""
+  return train_and_evaluate(args.config, args.workdir)

@@ -66,15 +66,17 @@ import ml_collections
 import numpy as np
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import files
-from fer_jax import evaluate as eval_lib
-from fer_jax import parallel
-from fer_jax import plots
-from fer_jax import state as state_lib
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import ferplus
 from fer_jax.data import landmarks as landmarks_lib
 from fer_jax.data import pipeline
+from fer_jax import files
+from fer_jax import inference
+from fer_jax.modes import Args
+from fer_jax.modes import evaluate as eval_lib
+from fer_jax import parallel
+from fer_jax import plots
+from fer_jax import state as state_lib
 
 # (image [F, F, C] uint8 or float, landmarks [68, 2], key) -> the occluded image (same dtype).
 Occluder = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
@@ -258,12 +260,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 
 def occlusion_step(variables, batch, occluder, *, model, crop_cfg, occluder_seed: int,
                    flip: bool = False, temperature: float = 1.0):
-  """Per-device forward pass of `evaluate.eval_step` on faces under occluder number
+  """Per-device forward pass of `inference.eval_step` on faces under occluder number
   `occluder` (a traced scalar): class probabilities and branch weights of each example."""
   keys = crops_lib.example_keys(jax.random.key(occluder_seed), batch["index"])
   images = jax.vmap(occlude, in_axes=(0, 0, 0, None))(
       batch["image"], batch["landmarks"], keys, occluder)
-  return eval_lib.eval_step(variables, {**batch, "image": images}, model=model,
+  return inference.eval_step(variables, {**batch, "image": images}, model=model,
                             crop_cfg=crop_cfg, crops_on="device", occluder_seed=occluder_seed,
                             flip=flip, temperature=temperature)
 
@@ -429,3 +431,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
     logging.info("wrote %s (checkpoint step %d, %d examples): %s", path, step,
                  len(split), ", ".join(f"{n} {m['accuracy']:.4f}" for n, m in results.items()))
   return results
+
+
+def main(args: Args) -> dict[str, dict[str, Any]]:
+  """`--mode=occlusion`."""
+  return evaluate(args.config, args.workdir, args.checkpoint)

@@ -70,8 +70,14 @@ from absl import logging
 import ml_collections
 import numpy as np
 
+from fer_jax import errors
 from fer_jax import files
 from fer_jax import jsonl
+from fer_jax.modes import Args
+from fer_jax.modes import occlusion
+from fer_jax.modes import train as train_lib
+from fer_jax import parallel
+from fer_jax import plots
 from fer_jax import validation
 
 COMBINES = ("cross", "zip")
@@ -445,7 +451,6 @@ def write_files(workdir: pathlib.Path, config: ml_collections.ConfigDict,
                 runs: Sequence[Run]) -> list[dict[str, Any]]:
   """<name>.csv, .md and .png (study.csv, ... by default) from the runs' own files; returns
   the rows."""
-  from fer_jax import plots  # pylint: disable=g-import-not-at-top
   name, occlusion = eval_name(config), bool(config.study.get("occlusion", False))
   stem = study_name(config)
   rows = [read_row(r, workdir / r.name, name, occlusion) for r in runs]
@@ -497,7 +502,6 @@ def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[s
   """Trains (or resumes) one run, then evaluates it under the occluders when `occlusion_lib`
   is given; updates `info` (the run's study_run.json) and returns "done", "diverged" or
   "preempted"."""
-  from fer_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   if status != "trained":
     info.update(status="running", attempts=info.get("attempts", 0) + 1)
     if main:
@@ -505,7 +509,7 @@ def _attempt(cfg: ml_collections.ConfigDict, run_dir: pathlib.Path, info: dict[s
       files.write_json(run_dir / RUN_FILE, info)
     try:
       result = train_lib.train_and_evaluate(cfg, str(run_dir))
-    except train_lib.NonFiniteLossError as e:
+    except errors.NonFiniteLossError as e:
       info.update(status="diverged", error=str(e))
       logging.error("%s diverged: %s", run_dir, e)
       return "diverged"
@@ -567,25 +571,19 @@ class Budget:
 def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]:
   """`--mode=study`: runs (or continues) every run of the study in `workdir`; returns the
   study.csv rows. `jax.distributed` is started by the caller (`cli.run`)."""
-  from fer_jax import parallel  # pylint: disable=g-import-not-at-top
   root = pathlib.Path(workdir).resolve()
   runs = plan(config)
   _check_base(run_config(config, runs[0]))
   want_occlusion = bool(config.study.get("occlusion", False))
-  occlusion_lib = None
-  if want_occlusion:
-    try:
-      from fer_jax import occlusion as occlusion_lib  # pylint: disable=g-import-not-at-top
-    except ImportError as e:
-      raise ValueError(f"config.study.occlusion=True needs fer_jax.occlusion: {e}") from None
+  occlusion_lib = occlusion if want_occlusion else None
   if (root / "checkpoints").exists():
     raise ValueError(f"--workdir={root} holds a training run (checkpoints/): a study needs a "
                      f"folder of its own, where each run gets a subfolder")
   for r in runs:
     try:  # every run's values checked before any run trains, not hours later
       validation.validate(run_config(config, r, str(root)))
-    except validation.ConfigError as e:
-      raise validation.ConfigError(f"study run {r.name}: {e}") from None
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f"study run {r.name}: {e}") from None
     conflicts = config_conflicts(root / r.name, run_config(config, r, str(root)))
     if conflicts:
       raise ValueError(
@@ -635,7 +633,7 @@ def _run_all(config, runs, root: pathlib.Path, name: str, want_occlusion: bool, 
       break
     try:
       lock = parallel.acquire_everywhere(files.RunLock(run_dir))
-    except files.RunLockedError as e:
+    except errors.RunLockedError as e:
       logging.warning("%s: skipped here, another process is running it (%s)", tag, e)
       elsewhere.append(r.name)
       continue
@@ -688,3 +686,8 @@ def _run_locked(config, r: Run, run_dir: pathlib.Path, tag: str, status: str, ru
       files.write_json(run_dir / RUN_FILE, info)
       rows = write_files(root, config, runs)
   return rows, outcome, seconds
+
+
+def main(args: Args) -> list[dict[str, Any]]:
+  """`--mode=study`."""
+  return run(args.config, args.workdir)

@@ -23,52 +23,20 @@ import numpy as np
 
 from fer_jax import calibration
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax import files
-from fer_jax import parallel
-from fer_jax import plots
-from fer_jax import state as state_lib
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import pipeline
-
-
-def eval_step(variables, batch, *, model, crop_cfg, crops_on: str, occluder_seed: int,
-              flip: bool = False, temperature: float = 1.0):
-  """Per-device forward pass: class probabilities and branch weights of each example.
-
-  With `flip`, each example's probabilities and branch weights are the means over its crops
-  and their mirror images. Mirroring a crop equals cropping the mirrored face: every region
-  (eyes, nose, mouth) is a bounding box of a mirror-symmetric landmark set. Probabilities are
-  tempered by `temperature` (`model.temperature`, fitted on validation for a release) after
-  the mirror average, as `calibration.probabilities`; `logits` [n, views, classes] are the raw
-  logits of each view (for calibration).
-  """
-  x = crops_lib.model_inputs(batch, crop_cfg, occluder_seed, False, crops_on)
-  n = x.shape[0]
-  if flip:
-    x = jnp.concatenate([x, jnp.flip(x, axis=-2)])
-  out = model.apply(variables, x, train=False)
-  logits = out["logits"].astype(jnp.float32)
-  probs = jax.nn.softmax(logits)
-  mu = out["mu"]
-  views = logits[:, None]
-  if flip:
-    probs, mu = (probs[:n] + probs[n:]) / 2, (mu[:n] + mu[n:]) / 2
-    views = jnp.stack([logits[:n], logits[n:]], 1)
-  return dict(probs=temper(probs, temperature), mu=mu, logits=views)
-
-
-def temper(probs: jax.Array, temperature: float) -> jax.Array:
-  """softmax(log p / T) of (mirror-averaged) probabilities, as `calibration.probabilities`:
-  the most probable class stays; T = 1 leaves them as they are."""
-  if temperature == 1.0:
-    return probs
-  return jax.nn.softmax(jnp.log(jnp.maximum(probs, 1e-30)) / temperature)
+from fer_jax import files
+from fer_jax import inference
+from fer_jax.modes import Args
+from fer_jax import parallel
+from fer_jax import plots
+from fer_jax import state as state_lib
 
 
 def make_eval_step(config: ml_collections.ConfigDict, mesh):
   model = state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS)
-  fn = functools.partial(eval_step, model=model, crop_cfg=state_lib.crop_config(config),
+  fn = functools.partial(inference.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
                          crops_on=config.data.crops_on,
                          occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip,
                          temperature=float(config.model.get("temperature", 1.0)))
@@ -167,10 +135,6 @@ def load_eval_split(config: ml_collections.ConfigDict, sources) -> pipeline.Spli
                              for_eval=True)
 
 
-# Restoring lives with the checkpoints; the name stays here for the modules that evaluate.
-restore_variables = ckpt_lib.restore_variables
-
-
 def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest",
              out_dir: str | None = None) -> dict[str, Any]:
   """`--mode=eval`: restores a checkpoint and evaluates `data.eval_split` or `data.eval_list`.
@@ -197,3 +161,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
     logging.info("wrote %s (accuracy %.4f over %d examples, checkpoint step %d)", path,
                  metrics["accuracy"], metrics["num_examples"], step)
   return metrics
+
+
+def main(args: Args) -> dict[str, Any]:
+  """`--mode=eval`: results under --output (a released model's default) or WORKDIR."""
+  return evaluate(args.config, args.workdir, args.checkpoint, out_dir=args.output)

@@ -3,16 +3,18 @@ researcher sees what each branch sees (training augmentation, and the evaluation
 
 from __future__ import annotations
 
+from absl import logging
 import jax
 import ml_collections
 import numpy as np
 
-from fer_jax import plots
-from fer_jax import state as state_lib
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import ferplus
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import pipeline
+from fer_jax.modes import Args
+from fer_jax import plots
+from fer_jax import state as state_lib
 
 
 def crops_preview(config: ml_collections.ConfigDict, workdir: str | None, output: str,
@@ -50,3 +52,10 @@ def _view_image(image: np.ndarray, affine: np.ndarray) -> np.ndarray:
   warped = cv2.warpAffine(image, np.asarray(affine, np.float32), (size, size),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
   return warped[..., None] if warped.ndim == 2 else warped
+
+
+def main(args: Args) -> str:
+  """`--mode=crops`."""
+  path = crops_preview(args.config, args.workdir, args.output)
+  logging.info("wrote %s", path)
+  return path
