@@ -75,7 +75,7 @@ def train_config(overrides: list[str], smoke: bool):
   config.model.dtype = "bfloat16"
   try:
     return cli.apply_overrides(config, overrides)
-  except (errors.UsageError, KeyError, TypeError, ValueError) as e:
+  except (KeyError, TypeError, ValueError) as e:
     raise SystemExit(f"gpu.py: error: bad --config override: {e}") from None
 
 
@@ -87,7 +87,6 @@ def flops_per_step(config, num_examples: int) -> float:
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from fer_jax import parallel, state as state_lib  # pylint: disable=g-import-not-at-top
   from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
-  from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
   mesh = parallel.make_mesh()
   steps_per_epoch = max(num_examples // config.batch_size, 1)
   tx, lr = state_lib.make_optimizer(config, steps_per_epoch)
@@ -96,7 +95,7 @@ def flops_per_step(config, num_examples: int) -> float:
   arrays = dict(image=shape((num_examples, 48, 48, 1), np.uint8),
                 landmarks=shape((num_examples, 68, 2), np.float32),
                 target=shape((num_examples, 8), np.float32))
-  table = shape((train.TrainData.TABLE_STEPS, config.batch_size), np.int32,
+  table = shape((train.MemoryData.TABLE_STEPS, config.batch_size), np.int32,
                 NamedSharding(mesh, P(None, parallel.DATA_AXIS)))
   state = jax.tree.map(lambda x: shape(x.shape, x.dtype),
                        state_lib.abstract_train_state(config, steps_per_epoch))
@@ -163,7 +162,7 @@ def run_study(args, overrides: list[str]) -> None:
   config.study.budget_s = float(args.budget_s)
   try:
     config = cli.apply_overrides(config, overrides)
-  except (errors.UsageError, KeyError, TypeError, ValueError) as e:
+  except (KeyError, TypeError, ValueError) as e:
     raise SystemExit(f"gpu.py: error: bad --config override: {e}") from None
   workdir = args.workdir or ("/tmp/fer_gpu_study_smoke" if args.smoke else "/tmp/fer_gpu_study")
   if not jax.config.jax_compilation_cache_dir:  # the next call, and every seed, reuse it
@@ -209,8 +208,8 @@ def main() -> None:
   from configs import default  # pylint: disable=g-import-not-at-top
   from fer_jax import parallel, state as state_lib  # pylint: disable=g-import-not-at-top
   from fer_jax.modes import train  # pylint: disable=g-import-not-at-top
-  from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
   from fer_jax.data import landmarks  # pylint: disable=g-import-not-at-top
+  from fer_jax.models import lowering  # pylint: disable=g-import-not-at-top
 
   config = default.get_config()
   config.model.depth, config.model.dtype = args.depth, args.dtype

@@ -1,9 +1,13 @@
 """Training-loop throughput of config variants, in one process: the real step and the real data
-path (`train.TrainData`: grain's host pipeline, or the device-resident source), so that what the
+path (`train.DATA_SOURCES`: grain's host pipeline, or the device-resident source), so that what the
 host costs shows up, unlike bench/train_step.py, which feeds fixed crops.
 
     python bench/loop.py --config=configs/cpu.py --tfds_dir=~/tensorflow_datasets \
-        --variants='{"grain": {}, "memory": {"data.source": "memory"}}'
+        --variants='{"grain": {"data.source": "grain"}, "memory": {"data.source": "memory"}}'
+
+Name both sources: the default `--variants` leaves its first variant at the config's own
+`data.source`, and configs/cpu.py sets "memory", so under it both default variants read the
+device-resident data.
 
 Each variant builds its state, step and data, runs `--warmup` steps (compilation), then the
 variants alternate, `--steps` steps each per round, for `--rounds` rounds; a variant's figure is
@@ -67,7 +71,7 @@ def main() -> None:
     t0 = time.perf_counter()
     run = dict(state=train.init_state(config, mesh, tx),
                step=train.make_train_step(config, mesh, tx, lr),
-               data=train.TrainData(config, split, mesh), t=0, rates=[])
+               data=train.train_data(config, split, mesh), t=0, rates=[])
     for _ in range(args.warmup):
       run["state"], m = run["step"](run["state"], *run["data"].inputs(run["t"]))
       run["t"] += 1

@@ -6,8 +6,11 @@ configs/ folder: `configs/default.py` is this config under the name the command 
 The values are the paper's model on FERPlus (configs/default.py's docstring has its command).
 """
 
+import difflib
+
 import ml_collections
 
+from fer_jax import errors
 from fer_jax.data import crops
 
 
@@ -160,3 +163,27 @@ def get_config() -> ml_collections.ConfigDict:
   config.multihost.process_id = 0
   config.multihost.auto = False  # let jax.distributed.initialize read the cluster environment
   return config
+
+
+# ---- config.study: only a study config has it (configs/studies/, --mode=study, fer_jax/grid.py)
+STUDY = dict(
+    axes=(),  # (dotted key, tuple of values) pairs: the config keys the study varies
+    combine="cross",  # cross: every combination of the axes' values | zip: the i-th values
+    seeds=(),  # required: each cell runs once per seed (config.seed), e.g. (0, 1, 2)
+    occlusion=False,  # also evaluate each finished run under the occluders (both protocols)
+    labels=(),  # optional: one folder-safe name per cell, in cell order
+    name="study",  # the summary files' stem: WORKDIR/<name>.csv, .md, .png, .json
+    budget_s=0.0,  # > 0: the study stops itself after this many seconds (the command resumes)
+)
+
+
+def study_section(**given) -> ml_collections.ConfigDict:
+  """A `config.study` section: `STUDY` with the `given` keys' values; a key `STUDY` lacks is a
+  ConfigError naming it."""
+  unknown = sorted(set(given) - set(STUDY))
+  if unknown:
+    near = difflib.get_close_matches(unknown[0], list(STUDY), n=1)
+    raise errors.ConfigError(f"config.study has no key {unknown[0]!r}"
+                             f"{f' (did you mean {near[0]!r}?)' if near else ''}; its keys: "
+                             f"{', '.join(STUDY)}")
+  return ml_collections.ConfigDict({**STUDY, **given})

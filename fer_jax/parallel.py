@@ -23,6 +23,8 @@ from fer_jax import errors
 from fer_jax import files
 
 DATA_AXIS = "data"
+REPLICATED = P()  # an argument or result every device holds whole (the state, the variables)
+SHARDED = P(DATA_AXIS)  # one split along its first axis over the devices (a batch)
 
 def initialize(mh: ml_collections.ConfigDict) -> None:
   """Starts `jax.distributed` when the config (or the cluster) asks for several processes.
@@ -53,6 +55,16 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
   """A 1-D mesh named `data` over `devices` (default: every device of every process)."""
   devices = list(devices) if devices is not None else jax.devices()
   return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def data_parallel(step, mesh, in_specs: tuple, out_specs, donate_argnums: tuple[int, ...] = ()):
+  """jit(shard_map(step)): the one way fer_jax maps a per-device step onto the mesh. `step`
+  sees its device's share of each SHARDED argument and every REPLICATED one whole, and
+  averages over DATA_AXIS itself (`lax.pmean`); `in_specs`/`out_specs` give each argument's and
+  result's spec (REPLICATED, SHARDED, or a PartitionSpec of their own)."""
+  mapped = jax.shard_map(step, mesh=mesh, in_specs=in_specs, out_specs=out_specs,
+                         check_vma=False)
+  return jax.jit(mapped, donate_argnums=donate_argnums)
 
 
 def replicated(mesh) -> NamedSharding:

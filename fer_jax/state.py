@@ -18,8 +18,6 @@ from fer_jax.models import backbones
 from fer_jax.models import branch_attention
 from fer_jax.models import lowering
 
-SCHEDULES = ("paper_literal", "step", "cosine", "constant")
-
 
 @flax.struct.dataclass
 class TrainState:
@@ -124,31 +122,45 @@ def constraint_indices(config: ml_collections.ConfigDict) -> tuple[int, int] | N
   return branches.index(pair[0]), branches.index(pair[1])
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Callable:
-  """lr(step) for `config.optimizer.schedule`.
+def _paper_literal(opt, base: float, steps_per_epoch: int, total: int, warmup: int):
+  """x0.1 after every epoch, as the paper prints it."""
+  return optax.exponential_decay(base, transition_steps=steps_per_epoch, decay_rate=0.1,
+                                 staircase=True)
 
-  - paper_literal: x0.1 after every epoch, as the paper prints it;
-  - step: x decay_factor every decay_epochs;
-  - cosine: linear warmup, then cosine decay to 0 at the end of training;
-  - constant.
-  """
+
+def _step(opt, base: float, steps_per_epoch: int, total: int, warmup: int):
+  """x decay_factor every decay_epochs."""
+  return optax.exponential_decay(base, max(int(round(opt.decay_epochs * steps_per_epoch)), 1),
+                                 opt.decay_factor, staircase=True)
+
+
+def _cosine(opt, base: float, steps_per_epoch: int, total: int, warmup: int):
+  """Cosine decay to 0 at the end of training (after the warmup)."""
+  return optax.cosine_decay_schedule(base, max(total - warmup, 1))
+
+
+def _constant(opt, base: float, steps_per_epoch: int, total: int, warmup: int):
+  """The base rate throughout."""
+  return optax.constant_schedule(base)
+
+
+# `config.optimizer.schedule` -> the schedule after the warmup:
+# (optimizer config, base rate, steps per epoch, total steps, warmup steps) -> lr(step).
+SCHEDULES: dict[str, Callable[..., optax.Schedule]] = {
+    "paper_literal": _paper_literal, "step": _step, "cosine": _cosine, "constant": _constant}
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int) -> Callable:
+  """lr(step) for `config.optimizer.schedule` (`SCHEDULES`), after a linear warmup of
+  `optimizer.warmup_epochs` from 0."""
   opt = config.optimizer
   base = opt.learning_rate
   total = total_steps(config, steps_per_epoch)
   warmup = int(round(opt.warmup_epochs * steps_per_epoch))
-  if opt.schedule == "paper_literal":
-    main = optax.exponential_decay(base, transition_steps=steps_per_epoch, decay_rate=0.1,
-                                   staircase=True)
-  elif opt.schedule == "step":
-    main = optax.exponential_decay(base, max(int(round(opt.decay_epochs * steps_per_epoch)), 1),
-                                   opt.decay_factor, staircase=True)
-  elif opt.schedule == "cosine":
-    main = optax.cosine_decay_schedule(base, max(total - warmup, 1))
-  elif opt.schedule == "constant":
-    main = optax.constant_schedule(base)
-  else:
-    raise ValueError(f"config.optimizer.schedule must be one of {SCHEDULES}, "
+  if opt.schedule not in SCHEDULES:
+    raise ValueError(f"config.optimizer.schedule must be one of {tuple(SCHEDULES)}, "
                      f"got {opt.schedule!r}")
+  main = SCHEDULES[opt.schedule](opt, base, steps_per_epoch, total, warmup)
   if warmup > 0:
     return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
   return main

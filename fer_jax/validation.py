@@ -92,7 +92,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
 }
 
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.landmarks": landmarks_lib.SOURCES,
+    "data.landmarks": tuple(landmarks_lib.SOURCES),
     "data.label_mode": labels_lib.LABEL_MODES,
     "data.source": ("grain", "memory"),
     "data.crops_on": ("device", "host"),
@@ -105,9 +105,9 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "lowering.conv_impl": ("auto",) + lowering.CONV_IMPLS,
     "lowering.small_conv_impl": lowering.CONV_IMPLS,
     "loss.classification": ("auto",) + tuple(losses.CLASSIFICATION),
-    "optimizer.schedule": state_lib.SCHEDULES,
-    "predict.landmarks": landmarks_lib.SOURCES,
-    "predict.detector": detectors.NAMES,
+    "optimizer.schedule": tuple(state_lib.SCHEDULES),
+    "predict.landmarks": tuple(landmarks_lib.SOURCES),
+    "predict.detector": tuple(detectors.DETECTORS),
     "predict.flip": ("checkpoint", "on", "off"),
     "occlusion.landmarks": ("refit", "oracle"),
 }

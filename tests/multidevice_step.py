@@ -34,7 +34,7 @@ def main(tfds_dir):
     tx, lr = state_lib.make_optimizer(cfg, 10)
     state = train.init_state(cfg, mesh, tx)
     step = train.make_train_step(cfg, mesh, tx, lr)
-    data = train.TrainData(cfg, split, mesh) if cfg.data.source == "memory" else None
+    data = train.MemoryData(cfg, split, mesh) if cfg.data.source == "memory" else None
     for t, batch in enumerate(batches):  # the first two batches of the stream
       inputs = data.inputs(t) if data else (parallel.global_batch(batch, mesh),)
       state, metrics = step(state, *inputs)

@@ -14,8 +14,6 @@ import os
 import pathlib
 import re
 import shutil
-import subprocess
-import sys
 
 import cv2
 import jax

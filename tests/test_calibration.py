@@ -14,7 +14,6 @@ import pytest
 
 from fer_jax import calibration, release
 from fer_jax import inference
-from fer_jax.modes import evaluate
 
 
 def test_nll_and_ece_by_hand():

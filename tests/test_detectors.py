@@ -32,7 +32,7 @@ def head():
   return np.ascontiguousarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)[y:y + 200, x:x + 200])
 
 
-@pytest.mark.parametrize("name", detectors.NAMES)
+@pytest.mark.parametrize("name", detectors.DETECTORS)
 def test_finds_the_face(name, head):
   try:
     detect = detectors.make_detector(name)
@@ -50,10 +50,6 @@ def test_finds_the_face(name, head):
 def test_unknown_name():
   with pytest.raises(ValueError, match="unknown face detector 'viola'.*hog"):
     detectors.make_detector("viola")
-
-
-def test_default_is_known():
-  assert detectors.DEFAULT in detectors.NAMES
 
 
 def test_missing_model_is_named(tmp_path):

@@ -12,7 +12,7 @@ from fer_jax import cli, state as state_lib
 from fer_jax.data import labels
 from fer_jax import errors
 from fer_jax import inference
-from fer_jax.modes import evaluate, export
+from fer_jax.modes import export
 
 STEP = 5
 

@@ -7,7 +7,6 @@ modes, which it does through `modes.MODES`. Each module's docstring says its one
 import ast
 import pathlib
 
-import pytest
 
 from fer_jax import modes
 

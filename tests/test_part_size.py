@@ -4,7 +4,6 @@ resized inside the model; the whole-face branches keep the input's size."""
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest

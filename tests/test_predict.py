@@ -9,8 +9,6 @@ import logging
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 import types
 
 import cv2

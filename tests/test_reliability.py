@@ -7,7 +7,6 @@ back past a damaged checkpoint in test_preemption.py.)"""
 import json
 import logging
 import os
-import pathlib
 import shutil
 import signal
 import subprocess

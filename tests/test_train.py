@@ -285,3 +285,20 @@ def test_steps_over_four_devices_equal_one_device(prepared):
     assert diffs[f"{run}_params"] < 1e-5 * diffs["param_scale"], (run, diffs)
     assert diffs[f"{run}_batch_stats"] < 1e-5, (run, diffs)
   assert max(diffs["loss"]) - min(diffs["loss"]) < 1e-5, diffs
+
+
+@pytest.mark.parametrize("schedule, expected", [
+    # 10 steps an epoch, 2 of warmup (0.2 epochs) from 0 to the base rate 0.1, 40 steps in all.
+    ("constant", {0: 0.0, 1: 0.05, 2: 0.1, 12: 0.1, 39: 0.1}),
+    ("paper_literal", {2: 0.1, 11: 0.1, 12: 0.01, 22: 0.001}),  # x0.1 an epoch after warmup
+    ("step", {2: 0.1, 21: 0.1, 22: 0.05, 42: 0.025}),  # x0.5 every 2 epochs
+    ("cosine", {2: 0.1, 21: 0.05, 40: 0.0}),  # half way through the 38 steps after warmup
+])
+def test_learning_rate_schedules_by_name(schedule, expected):
+  config = test_config_module.get_config()
+  config.num_train_steps = 40
+  config.optimizer.update(schedule=schedule, learning_rate=0.1, warmup_epochs=0.2,
+                          decay_epochs=2.0, decay_factor=0.5)
+  lr = state_lib.learning_rate_schedule(config, steps_per_epoch=10)
+  for step, value in expected.items():
+    assert float(lr(step)) == pytest.approx(value, abs=1e-7), (schedule, step)

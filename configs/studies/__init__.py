@@ -11,6 +11,7 @@ import ml_collections
 from configs import cpu
 from configs import default
 from configs import test as tiny  # not `test`: configs/studies/test.py would shadow it
+from fer_jax import defaults
 
 # Epochs of a study's run: the cpu.py recipe (its cosine schedule over the run) cut to the
 # fewest epochs at which the paper's model still clearly clears 75% validation accuracy. At 4
@@ -68,8 +69,9 @@ def compute_ratio(config: ml_collections.ConfigDict) -> float:
 
 def section(axes, *, seeds, combine="cross", occlusion=False, labels=(),
             name="study", budget_s=0.0) -> ml_collections.ConfigDict:
-  """A `config.study` section; `axes` is a tuple of (dotted key, tuple of values) pairs."""
-  return ml_collections.ConfigDict(dict(
+  """A `config.study` section (`fer_jax.defaults.study_section`); `axes` is a tuple of
+  (dotted key, tuple of values) pairs."""
+  return defaults.study_section(
       axes=tuple((key, tuple(values)) for key, values in axes), combine=combine,
       seeds=tuple(seeds), occlusion=occlusion, labels=tuple(labels), name=name,
-      budget_s=float(budget_s)))
+      budget_s=float(budget_s))

@@ -24,11 +24,11 @@ import math
 import os
 import pathlib
 import tempfile
+from typing import Any, Callable
 
 import cv2
 import numpy as np
 
-SOURCES = ("template", "dlib", "face_alignment")
 # dlib fits: a face box is upscaled to about this side (px) or by `fit_upscale`, whichever is
 # less (a 48 px FERPlus face: 4x, as the prepared data was fitted).
 FIT_SIDE = 192
@@ -278,17 +278,20 @@ class FaceAlignmentSource:
     return faces
 
 
+# The landmark sources by name: name -> (constructor, the keyword options it takes).
+SOURCES: dict[str, tuple[Callable[..., Any], tuple[str, ...]]] = {
+    "template": (TemplateSource, ()),
+    "dlib": (DlibSource, ("upsample", "fit_upscale", "model_dir")),
+    "face_alignment": (FaceAlignmentSource, ("weights_dir", "device")),
+}
+
+
 def make_source(name: str, **kwargs):
-  """A landmark source by name (`SOURCES`); kwargs go to its constructor."""
-  if name == "template":
-    return TemplateSource()
-  if name == "dlib":
-    return DlibSource(**{k: v for k, v in kwargs.items() if k in ("upsample", "fit_upscale",
-                                                                   "model_dir")})
-  if name == "face_alignment":
-    return FaceAlignmentSource(**{k: v for k, v in kwargs.items() if k in ("weights_dir",
-                                                                            "device")})
-  raise ValueError(f"landmark source must be one of {SOURCES}, got {name!r}")
+  """A landmark source by name (`SOURCES`); the kwargs its constructor takes go to it."""
+  if name not in SOURCES:
+    raise ValueError(f"landmark source must be one of {tuple(SOURCES)}, got {name!r}")
+  make, takes = SOURCES[name]
+  return make(**{k: v for k, v in kwargs.items() if k in takes})
 
 
 def best_available(preferred: str = "face_alignment", **kwargs):

@@ -16,14 +16,11 @@ from typing import Any
 
 from absl import logging
 import jax
-import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
 from fer_jax import calibration
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax.data import crops as crops_lib
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import pipeline
 from fer_jax import files
@@ -40,9 +37,8 @@ def make_eval_step(config: ml_collections.ConfigDict, mesh):
                          crops_on=config.data.crops_on,
                          occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip,
                          temperature=float(config.model.get("temperature", 1.0)))
-  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS)),
-                         out_specs=P(parallel.DATA_AXIS), check_vma=False)
-  return jax.jit(mapped)
+  return parallel.data_parallel(fn, mesh, (parallel.REPLICATED, parallel.SHARDED),
+                                parallel.SHARDED)
 
 
 def summarize(probs: np.ndarray, mu: np.ndarray, labels: np.ndarray, branch_names: list[str],
@@ -135,6 +131,20 @@ def load_eval_split(config: ml_collections.ConfigDict, sources) -> pipeline.Spli
                              for_eval=True)
 
 
+def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, which: str):
+  """What every evaluation of a checkpoint (--mode=eval, --mode=occlusion) starts from:
+  (the run's config, its variables, their step, the split, the mesh). The split is
+  `data.eval_split` or `data.eval_list`, from the dataset of `data.tfds_dir` (WORKDIR/tfds),
+  prepared from `data.manual_dir` if it is not yet; the model is the checkpoint's own
+  (`checkpoint.RUN_KEYS` from the run's config, `checkpoint.load_checkpoint`)."""
+  mesh = parallel.make_mesh()
+  sources = pipeline.open_sources(pipeline.resolve_tfds_dir(config.data.tfds_dir, workdir),
+                                  config.data.landmarks, config.data.manual_dir)
+  split = load_eval_split(config, sources)
+  config, variables, step = ckpt_lib.load_checkpoint(workdir, which, config=config, mesh=mesh)
+  return config, variables, step, split, mesh
+
+
 def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest",
              out_dir: str | None = None) -> dict[str, Any]:
   """`--mode=eval`: restores a checkpoint and evaluates `data.eval_split` or `data.eval_list`.
@@ -146,11 +156,7 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
   data.eval_occluder_seed, lowering and plots. The results go to OUT_DIR/eval (WORKDIR/eval
   without `out_dir`); the dataset is prepared from `data.manual_dir` if it is not yet.
   """
-  mesh = parallel.make_mesh()
-  sources = pipeline.open_sources(pipeline.resolve_tfds_dir(config.data.tfds_dir, workdir),
-                                  config.data.landmarks, config.data.manual_dir)
-  split = load_eval_split(config, sources)
-  config, variables, step = ckpt_lib.load_checkpoint(workdir, which, config=config, mesh=mesh)
+  config, variables, step, split, mesh = restore_for_eval(config, workdir, which)
   metrics, mu = evaluate_split(config, variables, split, mesh)
   metrics["checkpoint_step"] = int(step)
   metrics["split"] = split.name

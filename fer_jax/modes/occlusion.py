@@ -61,11 +61,9 @@ from absl import logging
 import jax
 from jax import lax
 import jax.numpy as jnp
-from jax.sharding import PartitionSpec as P
 import ml_collections
 import numpy as np
 
-from fer_jax import checkpoint as ckpt_lib
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import ferplus
 from fer_jax.data import landmarks as landmarks_lib
@@ -277,9 +275,8 @@ def make_occlusion_step(config: ml_collections.ConfigDict, mesh):
   fn = functools.partial(occlusion_step, model=model, crop_cfg=state_lib.crop_config(config),
                          occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip,
                          temperature=float(config.model.get("temperature", 1.0)))
-  mapped = jax.shard_map(fn, mesh=mesh, in_specs=(P(), P(parallel.DATA_AXIS), P()),
-                         out_specs=P(parallel.DATA_AXIS), check_vma=False)
-  return jax.jit(mapped)
+  return parallel.data_parallel(
+      fn, mesh, (parallel.REPLICATED, parallel.SHARDED, parallel.REPLICATED), parallel.SHARDED)
 
 
 PROTOCOLS = ("refit", "oracle")  # config.occlusion.landmarks
@@ -408,20 +405,15 @@ def write_results(workdir: str, split_name: str, results: dict[str, dict[str, An
 def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "latest"
              ) -> dict[str, dict[str, Any]]:
   """`--mode=occlusion`: restores checkpoint `which` (latest, best or a step number), with
-  the model its run trained (`checkpoint.load_checkpoint`, as `--mode=eval`), and evaluates `data.eval_split` (or `data.eval_list`) under every occluder of `OCCLUDERS`.
+  the model its run trained, and evaluates `data.eval_split` (or `data.eval_list`) under every
+  occluder of `OCCLUDERS` (`evaluate.restore_for_eval`: what --mode=eval starts from).
 
   Returns:
     occluder name -> `evaluate.summarize`'s metrics (accuracy, per_class_accuracy,
     confusion_matrix, num_examples, mean_branch_weights), as in the JSON's `occluders`.
   """
   check_config(config)
-  mesh = parallel.make_mesh()
-  sources = pipeline.open_sources(pipeline.resolve_tfds_dir(config.data.tfds_dir, workdir),
-                                  config.data.landmarks, config.data.manual_dir,
-                                  prepare_if_missing=False)
-  split = eval_lib.load_eval_split(config, sources)
-  # The model is the checkpoint's own (checkpoint.RUN_KEYS), as in --mode=eval.
-  config, variables, step = ckpt_lib.load_checkpoint(workdir, which, config=config, mesh=mesh)
+  config, variables, step, split, mesh = eval_lib.restore_for_eval(config, workdir, which)
   results = evaluate_occluders(config, variables, split, mesh)
   if parallel.is_main():
     seed = config.data.eval_occluder_seed

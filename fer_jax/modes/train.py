@@ -154,12 +154,13 @@ def make_train_step(config: ml_collections.ConfigDict, mesh, tx, lr_fn, size: in
       branch_names=crop_cfg.branches, ema_decay=config.optimizer.ema_decay)
   if config.data.source == "memory":
     per_device = functools.partial(_gathering_step, fn, global_batch=config.batch_size)
-    in_specs = (P(), P(), P(None, parallel.DATA_AXIS), P())
+    # the arrays whole on every device; the order table's columns (examples) split
+    in_specs = (parallel.REPLICATED, parallel.REPLICATED, P(None, parallel.DATA_AXIS),
+                parallel.REPLICATED)
   else:
-    per_device, in_specs = fn, (P(), P(parallel.DATA_AXIS))
-  mapped = jax.shard_map(per_device, mesh=mesh, in_specs=in_specs, out_specs=(P(), P()),
-                         check_vma=False)
-  return jax.jit(mapped, donate_argnums=(0,))
+    per_device, in_specs = fn, (parallel.REPLICATED, parallel.SHARDED)
+  return parallel.data_parallel(per_device, mesh, in_specs,
+                                (parallel.REPLICATED, parallel.REPLICATED), donate_argnums=(0,))
 
 
 def _gathering_step(step_fn, state, arrays, table, first_step, *, global_batch: int):
@@ -300,8 +301,9 @@ def _format_eta(seconds: float) -> str:
 
 
 def resume(config: ml_collections.ConfigDict, mgr, target: state_lib.TrainState,
-           data: "TrainData") -> tuple[int, state_lib.TrainState]:
-  """(step, state) of the newest checkpoint that restores, with `data` put where it was.
+           data) -> tuple[int, state_lib.TrainState]:
+  """(step, state) of the newest checkpoint that restores, with `data` (a `DATA_SOURCES`
+  source) put where it was.
 
   Damaged newer steps are named in a warning and moved aside (`checkpoint.set_aside`), so the
   run writes those steps again; a checkpoint of another architecture is an error (another
@@ -322,29 +324,13 @@ def resume(config: ml_collections.ConfigDict, mgr, target: state_lib.TrainState,
   return step, state
 
 
-class TrainData:
-  """Where the training batches come from.
-
-  `grain`: a host iterator (`pipeline.train_dataset`) whose position checkpoints hold; the step
-  receives each global batch. `memory`: the split on the devices (`memory.load`) and the order
-  as tables of `TABLE_STEPS` batches, sent once per table; the step gathers its own batch, and
-  the data position is the step itself. Both read the same stream (`pipeline.shuffled_stream`).
-  """
-
-  TABLE_STEPS = 512  # batches per order table (a fixed shape: the step compiles once)
+class GrainData:
+  """`data.source="grain"`: a host iterator (`pipeline.train_dataset`) whose position
+  checkpoints hold (`checkpointed`); the step receives each global batch."""
 
   def __init__(self, config: ml_collections.ConfigDict, split: pipeline.Split, mesh):
     self.config, self.split, self.mesh = config, split, mesh
-    self.iterator = None
-    self._table, self._first, self._first_array = None, None, None  # the order table in use
-    if config.data.source == "memory":
-      t0 = time.time()
-      self.arrays = memory.load(split, mesh)
-      logging.info("placed %d training faces on %d devices (%.0f MB each) in %.1fs", len(split),
-                   len(mesh.devices.flat),
-                   sum(a.nbytes for a in self.arrays.values()) / 2**20, time.time() - t0)
-    else:
-      self.iterator = iter(self._dataset(0))
+    self.checkpointed = iter(self._dataset(0))  # the iterator, saved with each checkpoint
 
   def _dataset(self, first_batch: int):
     c = self.config
@@ -355,17 +341,42 @@ class TrainData:
         worker_count=c.data.worker_count, prefetch=c.data.prefetch, start_batch=first_batch)
 
   def position_at(self, step: int, mgr) -> None:
-    """Puts the data where a run at `step` left it (the grain iterator from checkpoint `step`
-    when it holds this process layout's, else positioned by step)."""
-    if self.iterator is not None and not ckpt_lib.restore_data(mgr, step, self.iterator):
-      self.iterator = iter(self._dataset(step))
+    """The iterator of checkpoint `step` when it holds this process layout's, else one
+    positioned by step."""
+    if not ckpt_lib.restore_data(mgr, step, self.checkpointed):
+      self.checkpointed = iter(self._dataset(step))
 
   def inputs(self, step: int) -> tuple[Any, ...]:
     """The train step's arguments after the state, for global batch `step`."""
-    if self.iterator is not None:
-      batch = next(self.iterator)
-      return (parallel.global_batch({k: v for k, v in batch.items() if k in STEP_INPUTS},
-                                    self.mesh),)
+    del step  # the iterator is at it
+    batch = next(self.checkpointed)
+    return (parallel.global_batch({k: v for k, v in batch.items() if k in STEP_INPUTS},
+                                  self.mesh),)
+
+
+class MemoryData:
+  """`data.source="memory"`: the split on the devices (`memory.load`) and the order as tables
+  of `TABLE_STEPS` batches, sent once per table; the step gathers its own batch, and the data
+  position is the step itself (nothing to checkpoint). It reads the same stream as GrainData
+  (`pipeline.shuffled_stream`)."""
+
+  TABLE_STEPS = 512  # batches per order table (a fixed shape: the step compiles once)
+  checkpointed = None
+
+  def __init__(self, config: ml_collections.ConfigDict, split: pipeline.Split, mesh):
+    self.config, self.split, self.mesh = config, split, mesh
+    self._table, self._first, self._first_array = None, None, None  # the order table in use
+    t0 = time.time()
+    self.arrays = memory.load(split, mesh)
+    logging.info("placed %d training faces on %d devices (%.0f MB each) in %.1fs", len(split),
+                 len(mesh.devices.flat),
+                 sum(a.nbytes for a in self.arrays.values()) / 2**20, time.time() - t0)
+
+  def position_at(self, step: int, mgr) -> None:
+    del step, mgr  # the order table of any step is computed from the step
+
+  def inputs(self, step: int) -> tuple[Any, ...]:
+    """The train step's arguments after the state, for global batch `step`."""
     if self._first is None or not 0 <= step - self._first < self.TABLE_STEPS:
       table = memory.order_table(len(self.split), self.config.seed, self.config.batch_size,
                                  step, self.TABLE_STEPS)
@@ -374,6 +385,77 @@ class TrainData:
       self._first_array = jax.make_array_from_callback(
           (), parallel.replicated(self.mesh), lambda _: np.int32(step))
     return self.arrays, self._table, self._first_array
+
+
+# `config.data.source` -> where the training batches come from. Each has `inputs(step)` (the
+# train step's arguments after the state), `position_at(step, mgr)` (where a run resumed at
+# `step` left the data) and `checkpointed` (what a checkpoint saves of its position, or None).
+DATA_SOURCES = {"grain": GrainData, "memory": MemoryData}
+
+
+def train_data(config: ml_collections.ConfigDict, split: pipeline.Split, mesh):
+  return DATA_SOURCES[config.data.source](config, split, mesh)
+
+
+class Steps:
+  """The jitted train and eval steps by crop size, each compiled when the schedule first
+  reaches its size (progressive resizing; one size otherwise)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, mesh, tx, lr_fn,
+               sizes: list[tuple[int, int]]):
+    self.config, self.mesh, self.tx, self.lr_fn, self.sizes = config, mesh, tx, lr_fn, sizes
+    self._train, self._eval = {}, {}
+
+  def train(self, step: int):
+    """The step that trains global batch `step`."""
+    size = size_at(self.sizes, step)
+    if size not in self._train:
+      if len(self.sizes) > 1:
+        logging.info("step %d: training on %d px crops", step, size)
+      self._train[size] = make_train_step(self.config, self.mesh, self.tx, self.lr_fn, size)
+    return self._train[size]
+
+  def eval(self, step: int):
+    """(config, eval step) at the crop size training is at after `step` steps (the last
+    phase's, `crops.size`, at the end): a network in its 24 px phase, say, is not yet the
+    one that sees 32 px crops."""
+    size = size_at(self.sizes, step - 1)
+    if size not in self._eval:
+      eval_config = self.config.copy_and_resolve_references()
+      eval_config.data.crops.size = size
+      self._eval[size] = eval_config, eval_lib.make_eval_step(eval_config, self.mesh)
+    return self._eval[size]
+
+
+def evaluate_at(step: int, state: state_lib.TrainState, steps: Steps, eval_split, mesh,
+                writer: "MetricWriter", use_ema: bool):
+  """(metrics, mu) of the state after `step` steps on the evaluation split, logged as an
+  `eval` row of metrics.jsonl."""
+  eval_config, eval_step = steps.eval(step)
+  metrics, mu = eval_lib.evaluate_split(eval_config, state.variables(use_ema), eval_split, mesh,
+                                        eval_step)
+  size = eval_config.data.crops.size
+  metrics["checkpoint_step"] = step
+  metrics["crop_size"] = size
+  hinge = {} if metrics["hinge_active"] is None else dict(hinge_active=metrics["hinge_active"])
+  writer.write(step, "eval", dict(accuracy=metrics["accuracy"], **hinge, crop_size=size,
+                                  **{f"mu/{k}": v for k, v in
+                                     metrics["mean_branch_weights"].items()}))
+  return metrics, mu
+
+
+def check_finite(step: int, metrics: dict[str, Any], mgr) -> None:
+  """NonFiniteLossError naming what overflowed at `step`, and the last good checkpoint."""
+  if bool(metrics["finite"]):
+    return
+  bad = [f"the {k}" for k in FINITE_CHECKS if not bool(metrics["finite_parts"][k])]
+  bad = ", ".join(bad[:-1]) + (" and " if len(bad) > 1 else "") + bad[-1]
+  raise errors.NonFiniteLossError(
+      f"the training step overflowed at step {step}: {bad} "
+      f"became non-finite (loss {float(metrics['loss'])}, gradient norm "
+      f"{float(metrics['grad_norm'])}, learning rate {float(metrics['learning_rate']):.3g}); "
+      f"stopped without saving. The last good checkpoint in {mgr.directory} is step "
+      f"{mgr.latest_step()}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -424,7 +506,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   mgr = ckpt_lib.manager(str(workdir_path), keep=config.keep_checkpoints)
   start = 0
   try:
-    data = TrainData(config, train_split, mesh)
+    data = train_data(config, train_split, mesh)
     if mgr.latest_step() is not None:
       start, state = resume(config, mgr, state, data)
       logging.info("resumed from the checkpoint at step %d in %s", start, mgr.directory)
@@ -437,61 +519,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     files.write_text(workdir_path / "config.json", config_json)
   branch_names = list(crop_cfg.branches)
   writer = MetricWriter(workdir_path, start, num_steps, steps_per_epoch, branch_names)
-  step_fns = {}  # crop size -> its step, built when the schedule reaches it
-
-  def step_fn_at(step: int):
-    size = size_at(sizes, step)
-    if size not in step_fns:
-      if len(sizes) > 1:
-        logging.info("step %d: training on %d px crops", step, size)
-      step_fns[size] = make_train_step(config, mesh, tx, lr_fn, size)
-    return step_fns[size]
-
-  eval_steps = {}  # crop size -> (config, eval step)
-
-  def run_eval(step: int) -> tuple[dict[str, Any], np.ndarray] | None:
-    """Evaluates at the crop size training is at (the last phase's, `crops.size`, at the end):
-    a network in its 24 px phase, say, is not yet the one that sees 32 px crops."""
-    if eval_split is None:
-      return None
-    size = size_at(sizes, step - 1)
-    if size not in eval_steps:
-      eval_config = config.copy_and_resolve_references()
-      eval_config.data.crops.size = size
-      eval_steps[size] = eval_config, eval_lib.make_eval_step(eval_config, mesh)
-    eval_config, eval_step = eval_steps[size]
-    metrics, mu = eval_lib.evaluate_split(eval_config, state.variables(config.eval_ema),
-                                          eval_split, mesh, eval_step)
-    metrics["checkpoint_step"] = step
-    metrics["crop_size"] = size
-    hinge = {} if metrics["hinge_active"] is None else dict(hinge_active=metrics["hinge_active"])
-    writer.write(step, "eval", dict(accuracy=metrics["accuracy"], **hinge, crop_size=size,
-                                    **{f"mu/{k}": v for k, v in
-                                       metrics["mean_branch_weights"].items()}))
-    return metrics, mu
+  steps = Steps(config, mesh, tx, lr_fn, sizes)
 
   def save(step: int, metrics=None, force=False):
-    ckpt_lib.save(mgr, step, state, data.iterator, config_json,
+    ckpt_lib.save(mgr, step, state, data.checkpointed, config_json,
                   None if metrics is None else dict(accuracy=metrics["accuracy"]), force=force)
 
-  def check_finite(done_step: int, done: dict) -> None:
-    if not bool(done["finite"]):
-      bad = [f"the {k}" for k in FINITE_CHECKS if not bool(done["finite_parts"][k])]
-      bad = ", ".join(bad[:-1]) + (" and " if len(bad) > 1 else "") + bad[-1]
-      raise errors.NonFiniteLossError(
-          f"the training step overflowed at step {done_step}: {bad} "
-          f"became non-finite (loss {float(done['loss'])}, gradient norm "
-          f"{float(done['grad_norm'])}, learning rate {float(done['learning_rate']):.3g}); "
-          f"stopped without saving. The last good checkpoint in {mgr.directory} is step "
-          f"{mgr.latest_step()}")
-
   step, final = start, None
-  pending, window = [], []
+  pending, window = [], []  # metrics of steps not yet checked; of steps not yet logged
   t_log, step_log = time.time(), start
   try:
     with Preemption() as preemption:
       while step < num_steps:
-        state, metrics = step_fn_at(step)(state, *data.inputs(step))
+        state, metrics = steps.train(step)(state, *data.inputs(step))
         step += 1
         pending.append((step, metrics))
         # Check the previous step while this one runs; check everything before a save.
@@ -499,26 +539,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                  or itstime(step, config.log_every_steps, num_steps))
         while len(pending) > (0 if drain else 1):
           done_step, done = pending.pop(0)
-          check_finite(done_step, done)
+          check_finite(done_step, done, mgr)
           window.append(done)
         if itstime(step, config.log_every_steps, num_steps):
           writer.train_window(step, window, time.time() - t_log, step - step_log)
           window, t_log, step_log = [], time.time(), step
         if step == num_steps:
           break
-        evaluated = run_eval(step) if itstime(step, eval_every, num_steps) else None
+        evaluated = None
+        if eval_split is not None and itstime(step, eval_every, num_steps):
+          evaluated = evaluate_at(step, state, steps, eval_split, mesh, writer, config.eval_ema)
         if itstime(step, ckpt_every, num_steps) or evaluated:
           # An evaluation at another crop size than the final one is no candidate for the best.
           final_size = evaluated and evaluated[0]["crop_size"] == config.data.crops.size
           save(step, evaluated[0] if final_size else None)
         if preemption.should_stop():
           for done_step, done in pending:
-            check_finite(done_step, done)
+            check_finite(done_step, done, mgr)
           logging.warning("preempted at step %d: saving and exiting", step)
           if mgr.latest_step() != step:  # unless this very step was just saved
             save(step, force=True)
           return dict(preempted=True, step=step)
-      final = run_eval(step) if config.eval_at_end else None
+      if eval_split is not None and config.eval_at_end:
+        final = evaluate_at(step, state, steps, eval_split, mesh, writer, config.eval_ema)
       if mgr.latest_step() != step:
         save(step, final[0] if final else None, force=True)
   except errors.NonFiniteLossError:

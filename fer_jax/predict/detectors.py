@@ -34,7 +34,6 @@ import numpy as np
 Detection = tuple[np.ndarray, float]
 Detector = Callable[[np.ndarray], list[Detection]]
 
-NAMES = ("hog", "hog_up1", "hog_up2", "mmod", "mmod_up1", "blazeface")
 # bench/RESULTS.md, "Face finding": recall 0.77 against 0.58 for hog_up1 (today's predict) and
 # 0.65 for hog_up2, at 1.25x hog_up1's time and a third of hog_up2's; mmod_up1 is 100x slower.
 DEFAULT = "blazeface"
@@ -239,18 +238,25 @@ def blazeface(min_face: float = 24.0, min_score: float = 0.5, threads: int = 1,
 
 # --------------------------------------------------------------------------------------------
 
+# The detectors by name: name -> constructor (its options as keywords).
+DETECTORS: dict[str, Callable[..., Detector]] = {
+    "hog": functools.partial(hog, upsample=0),
+    "hog_up1": functools.partial(hog, upsample=1),
+    "hog_up2": functools.partial(hog, upsample=2),
+    "mmod": functools.partial(mmod, upsample=0),
+    "mmod_up1": functools.partial(mmod, upsample=1),
+    "blazeface": blazeface,
+}
+
+
 def make_detector(name: str = DEFAULT, **opts) -> Detector:
-  """A detector by name (`NAMES`); `opts` go to its constructor (e.g. `min_face` for
+  """A detector by name (`DETECTORS`); `opts` go to its constructor (e.g. `min_face` for
   blazeface, `model_dir` for mmod).
 
   Raises:
     ValueError: an unknown name.
     DetectorUnavailable: a package or model file the detector needs is missing.
   """
-  if name in ("hog", "hog_up1", "hog_up2"):
-    return hog(upsample=int(name[-1]) if name != "hog" else 0, **opts)
-  if name in ("mmod", "mmod_up1"):
-    return mmod(upsample=1 if name == "mmod_up1" else 0, **opts)
-  if name == "blazeface":
-    return blazeface(**opts)
-  raise ValueError(f"unknown face detector {name!r}; known: {', '.join(NAMES)}")
+  if name not in DETECTORS:
+    raise ValueError(f"unknown face detector {name!r}; known: {', '.join(DETECTORS)}")
+  return DETECTORS[name](**opts)
