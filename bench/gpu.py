@@ -66,7 +66,7 @@ def train_config(overrides: list[str], smoke: bool):
   """configs/default.py as `--train` runs it: bfloat16, device-resident data, a checkpoint and
   an evaluation per epoch; `smoke`: the tests' tiny model on the committed sample."""
   from configs import default, test  # pylint: disable=g-import-not-at-top
-  from fer_jax import cli  # pylint: disable=g-import-not-at-top
+  from fer_jax import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   if smoke:
     config = test.get_config()
@@ -74,7 +74,7 @@ def train_config(overrides: list[str], smoke: bool):
   config.data.source = "memory"
   config.model.dtype = "bfloat16"
   try:
-    return cli.apply_overrides(config, overrides)
+    return overrides_lib.apply_flags(config, overrides)
   except (KeyError, TypeError, ValueError) as e:
     raise SystemExit(f"gpu.py: error: bad --config override: {e}") from None
 
@@ -150,6 +150,7 @@ def run_study(args, overrides: list[str]) -> None:
   """`--study`: the study of `args.study` at the paper's scale, for `args.budget_s` seconds."""
   import jax  # pylint: disable=g-import-not-at-top
   from fer_jax import cli  # pylint: disable=g-import-not-at-top
+  from fer_jax import overrides as overrides_lib  # pylint: disable=g-import-not-at-top
   cli.setup_logging()
   spec = args.study if ":" in args.study else f"{args.study}:{'smoke' if args.smoke else 'paper'}"
   config = cli.load_config_file(spec)
@@ -161,7 +162,7 @@ def run_study(args, overrides: list[str]) -> None:
     config.study.labels = tuple(config.study.labels)[cells]
   config.study.budget_s = float(args.budget_s)
   try:
-    config = cli.apply_overrides(config, overrides)
+    config = overrides_lib.apply_flags(config, overrides)
   except (KeyError, TypeError, ValueError) as e:
     raise SystemExit(f"gpu.py: error: bad --config override: {e}") from None
   workdir = args.workdir or ("/tmp/fer_gpu_study_smoke" if args.smoke else "/tmp/fer_gpu_study")

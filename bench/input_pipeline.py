@@ -50,6 +50,7 @@ def step_rate(config_module: str, batch: int, steps: int, size: int | None = Non
   if size:
     config.data.crops.size = size
   config.data.crops_on = "host"
+  config.data.source = "grain"  # the step is fed host batches here (cpu.py's own is "memory")
   config.batch_size = batch
   s = config.data.crops.size
   mesh = parallel.make_mesh()

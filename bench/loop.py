@@ -5,9 +5,8 @@ host costs shows up, unlike bench/train_step.py, which feeds fixed crops.
     python bench/loop.py --config=configs/cpu.py --tfds_dir=~/tensorflow_datasets \
         --variants='{"grain": {"data.source": "grain"}, "memory": {"data.source": "memory"}}'
 
-Name both sources: the default `--variants` leaves its first variant at the config's own
-`data.source`, and configs/cpu.py sets "memory", so under it both default variants read the
-device-resident data.
+The default `--variants` are these two: each names its source, so the comparison holds whatever
+`data.source` the config sets (configs/cpu.py sets "memory").
 
 Each variant builds its state, step and data, runs `--warmup` steps (compilation), then the
 variants alternate, `--steps` steps each per round, for `--rounds` rounds; a variant's figure is
@@ -47,7 +46,8 @@ def main() -> None:
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   p.add_argument("--config", default=str(ROOT / "configs" / "cpu.py"))
   p.add_argument("--tfds_dir", default="~/tensorflow_datasets")
-  p.add_argument("--variants", default='{"grain": {}, "memory": {"data.source": "memory"}}')
+  p.add_argument("--variants", default='{"grain": {"data.source": "grain"}, '
+                                       '"memory": {"data.source": "memory"}}')
   p.add_argument("--warmup", type=int, default=3)
   p.add_argument("--steps", type=int, default=10)
   p.add_argument("--rounds", type=int, default=4)

@@ -44,6 +44,7 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from fer_jax import defaults
+from fer_jax import overrides
 from fer_jax import errors
 from fer_jax import parallel
 from fer_jax import state as state_lib
@@ -283,24 +284,6 @@ def restore_data(mgr: ocp.CheckpointManager, step: int, data_iter: Any) -> bool:
 RUN_KEYS = ("model", "data.crops", "data.label_mode", "loss", "optimizer")
 
 
-def _overlay(config: ml_collections.ConfigDict, saved: Mapping, prefix: str) -> list[str]:
-  """Writes `saved` (nested dicts) onto `config` in place; returns the keys it ignored."""
-  ignored = []
-  for key, value in saved.items():
-    if key not in config:
-      ignored.append(f"{prefix}.{key}")
-    elif isinstance(config[key], ml_collections.ConfigDict) and isinstance(value, Mapping):
-      ignored += _overlay(config[key], value, f"{prefix}.{key}")
-    else:
-      old = config[key]
-      value = tuple(value) if isinstance(value, list) and isinstance(old, tuple) else value
-      try:
-        config[key] = value
-      except TypeError:  # e.g. an int where this version keeps a float
-        config[key] = type(old)(value)
-  return ignored
-
-
 def saved_config(workdir: str, mgr: ocp.CheckpointManager, step: int) -> dict[str, Any] | None:
   """The config `step` was written with (its `meta` item, else WORKDIR/config.json), or None."""
   saved = read_meta(mgr, step).get("config")
@@ -325,7 +308,7 @@ def run_config(workdir: str, mgr: ocp.CheckpointManager, step: int) -> ml_collec
 def config_from_saved(saved: Mapping) -> ml_collections.ConfigDict:
   """A saved config (nested dicts, as config.json holds) laid over `fer_jax.defaults`."""
   config = defaults.get_config()
-  ignored = _overlay(config, saved, "config")
+  ignored = overrides.overlay(config, saved, "config")
   if ignored:
     logging.info("the saved config has keys this version ignores: %s", ignored)
   return config
@@ -346,25 +329,6 @@ def model_config(config: ml_collections.ConfigDict | None, run: ml_collections.C
   return cfg
 
 
-def _get(config: ml_collections.ConfigDict, key: str):
-  for part in key.split("."):
-    config = config[part]
-  return config
-
-
-def _plain(value):
-  """Lists (JSON's) and tuples alike as tuples, all the way down, so saved values compare."""
-  if isinstance(value, (list, tuple)):
-    return tuple(_plain(v) for v in value)
-  return value
-
-
-def _flat(value, prefix: str) -> dict[str, Any]:
-  if isinstance(value, (ml_collections.ConfigDict, Mapping)):
-    return {k: v for key in value.keys() for k, v in _flat(value[key], f"{prefix}.{key}").items()}
-  return {prefix: _plain(value)}
-
-
 def with_run_keys(config: ml_collections.ConfigDict, run: ml_collections.ConfigDict
                   ) -> tuple[ml_collections.ConfigDict, list[str]]:
   """A copy of `config` whose `RUN_KEYS` are `run`'s, and the keys where the two differed
@@ -372,11 +336,12 @@ def with_run_keys(config: ml_collections.ConfigDict, run: ml_collections.ConfigD
   out = copy.deepcopy(config)
   changed = []
   for key in RUN_KEYS:
-    given, theirs = _flat(_get(config, key), key), _flat(_get(run, key), key)
+    given = overrides.flat(overrides.get(config, key), key)
+    theirs = overrides.flat(overrides.get(run, key), key)
     changed += [f"{k}: {given.get(k)!r} -> {v!r}" for k, v in theirs.items() if given.get(k) != v]
     *parents, name = key.split(".")
-    section = _get(out, ".".join(parents)) if parents else out
-    section[name] = copy.deepcopy(_get(run, key))
+    section = overrides.get(out, ".".join(parents)) if parents else out
+    section[name] = copy.deepcopy(overrides.get(run, key))
   return out, changed
 
 
@@ -409,8 +374,8 @@ def resume_changes(config: ml_collections.ConfigDict, saved: Mapping
   """The keys outside RESUMABLE_KEYS where `config` differs from `saved` (the config a
   checkpoint was written with, laid over the defaults so that keys an older run did not know
   compare at their defaults), as (key, old, new)."""
-  theirs = _flat(config_from_saved(saved), "config")
-  mine = _flat(config, "config")
+  theirs = overrides.flat(config_from_saved(saved), "config")
+  mine = overrides.flat(config, "config")
   out = []
   for key in sorted(set(theirs) | set(mine)):
     short = key.removeprefix("config.")

@@ -1,9 +1,8 @@
 """main.py's flags to a mode: paths expanded and checked, a released model found, the run
-folder locked, then the mode of `modes.MODES` called; config files and overrides read and checked."""
+folder locked, then the mode of `modes.MODES` called; config files read and checked."""
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import difflib
 import importlib.util
@@ -91,27 +90,6 @@ def expand_paths(config: ml_collections.ConfigDict) -> None:
     section, name = key.split(".")
     if section in config and name in config[section]:
       config[section][name] = expand_path(config[section][name])
-
-
-def apply_overrides(config: ml_collections.ConfigDict, flags) -> ml_collections.ConfigDict:
-  """`--config.a.b=value` strings onto `config` (in place), each value read as its key's
-  type, as main.py's flags do; for scripts and tests that build configs in-process."""
-  for flag in flags:
-    if not flag.startswith("--config.") or "=" not in flag:
-      raise errors.UsageError(f"{flag!r} is not --config.KEY=VALUE")
-    key, value = flag.removeprefix("--config.").split("=", 1)
-    *parents, name = key.split(".")
-    section = config
-    for part in parents:
-      section = section[part]
-    old = section[name]
-    if isinstance(old, bool):
-      section[name] = value == "True"
-    elif isinstance(old, (tuple, list, dict)):
-      section[name] = type(old)(ast.literal_eval(value))
-    else:
-      section[name] = type(old)(value)
-  return config
 
 
 def config_flag_value(args: list[str], default: str) -> str:

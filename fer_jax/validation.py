@@ -18,6 +18,7 @@ from fer_jax.data import crops as crops_lib
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import landmarks as landmarks_lib
 from fer_jax import errors
+from fer_jax import grid
 from fer_jax import losses
 from fer_jax.models import backbones
 from fer_jax.models import branch_attention
@@ -216,8 +217,23 @@ def check_values(config: ml_collections.ConfigDict) -> None:
   _choices(config)
 
 
+def _study(config: ml_collections.ConfigDict) -> None:
+  """A study config's `study` section: its grid (fer_jax/grid.py: axes, combine, seeds,
+  labels, name) and every cell's run config, so that a value that cannot work in the last
+  cell fails now, not hours later."""
+  if "study" not in config:
+    return
+  runs = grid.plan(config)
+  for run in runs[:len(runs) // len(grid.seeds(config))]:
+    try:
+      validate(grid.run_config(config, run))
+    except errors.ConfigError as e:
+      raise errors.ConfigError(f"study run {run.cell}: {e}") from None
+
+
 CHECKS: tuple[Callable[[ml_collections.ConfigDict], None], ...] = (
-    check_values, _as_config_error(_crops), _as_config_error(_model), _as_config_error(_data))
+    check_values, _as_config_error(_crops), _as_config_error(_model), _as_config_error(_data),
+    _study)
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -44,6 +44,7 @@ import scipy.stats  # pylint: disable=g-import-not-at-top
 
 from configs.studies import ablation  # pylint: disable=g-import-not-at-top
 from fer_jax import files  # pylint: disable=g-import-not-at-top
+from fer_jax import grid  # pylint: disable=g-import-not-at-top
 from fer_jax.modes import study  # pylint: disable=g-import-not-at-top
 
 MARGINS = (0.0, 0.01, 0.03, 0.05, 0.1)
@@ -304,7 +305,7 @@ def main(argv=None):
   arms = {f"{arm}: {what}": ("ablation", folder)
           for arm, (folder, what) in sorted(ablation.ARMS.items())}
   for m in MARGINS:
-    arms[f"margin {m:g}"] = ("margin", f"loss.margin={study.format_value(m)}")
+    arms[f"margin {m:g}"] = ("margin", f"loss.margin={grid.format_value(m)}")
 
   all_rows = tables["ablation"] + tables["margin"]
   occluders = [k for k in all_rows[0] if k.startswith("occlusion/")] if all_rows else []
@@ -353,7 +354,7 @@ def main(argv=None):
                      values(tables["ablation"], short[y], key))
       cells += ["-" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}", verdict(d)]
     lines.append(f"| {claim} ({x} - {y}) | " + " | ".join(cells) + " |")
-  margin_cells = {m: f"loss.margin={study.format_value(m)}" for m in MARGINS}
+  margin_cells = {m: f"loss.margin={grid.format_value(m)}" for m in MARGINS}
   means = {m: values(tables["margin"], c, "final_accuracy") for m, c in margin_cells.items()}
   ranked = sorted((m for m in MARGINS if means[m]), key=lambda m: -np.mean(means[m]))
   if len(ranked) > 1:

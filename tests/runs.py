@@ -93,8 +93,8 @@ def config(tfds_dir, *flags, base="configs/test.py"):
   spec.loader.exec_module(module)
   cfg = module.get_config()
   cfg.data.manual_dir, cfg.data.tfds_dir = str(SAMPLE), str(tfds_dir)
-  from fer_jax import cli  # pylint: disable=g-import-not-at-top
-  return cli.apply_overrides(cfg, flags)
+  from fer_jax import overrides  # pylint: disable=g-import-not-at-top
+  return overrides.apply_flags(cfg, flags)
 
 
 def damage(workdir, step, how="truncate"):

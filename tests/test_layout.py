@@ -108,3 +108,12 @@ def test_every_mode_module_has_main_and_every_module_says_its_job():
   silent = [name for name, path in MODULES.items()
             if len((ast.get_docstring(ast.parse(path.read_text())) or "").split()) < 6]
   assert not silent, f"modules without a docstring saying their job: {silent}"
+
+
+def test_the_readme_layout_names_every_module():
+  readme = (PACKAGE.parent / "README.md").read_text()
+  layout = readme[readme.index("## Layout"):]
+  layout = layout[:layout.index("\n## ", 1) if "\n## " in layout[1:] else len(layout)]
+  missing = [f"{name} ({path.relative_to(PACKAGE.parent)})" for name, path in MODULES.items()
+             if path.name != "__init__.py" and path.name not in layout]
+  assert not missing, f"README's Layout section does not name: {missing}"

@@ -18,7 +18,8 @@ from configs import studies
 from configs.studies import ablation, margin
 from configs.studies import test as study_test
 from fer_jax import errors
-from fer_jax import jsonl, state as state_lib
+from fer_jax import grid
+from fer_jax import jsonl, state as state_lib, validation
 from fer_jax.modes import study, train
 
 RUN_NAMES = ["loss.margin=0.0/seed=0", "loss.margin=0.05/seed=0", "loss.margin=0.0/seed=1",
@@ -207,7 +208,7 @@ def test_two_named_studies_in_one_workdir_share_a_run(finished, study_config, tm
   assert before == {f: (workdir / f).read_bytes() for f in before}
   config.study.name = "../up"
   with pytest.raises(ValueError, match=r"config.study.name must be a file name.*'../up'"):
-    study.plan(config)
+    grid.plan(config)
 
 
 def fake_study(tmp_path, monkeypatch, fake):
@@ -335,10 +336,15 @@ def with_study(**section):
     (dict(labels=("a",)), r"config.study.labels has 1 names for 2 cells"),
     (dict(labels=("a", "a")), r"would share the folder 'a'"),
     (dict(labels=("a", "../b")), r"'../b' is not a folder name"),
+    (dict(seed=(0, 1)), r"config.study has no key 'seed' \(did you mean 'seeds'\?\)"),
+    (dict(axes=(("optimizer.learning_rate", (0.1, -1.0)),)),
+     r"study run optimizer.learning_rate=-1.0: config.optimizer.learning_rate"),
 ])
 def test_bad_study_configs_are_refused_naming_the_culprit(section, message):
-  with pytest.raises(ValueError, match=message):
-    study.plan(with_study(**section))
+  """By `validation.validate`, where every config enters (main.py, study.run): the grid and
+  every cell's run config."""
+  with pytest.raises(errors.ConfigError, match=message):
+    validation.validate(with_study(**section))
 
 
 def test_a_config_without_a_study_or_a_final_evaluation_is_refused(tmp_path):
@@ -364,23 +370,23 @@ def test_margin_study_is_figure_3_over_three_seeds():
   assert "main.py --mode=study --config=configs/studies/margin.py" in margin.__doc__
   assert "Runtime, measured" in margin.__doc__ and "Result" in margin.__doc__
   config = margin.get_config()
-  planned = study.plan(config)
+  planned = grid.plan(config)
   assert len(planned) == 15
-  assert sorted({study.run_config(config, r).loss.margin for r in planned}) == [
+  assert sorted({grid.run_config(config, r).loss.margin for r in planned}) == [
       0.0, 0.01, 0.03, 0.05, 0.1]
   assert sorted({r.seed for r in planned}) == [0, 1, 2]
-  assert all("study" not in study.run_config(config, r) for r in planned)
+  assert all("study" not in grid.run_config(config, r) for r in planned)
 
 
 def test_ablation_study_cells():
   assert "main.py --mode=study --config=configs/studies/ablation.py" in ablation.__doc__
   assert "estimated" in ablation.__doc__
   config = ablation.get_config()
-  planned = study.plan(config)
+  planned = grid.plan(config)
   assert len(planned) == 21 and {r.seed for r in planned} == {0, 1, 2}
   assert [r.name for r in planned[:7]] == [f"{c}/seed=0" for c in ablation.LABELS]
   constrained, five, one, one_long, one_occluded, long_occluded, multi_view = (
-      study.run_config(config, r) for r in planned[:7])
+      grid.run_config(config, r) for r in planned[:7])
   assert tuple(one.data.crops.branches) == ("face",) and one.model.fusion == "none"
   assert one.loss.constraint_weight == five.loss.constraint_weight == 0.0
   assert len(five.data.crops.branches) == len(constrained.data.crops.branches) == 5
@@ -392,7 +398,7 @@ def test_ablation_study_cells():
   assert studies.compute_ratio(constrained) == ablation.COMPUTE_RATIO == 2.75
   # At the paper's scale the five branches are all 112 px: A' trains five times as long.
   paper = ablation.get_config("paper")
-  long_paper = study.run_config(paper, study.plan(paper)[3])
+  long_paper = grid.run_config(paper, grid.plan(paper)[3])
   assert long_paper.num_epochs == 150.0 and long_paper.model.depth == 50
   assert long_paper.optimizer.decay_epochs == 50.0  # the step schedule stretched with it
   assert long_paper.model.dtype == "bfloat16" and long_paper.data.source == "memory"
@@ -409,10 +415,10 @@ def test_ablation_study_cells():
   assert multi_view.to_dict() == constrained.to_dict()
   # The paper model's cell is the margin study's 0.03 cell, config for config: one WORKDIR
   # runs it once for both studies.
-  shared = [r for r in study.plan(margin.get_config()) if r.cell == ablation.LABELS[0]]
+  shared = [r for r in grid.plan(margin.get_config()) if r.cell == ablation.LABELS[0]]
   assert [r.seed for r in shared] == [0, 1, 2]
-  assert study.run_config(margin.get_config(), shared[0]).to_dict() == constrained.to_dict()
-  assert study.study_name(config) != study.study_name(margin.get_config())
+  assert grid.run_config(margin.get_config(), shared[0]).to_dict() == constrained.to_dict()
+  assert grid.study_name(config) != grid.study_name(margin.get_config())
   for cfg in (one, five):  # the architectures differ: both build (shapes only)
     assert state_lib.count_params(state_lib.abstract_train_state(cfg).params) > 0
 

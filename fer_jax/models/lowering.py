@@ -22,8 +22,9 @@ written by hand, routes each output's gradient to its first maximal input on fou
 grids, instead of the select-and-scatter that costs XLA:CPU a fifth of a ResNet-18 step.
 
 The choice is the config's `lowering` section, resolved per platform here (`conv_module`,
-`pool_for`, `branch_axis_for`): the research model (`models/branch_attention.py`, the
-backbones) takes a convolution module and a pool function and never names a lowering.
+`pool_for`, `branch_axis_for`): the backbones take a convolution module and a pool function
+and never name a lowering; the five-branch model (`models/branch_attention.py`) implements both
+branch layouts (`vmap`, `fold`) and is told which by `branch_axis_for`.
 """
 
 from __future__ import annotations

@@ -54,13 +54,9 @@ from __future__ import annotations
 
 import copy
 import csv
-import dataclasses
-import difflib
-import itertools
 import json
 import pathlib
 import os
-import re
 import signal
 import threading
 import time
@@ -72,7 +68,9 @@ import numpy as np
 
 from fer_jax import errors
 from fer_jax import files
+from fer_jax import grid
 from fer_jax import jsonl
+from fer_jax import overrides as overrides_lib
 from fer_jax.modes import Args
 from fer_jax.modes import occlusion
 from fer_jax.modes import train as train_lib
@@ -80,197 +78,11 @@ from fer_jax import parallel
 from fer_jax import plots
 from fer_jax import validation
 
-COMBINES = ("cross", "zip")
 RUN_FILE = "study_run.json"  # in each run folder: status, wall time, occlusion accuracies
 # Config keys whose values do not change what a run learns: a run folder written with other
 # values of these is still this study's run.
 UNCOMPARED = ("data.manual_dir", "data.tfds_dir", "data.worker_count", "data.prefetch",
               "plots", "log_every_steps", "multihost", "predict")
-_SAFE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=,-]*")
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-  """One run of a study: a cell (its folder name and overrides) and a seed."""
-  cell: str
-  overrides: tuple[tuple[str, Any], ...]
-  seed: int
-
-  @property
-  def name(self) -> str:
-    """The run's folder, relative to the study's WORKDIR."""
-    return f"{self.cell}/seed={self.seed}"
-
-  def describe(self) -> str:
-    return " ".join([f"{k}={format_value(v)}" for k, v in self.overrides]
-                    + [f"seed={self.seed}"])
-
-
-def format_value(value: Any) -> str:
-  """A value as folder names, tables and the log show it: 0.01, face+eyes, none."""
-  if isinstance(value, (tuple, list)):
-    return "+".join(format_value(v) for v in value)
-  if isinstance(value, float):
-    return repr(value)
-  return str(value)
-
-
-def _plain(value: Any) -> Any:
-  """Lists (from JSON or ConfigDict) as tuples, all the way down, so values compare and hash."""
-  if isinstance(value, (tuple, list)):
-    return tuple(_plain(v) for v in value)
-  return value
-
-
-def _lookup(config: ml_collections.ConfigDict, key: str, where: str) -> Any:
-  """The value of dotted `key` in `config`; a ValueError naming `where` and the key if absent."""
-  node, path = config, []
-  for part in key.split("."):
-    if not isinstance(node, ml_collections.ConfigDict) or part not in node:
-      prefix = "config" + "".join(f".{p}" for p in path)
-      known = list(node.keys()) if isinstance(node, ml_collections.ConfigDict) else []
-      close = difflib.get_close_matches(part, known, n=1)
-      hint = f" (did you mean {close[0]!r}?)" if close else ""
-      raise ValueError(f"{where} names {key!r}, which is not a config key: {prefix} has no "
-                       f"{part!r}{hint}")
-    node = node[part]
-    path.append(part)
-  return node
-
-
-def _assign(config: ml_collections.ConfigDict, key: str, value: Any, where: str) -> None:
-  *parents, name = key.split(".")
-  section = config
-  for part in parents:
-    section = section[part]
-  current = section[name]
-  try:
-    with section.unlocked():
-      section[name] = value
-  except (TypeError, ValueError):
-    raise ValueError(f"{where}: {key}={value!r} does not fit config.{key}, a "
-                     f"{type(current).__name__} ({current!r} in the base config)") from None
-
-
-def _section(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  if "study" not in config or not isinstance(config.study, ml_collections.ConfigDict):
-    raise ValueError("--mode=study needs a study config: config.study is missing (its axes, "
-                     "combine, seeds; see configs/studies/margin.py)")
-  return config.study
-
-
-def cells(config: ml_collections.ConfigDict) -> list[tuple[str, tuple[tuple[str, Any], ...]]]:
-  """The study's cells in order, as (folder name, ((key, value), ...)); validates the axes,
-  combine and labels, naming the offending key or value."""
-  study = _section(config)
-  axes = study.get("axes", ())
-  if isinstance(axes, ml_collections.ConfigDict):
-    raise ValueError("config.study.axes must be a tuple of (dotted key, values) pairs, e.g. "
-                     "(('loss.margin', (0.0, 0.03)),): ConfigDict field names cannot hold dots")
-  pairs = []
-  for entry in axes or ():
-    if not isinstance(entry, (tuple, list)) or len(entry) != 2 or not isinstance(entry[0], str):
-      raise ValueError(f"config.study.axes: {entry!r} is not a (dotted key, values) pair")
-    key, values = entry
-    if key == "seed":
-      raise ValueError("config.study.axes names 'seed': give the seeds as config.study.seeds")
-    if key == "study" or key.startswith("study."):
-      raise ValueError(f"config.study.axes names {key!r}: the study section cannot be an axis")
-    if any(key == k for k, _ in pairs):
-      raise ValueError(f"config.study.axes names {key!r} twice")
-    current = _lookup(config, key, "config.study.axes")
-    if isinstance(current, ml_collections.ConfigDict):
-      raise ValueError(f"config.study.axes names {key!r}, a section: name one of its keys "
-                       f"({', '.join(current.keys())})")
-    if not isinstance(values, (tuple, list)) or not values:
-      raise ValueError(f"config.study.axes: {key!r} needs a non-empty tuple of values, got "
-                       f"{values!r}")
-    pairs.append((key, tuple(_plain(v) for v in values)))
-
-  combine = study.get("combine", "cross")
-  if combine not in COMBINES:
-    raise ValueError(f"config.study.combine must be one of {COMBINES}, got {combine!r}")
-  keys = [k for k, _ in pairs]
-  if combine == "zip":
-    lengths = {k: len(v) for k, v in pairs}
-    if len(set(lengths.values())) > 1:
-      raise ValueError("config.study.combine='zip' needs axes of equal length: " + ", ".join(
-          f"{k} has {n} value{'s' * (n != 1)}" for k, n in lengths.items()))
-    combos = list(zip(*(v for _, v in pairs))) if pairs else [()]
-  else:
-    combos = list(itertools.product(*(v for _, v in pairs)))
-
-  labels = tuple(study.get("labels", ()) or ())
-  if labels and len(labels) != len(combos):
-    raise ValueError(f"config.study.labels has {len(labels)} names for {len(combos)} cells")
-  out, seen = [], {}
-  for i, combo in enumerate(combos):
-    overrides = tuple(zip(keys, combo))
-    if labels:
-      name = str(labels[i])
-      if not _SAFE.fullmatch(name):
-        raise ValueError(f"config.study.labels: {name!r} is not a folder name (letters, "
-                         f"digits and . _ + = , - only, not starting with . or -)")
-    else:
-      name = ",".join(f"{k}={format_value(v)}" for k, v in overrides) or "base"
-      name = re.sub(r"[^A-Za-z0-9._+=,-]", "_", name)
-    if name in seen:
-      raise ValueError(f"config.study: cells {seen[name]} and {overrides} would share the "
-                       f"folder {name!r}" + ("" if labels else "; give config.study.labels"))
-    seen[name] = overrides
-    out.append((name, overrides))
-  return out
-
-
-def study_name(config: ml_collections.ConfigDict) -> str:
-  """config.study.name (default "study"), checked: the stem of the study's summary files."""
-  name = _section(config).get("name", "study") or "study"
-  if not isinstance(name, str) or not _SAFE.fullmatch(name):
-    raise ValueError(f"config.study.name must be a file name (letters, digits and . _ + = , - "
-                     f"only, not starting with . or -), got {name!r}")
-  return name
-
-
-def seeds(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-  """config.study.seeds, checked: a non-empty tuple of distinct integers."""
-  value = _section(config).get("seeds", ())
-  if isinstance(value, int) and not isinstance(value, bool):
-    value = (value,)
-  if not isinstance(value, (tuple, list)) or not value:
-    raise ValueError(f"config.study.seeds must be a non-empty tuple of integers, got {value!r}")
-  for s in value:
-    if not isinstance(s, int) or isinstance(s, bool):
-      raise ValueError(f"config.study.seeds: {s!r} is not an integer seed")
-  if len(set(value)) != len(value):
-    raise ValueError(f"config.study.seeds repeats a seed: {tuple(value)}")
-  return tuple(value)
-
-
-def plan(config: ml_collections.ConfigDict) -> list[Run]:
-  """Every run of the study, seed-major (every cell's first seed first); each run's config is
-  built once here, so a value that does not fit its key fails before anything trains."""
-  study_name(config)
-  runs = [Run(name, overrides, seed) for seed in seeds(config)
-          for name, overrides in cells(config)]
-  for run in runs[:len(runs) // len(seeds(config))]:
-    run_config(config, run)
-  return runs
-
-
-def run_config(config: ml_collections.ConfigDict, run: Run,
-               workdir: str | None = None) -> ml_collections.ConfigDict:
-  """The ordinary config of `run`: `config` without its study section, with the run's
-  overrides and seed; `data.tfds_dir=""` becomes WORKDIR/tfds (shared by the study's runs)."""
-  cfg = copy.deepcopy(config)
-  with cfg.unlocked():
-    if "study" in cfg:
-      del cfg["study"]
-  for key, value in run.overrides:
-    _assign(cfg, key, value, f"config.study cell {run.cell!r}")
-  _assign(cfg, "seed", run.seed, "config.study.seeds")
-  if workdir is not None and not cfg.data.tfds_dir:
-    _assign(cfg, "data.tfds_dir", str(pathlib.Path(workdir) / "tfds"), "--workdir")
-  return cfg
 
 
 def eval_name(config: ml_collections.ConfigDict) -> str:
@@ -298,22 +110,13 @@ def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
   return value if isinstance(value, dict) else None
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, dict):
-    out = {}
-    for k, v in tree.items():
-      out.update(_flat(v, f"{prefix}{k}."))
-    return out
-  return {prefix[:-1]: _plain(tree)}
-
-
 def config_conflicts(run_dir: pathlib.Path, cfg: ml_collections.ConfigDict) -> list[str]:
   """The keys whose value in `run_dir`'s config.json differs from `cfg`'s ("key: was, now"),
   among the keys both have, except `UNCOMPARED` (nothing when the folder has no config.json)."""
   old = _read_json(run_dir / "config.json")
   if old is None:
     return []
-  old, new = _flat(old), _flat(json.loads(cfg.to_json_best_effort()))
+  old, new = overrides_lib.flat(old), overrides_lib.flat(json.loads(cfg.to_json_best_effort()))
   skip = lambda k: any(k == u or k.startswith(u + ".") for u in UNCOMPARED)
   return [f"{k} was {old[k]!r}, now {new[k]!r}" for k in sorted(old.keys() & new.keys())
           if not skip(k) and old[k] != new[k]]
@@ -344,11 +147,12 @@ def occlusion_done(info: dict[str, Any]) -> bool:
           and all(info.get(k) is not None for k in OCCLUSION_KEYS.values()))
 
 
-def read_row(run: Run, run_dir: pathlib.Path, name: str, occlusion: bool) -> dict[str, Any]:
+def read_row(run: grid.Run, run_dir: pathlib.Path, name: str,
+             occlusion: bool) -> dict[str, Any]:
   """The run's study.csv row, read from its own files (values None where it has none)."""
   status = run_status(run_dir, name, occlusion)
   info = _read_json(run_dir / RUN_FILE) or {}
-  row = dict(run=run.name, **{k: (format_value(v) if isinstance(v, tuple) else v)
+  row = dict(run=run.name, **{k: (grid.format_value(v) if isinstance(v, tuple) else v)
                               for k, v in run.overrides})
   row.update(seed=run.seed, status=status, final_accuracy=None, best_accuracy=None)
   if status in ("finished", "trained"):
@@ -448,21 +252,22 @@ def markdown(summary: list[dict[str, Any]], axis_keys: Sequence[str], labelled: 
 
 
 def write_files(workdir: pathlib.Path, config: ml_collections.ConfigDict,
-                runs: Sequence[Run]) -> list[dict[str, Any]]:
+                runs: Sequence[grid.Run]) -> list[dict[str, Any]]:
   """<name>.csv, .md and .png (study.csv, ... by default) from the runs' own files; returns
   the rows."""
-  name, occlusion = eval_name(config), bool(config.study.get("occlusion", False))
-  stem = study_name(config)
+  name, occlusion = eval_name(config), bool(grid.section(config).occlusion)
+  stem = grid.study_name(config)
   rows = [read_row(r, workdir / r.name, name, occlusion) for r in runs]
   write_csv(rows, workdir / f"{stem}.csv")
-  cell_list = cells(config)
+  cell_list = grid.cells(config)
   axis_keys = [k for k, _ in cell_list[0][1]]
-  labelled = bool(tuple(config.study.get("labels", ()) or ()))
+  labelled = bool(tuple(grid.section(config).labels or ()))
   summary = summarize(rows, [c for c, _ in cell_list])
   done = sum(r["status"] == "finished" for r in rows)
   header = (f"# Study {stem} in {workdir.name}\n\n{done} of {len(rows)} runs finished: "
-            f"{config.study.get('combine', 'cross')} of "
-            f"{', '.join(axis_keys) or 'no axes'}, seeds {', '.join(map(str, seeds(config)))}. "
+            f"{grid.section(config).combine} of "
+            f"{', '.join(axis_keys) or 'no axes'}, "
+            f"seeds {', '.join(map(str, grid.seeds(config)))}. "
             f"Accuracy on {name} (mean ± sample std over the finished seeds; n = finished/runs "
             f"per cell); a row per run in {stem}.csv.")
   text = markdown(summary, axis_keys, labelled, header)
@@ -572,25 +377,22 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
   """`--mode=study`: runs (or continues) every run of the study in `workdir`; returns the
   study.csv rows. `jax.distributed` is started by the caller (`cli.run`)."""
   root = pathlib.Path(workdir).resolve()
-  runs = plan(config)
-  _check_base(run_config(config, runs[0]))
-  want_occlusion = bool(config.study.get("occlusion", False))
+  runs = grid.plan(config)
+  _check_base(grid.run_config(config, runs[0]))
+  want_occlusion = bool(grid.section(config).occlusion)
   occlusion_lib = occlusion if want_occlusion else None
   if (root / "checkpoints").exists():
     raise ValueError(f"--workdir={root} holds a training run (checkpoints/): a study needs a "
                      f"folder of its own, where each run gets a subfolder")
+  validation.validate(config)  # every cell's values, before any run trains (not hours later)
   for r in runs:
-    try:  # every run's values checked before any run trains, not hours later
-      validation.validate(run_config(config, r, str(root)))
-    except errors.ConfigError as e:
-      raise errors.ConfigError(f"study run {r.name}: {e}") from None
-    conflicts = config_conflicts(root / r.name, run_config(config, r, str(root)))
+    conflicts = config_conflicts(root / r.name, grid.run_config(config, r, str(root)))
     if conflicts:
       raise ValueError(
           f"{root / r.name} holds a run with other settings than this study gives it ("
           f"{'; '.join(conflicts[:4])}{'; ...' if len(conflicts) > 4 else ''}): use another "
           f"--workdir, or delete that folder to run it again")
-  name, stem = eval_name(config), study_name(config)
+  name, stem = eval_name(config), grid.study_name(config)
   main = parallel.is_main()
   if main:
     previous = _read_json(root / f"{stem}.json")
@@ -606,7 +408,7 @@ def run(config: ml_collections.ConfigDict, workdir: str) -> list[dict[str, Any]]
   todo = [r for r in runs if run_status(root / r.name, name, want_occlusion) != "finished"]
   logging.info("study in %s: %d runs, %d finished, %d to run", root, len(runs),
                len(runs) - len(todo), len(todo))
-  with Budget(float(config.study.get("budget_s", 0.0) or 0.0)) as budget:
+  with Budget(float(grid.section(config).budget_s or 0.0)) as budget:
     rows = _run_all(config, runs, root, name, want_occlusion, occlusion_lib, main, budget,
                     parallel)
   if main and rows is None:
@@ -668,7 +470,7 @@ def _run_all(config, runs, root: pathlib.Path, name: str, want_occlusion: bool, 
   return rows
 
 
-def _run_locked(config, r: Run, run_dir: pathlib.Path, tag: str, status: str, runs,
+def _run_locked(config, r: grid.Run, run_dir: pathlib.Path, tag: str, status: str, runs,
                 want_occlusion: bool, occlusion_lib, main: bool, root: pathlib.Path, stop):
   """One run of the study, its folder locked by the caller: (study rows or None, outcome,
   seconds)."""
@@ -677,7 +479,7 @@ def _run_locked(config, r: Run, run_dir: pathlib.Path, tag: str, status: str, ru
   info = _read_json(run_dir / RUN_FILE) or {}
   start, outcome, rows = time.time(), "failed", None
   try:
-    outcome = _attempt(run_config(config, r, str(root)), run_dir, info, status,
+    outcome = _attempt(grid.run_config(config, r, str(root)), run_dir, info, status,
                        occlusion_lib if want_occlusion else None, main, stop)
   finally:
     seconds = time.time() - start

@@ -470,7 +470,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validation.validate(config)
   pipeline.check_batch(config.batch_size, jax.process_count(), jax.device_count())
   pipeline.check_batch(config.eval_batch_size, jax.process_count(), jax.device_count())
-  ckpt_lib.check_resume(config, workdir, allow_changes)  # before any work, and before config.json is written
+  # Before any work, and before config.json is written:
+  ckpt_lib.check_resume(config, workdir, allow_changes)
   workdir_path = pathlib.Path(workdir).resolve()
   workdir_path.mkdir(parents=True, exist_ok=True)
   mesh = parallel.make_mesh()
