@@ -719,6 +719,29 @@ def test_sigterm_ends_a_run_with_every_output_written(run_dir, tmp_path, monkeyp
   assert float(last["end_s"]) <= summary["frames"] / 10 + 1e-6
 
 
+def test_class_timeline_grows_while_a_video_runs(run_dir, tmp_path, monkeypatch):
+  """class_timeline.csv holds every closed window while the video is still being read (an
+  hour-long lecture's summary is readable at minute 50), and its rows are the final ones."""
+  video = write_video(tmp_path / "clip.mp4")  # 3 s at 10 fps
+  seen, real = {}, recorder.Recorder.record
+
+  def record(self, frame, *args, **kwargs):
+    path = self.out_dir / "class_timeline.csv"
+    seen[frame.index] = path.read_text().splitlines() if path.exists() else None
+    return real(self, frame, *args, **kwargs)
+
+  monkeypatch.setattr(recorder.Recorder, "record", record)
+  summary = predict.predict(str(run_dir), str(video), str(tmp_path / "out"),
+                            overrides=overrides(detector="hog", annotate=False, window_s=1.0))
+  assert summary["frames"] == 30
+  final = (tmp_path / "out" / "class_timeline.csv").read_text().splitlines()
+  assert len(final) == 1 + 3  # a header and a row per second
+  # Seen as each frame comes in: frame 10 opens window 1 and closes window 0.
+  assert seen[10] is None
+  assert seen[11] == seen[20] == final[:2]  # window 0, as it ends up
+  assert seen[21] == seen[29] == final[:3]
+
+
 def test_one_branch_faces_are_drawn_without_a_weight_panel():
   from fer_jax.predict import annotate  # pylint: disable=g-import-not-at-top
   frame = np.full((200, 300, 3), 90, np.uint8)

@@ -1,6 +1,8 @@
 """One prediction's outputs as its frames come in: the per-frame writing and counting that ties
 `outputs.py` (rows, annotation) and `timelines.py` (tracks, windows) together, under the
-options (`predict.annotate`, `blur_faces`, `aggregate_only`, `min_group`, `window_s`).
+options (`predict.annotate`, `blur_faces`, `aggregate_only`, `min_group`, `window_s`). A
+video's class timeline (class_timeline.csv) is rewritten as each window closes, so that it can
+be read while a long video runs.
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class Recorder:
     self.counts["no_face_frames"] += int(not faces)
     key = (timelines.window_index(frame.time, self.opts.window_s) if self.is_video
            else self.counts["frames"])
+    if self.is_video and self.windows and key > max(self.windows):
+      self._timeline_so_far()  # the windows before this frame's are closed
     eye = timelines.eye_weights(mu, self.branch_names) if faces else np.zeros(0)
     self.windows[key] = timelines.add_frame(self.windows.get(key), frame.source, probs, eye,
                                             len(self.class_names))
@@ -84,6 +88,16 @@ class Recorder:
       else:
         self.annotated_images.append(outputs.write_image(
             self.out_dir / f"{frame.stem}{outputs.ANNOTATED_SUFFIX}", image))
+
+  def _timeline_so_far(self) -> None:
+    """class_timeline.csv of the windows closed so far, rewritten whole (atomically) as each
+    window closes, so that an hours-long video's class timeline can be read while it runs;
+    `finish` writes the last window and the PNG."""
+    least = int(self.opts.min_group) if self.aggregate else 0
+    end_s = (max(self.windows) + 1) * self.opts.window_s
+    rows, _ = timelines.window_rows(self.windows, self.class_names, least, self.opts.window_s,
+                                    end_s)
+    timelines.write_windows(self.out_dir / "class_timeline.csv", rows, self.class_names)
 
   def flush(self) -> None:
     if self.rows is not None:
