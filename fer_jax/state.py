@@ -69,10 +69,10 @@ def build_model(config: ml_collections.ConfigDict, *, platform: str | None = Non
                                 pool=lowering.pool_for(low, platform), dtype=dtypes[m.dtype])
   part_size, parts = part_branches(config)
   branches = tuple(config.data.crops.branches)
-  chosen = tuple(branches.index(n) for n in config.model.get("inference_branches", ())
+  chosen = tuple(branches.index(n) for n in config.model.inference_branches
                  if n in branches)
   return branch_attention.BranchAttentionNet(
-      aux_heads=config.loss.get("aux_weight", 0.0) > 0, inference_branches=chosen,
+      aux_heads=config.loss.aux_weight > 0, inference_branches=chosen,
       num_classes=labels_lib.NUM_CLASSES, backbone=backbone,
       attention_hidden=m.attention_hidden, fusion=m.fusion,
       branch_axis=lowering.branch_axis_for(low, platform),
@@ -84,7 +84,7 @@ def part_branches(config: ml_collections.ConfigDict) -> tuple[int, tuple[int, ..
   """(config.model.part_size, the positions of the landmark-region branches: every name of
   `config.data.crops.branches` that is not a whole-face kind of `crops.BRANCH_KINDS`), validated:
   0 (off) or 0 < part_size < data.crops.size, with a globally pooled backbone."""
-  part_size = int(config.model.get("part_size", 0))
+  part_size = int(config.model.part_size)
   size = int(config.data.crops.size)
   if part_size < 0 or part_size >= size and part_size != 0:
     raise ValueError(f"config.model.part_size must be 0 (off) or in [1, data.crops.size = "

@@ -159,13 +159,13 @@ def _model(config: ml_collections.ConfigDict) -> None:
                       f"got {m.depth!r}")
   state_lib.part_branches(config)
   state_lib.constraint_indices(config)
-  chosen = tuple(m.get("inference_branches", ()))
+  chosen = tuple(m.inference_branches)
   branches = tuple(config.data.crops.branches)
   for name in chosen:
     if name not in branches:
       raise errors.ConfigError(f"config.model.inference_branches names {name!r}, which is not in "
                         f"config.data.crops.branches {branches}")
-  if chosen and not config.loss.get("aux_weight", 0.0) > 0:
+  if chosen and not config.loss.aux_weight > 0:
     raise errors.ConfigError(f"config.model.inference_branches={chosen} classifies with the "
                       "branches' own classifiers, which only multi-view training has: set "
                       "config.loss.aux_weight > 0")
@@ -176,7 +176,7 @@ def _crops(config: ml_collections.ConfigDict) -> None:
 
 
 def _data(config: ml_collections.ConfigDict) -> None:
-  if "num_epochs" in config and config.num_epochs <= 0 and config.get("num_train_steps", -1) <= 0:
+  if "num_epochs" in config and config.num_epochs <= 0 and config.num_train_steps <= 0:
     raise errors.ConfigError(f"config.num_epochs must be > 0 (or config.num_train_steps set), got "
                       f"{config.num_epochs!r}")
   d = config.data
@@ -184,7 +184,7 @@ def _data(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError("config.data.source='memory' gathers and crops each batch inside the "
                       "step: it needs config.data.crops_on='device', got "
                       f"{d.crops_on!r}")
-  sizes = tuple(d.get("train_sizes", ()))
+  sizes = tuple(d.train_sizes)
   for pair in sizes:
     if (not isinstance(pair, (tuple, list)) or len(pair) != 2
         or float(pair[0]) <= 0 or int(pair[1]) < 4):

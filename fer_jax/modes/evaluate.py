@@ -36,7 +36,7 @@ def make_eval_step(config: ml_collections.ConfigDict, mesh):
   fn = functools.partial(inference.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
                          crops_on=config.data.crops_on,
                          occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip,
-                         temperature=float(config.model.get("temperature", 1.0)))
+                         temperature=float(config.model.temperature))
   return parallel.data_parallel(fn, mesh, (parallel.REPLICATED, parallel.SHARDED),
                                 parallel.SHARDED)
 
@@ -96,11 +96,11 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
   probs, mu = np.concatenate(probs)[keep], np.concatenate(mus)[keep]
   labels = np.concatenate(labs)[keep]
   # A run evaluated on some branches alone (model.inference_branches) has no hinge to report.
-  hi_lo = None if config.model.get("inference_branches") else state_lib.constraint_indices(config)
+  hi_lo = None if config.model.inference_branches else state_lib.constraint_indices(config)
   metrics = summarize(probs, mu, labels, list(config.data.crops.branches),
                       None if hi_lo is None else (*hi_lo, config.loss.margin))
   metrics["calibration"] = calibration.report(np.concatenate(logits)[keep], labels,
-                                              float(config.model.get("temperature", 1.0)))
+                                              float(config.model.temperature))
   logging.info("evaluated %d examples of %s in %.1fs: accuracy %.4f", len(labels), split.name,
                time.time() - start, metrics["accuracy"])
   return metrics, mu

@@ -82,7 +82,7 @@ def classifier(config: ml_collections.ConfigDict, variables):
   crop_cfg = state_lib.crop_config(config)
   step = lambda x: inference.eval_step(variables, {"crops": x}, model=model, crop_cfg=crop_cfg,
                                       crops_on="host", occluder_seed=0)  # crops already cut
-  temperature = float(config.model.get("temperature", 1.0))
+  temperature = float(config.model.temperature)
 
   def classify(crops):
     out = step(crops)
@@ -114,7 +114,7 @@ def contract(config: ml_collections.ConfigDict, workdir: str, step: int,
       size=size,
       face_size=ferplus.FACE_SIZE,
       crops={k: list(v) if isinstance(v, tuple) else v for k, v in crops.items()},
-      temperature=float(config.model.get("temperature", 1.0)),
+      temperature=float(config.model.temperature),
       eval_occluder_seed=int(config.data.eval_occluder_seed),
       eval_flip=bool(config.eval_flip),
       moving_averages=bool(config.eval_ema and config.optimizer.ema_decay > 0),

@@ -274,7 +274,7 @@ def make_occlusion_step(config: ml_collections.ConfigDict, mesh):
   model = state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS)
   fn = functools.partial(occlusion_step, model=model, crop_cfg=state_lib.crop_config(config),
                          occluder_seed=config.data.eval_occluder_seed, flip=config.eval_flip,
-                         temperature=float(config.model.get("temperature", 1.0)))
+                         temperature=float(config.model.temperature))
   return parallel.data_parallel(
       fn, mesh, (parallel.REPLICATED, parallel.SHARDED, parallel.REPLICATED), parallel.SHARDED)
 
@@ -361,7 +361,7 @@ def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipe
 def inference_branches(config: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The branches whose crops the model classifies at evaluation (`model.inference_branches`,
   or every branch)."""
-  return tuple(config.model.get("inference_branches", ())) or tuple(config.data.crops.branches)
+  return tuple(config.model.inference_branches) or tuple(config.data.crops.branches)
 
 
 def result_name(split_name: str, protocol: str) -> str:

@@ -147,7 +147,7 @@ def make_train_step(config: ml_collections.ConfigDict, mesh, tx, lr_fn, size: in
       kind=losses.classification_kind(config.data.label_mode, config.loss.classification),
       label_mode=config.data.label_mode, constraint=state_lib.constraint_indices(config),
       margin=config.loss.margin, constraint_weight=config.loss.constraint_weight,
-      aux_weight=config.loss.get("aux_weight", 0.0))
+      aux_weight=config.loss.aux_weight)
   fn = functools.partial(
       train_step, model=state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS),
       tx=tx, lr_fn=lr_fn, inputs_fn=inputs_fn, loss_fn=loss_fn,

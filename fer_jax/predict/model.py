@@ -56,7 +56,7 @@ class Classifier:
     self._step = jax.jit(functools.partial(
         inference.eval_step, model=model, crop_cfg=state_lib.crop_config(config),
         crops_on="device", occluder_seed=int(config.data.eval_occluder_seed),
-        flip=bool(config.eval_flip), temperature=float(config.model.get("temperature", 1.0))))
+        flip=bool(config.eval_flip), temperature=float(config.model.temperature)))
     self._variables, self.batch_size = variables, int(batch_size)
     self.num_branches = len(config.data.crops.branches)
 
