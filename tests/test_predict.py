@@ -742,6 +742,43 @@ def test_class_timeline_grows_while_a_video_runs(run_dir, tmp_path, monkeypatch)
   assert seen[21] == seen[29] == final[:3]
 
 
+def test_a_cut_video_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
+    run_dir, tmp_path):
+  """A run cut by a SIGKILL (summary.json missing, faces.jsonl's last line half-written) is
+  continued by the same command from the last frame it recorded: every row once, the rows,
+  tracks and class timeline of an uninterrupted run, its annotated video in a second part."""
+  video = write_video(tmp_path / "clip.mp4", seconds=6)  # 60 frames, two faces each
+  opts = dict(detector="hog", window_s=1.0)
+  whole = predict.predict(str(run_dir), str(video), str(tmp_path / "whole"),
+                          overrides=overrides(**opts))
+  out = tmp_path / "cut"
+  shutil.copytree(tmp_path / "whole", out)
+  lines = (out / "faces.jsonl").read_text().splitlines(keepends=True)
+  first_of_36 = next(i for i, l in enumerate(lines) if json.loads(l)["frame"] == 36)
+  # Frame 35's first row whole, its second cut mid-line: the run resumes at frame 35.
+  (out / "faces.jsonl").write_text("".join(lines[:first_of_36 - 1]) + lines[first_of_36 - 1][:40])
+  (out / "summary.json").unlink()
+  summary = predict.predict(str(run_dir), str(video), str(out), overrides=overrides(**opts))
+  assert summary["resumed_at"] == 35 and whole["resumed_at"] is None
+  assert summary["frames"] == whole["frames"] == 60 and summary["faces"] == whole["faces"]
+  assert summary["label_counts"] == whole["label_counts"] and summary["tracks"] == whole["tracks"]
+  assert read_rows(out) == read_rows(tmp_path / "whole")  # each frame once, as computed whole
+  assert [pathlib.Path(p).name for p in summary["annotated"]] == [
+      "annotated.mp4", "annotated_from_35.mp4"]
+  assert cv2.VideoCapture(str(out / "annotated_from_35.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 25
+  for name in ("tracks.csv", "class_timeline.csv"):  # the kept rows' 6 decimals aside
+    with open(out / name) as a, open(tmp_path / "whole" / name) as b:
+      for ra, rb in zip(csv.DictReader(a), csv.DictReader(b), strict=True):
+        for k in ra:
+          try:
+            assert float(ra[k]) == pytest.approx(float(rb[k]), abs=1e-5), (name, k)
+          except ValueError:
+            assert ra[k] == rb[k], (name, k)
+  # A finished run is not resumed: the same command is refused, as for any earlier results.
+  with pytest.raises(ValueError, match="already holds the results of a prediction"):
+    predict.predict(str(run_dir), str(video), str(out), overrides=overrides(**opts))
+
+
 def test_one_branch_faces_are_drawn_without_a_weight_panel():
   from fer_jax.predict import annotate  # pylint: disable=g-import-not-at-top
   frame = np.full((200, 300, 3), 90, np.uint8)

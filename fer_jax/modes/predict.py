@@ -48,7 +48,10 @@ photo is its own window, in the columns above, without times). A window with few
 Earlier results are never destroyed by accident: an output folder that already holds any of
 these files is refused (before the model loads) unless `predict.overwrite` is set; then exactly
 these files of the earlier run are removed before writing, so that none of them is mixed in
-with the new ones, and anything else in the folder is left alone.
+with the new ones, and anything else in the folder is left alone. A video run that was cut
+short (faces.jsonl there, summary.json missing or saying `stopped_by`) is resumed instead, at
+the last frame it recorded (`outputs.cut_run`, `Recorder`'s replay of the kept rows), its
+annotation continuing in `annotated_from_<frame>.mp4`.
 """
 
 from __future__ import annotations
@@ -164,20 +167,26 @@ class StopOnSignal:
 
 
 def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect, classify,
-         stop: "StopOnSignal", workdir: str, step: int, start: float) -> dict[str, Any]:
-  """predict's frames through the model into every output; returns the summary."""
+         stop: "StopOnSignal", workdir: str, step: int, start: float,
+         cut: tuple[list[dict[str, Any]], int] | None = None) -> dict[str, Any]:
+  """predict's frames through the model into every output (continuing `cut`, a cut run's kept
+  rows and the frame it resumes at); returns the summary."""
   out_dir.mkdir(parents=True, exist_ok=True)
   outputs.remove_results(out_dir, stale)  # only with overwrite: no earlier file is left mixed in
+  kept, first = cut if cut else (None, 0)
+  if cut:
+    logging.info("%s holds a cut run of %s: resuming at frame %d (%d rows kept)", out_dir,
+                 inp.name, first, len(kept))
   run = recorder.Recorder(opts, out_dir, inp, list(labels_lib.CLASS_NAMES),
-                          list(config.data.crops.branches), source.name)
+                          list(config.data.crops.branches), source.name, kept, first)
   run.eval_flip = bool(config.eval_flip)
   finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
                       int(opts.detect_every) if inp.kind == "video" else 1,
                       min_face_fraction=float(opts.min_face_fraction))
-  frames = inp.frames()
+  frames = inp.frames(first)
   try:
-    bar = tqdm.tqdm(stop.frames(frames), total=inp.total, unit="frame", desc="predict",
-                    mininterval=1.0)
+    bar = tqdm.tqdm(stop.frames(frames), total=inp.total, initial=run.counts["frames"],
+                    unit="frame", desc="predict", mininterval=1.0)
     found = ((frame, finder(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))) for frame in bar)
     for group in classify_frames(found, classify, int(opts.batch_size)):
       for frame, faces, probs, mu in group:
@@ -220,7 +229,11 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   inp = Input(input_path, opts.frame_stride, recursive=bool(opts.recursive),
               exclude=str(out_dir))  # bad input fails before the model loads
   try:
-    stale = outputs.check_output(out_dir, bool(opts.overwrite), inp.files)  # so does bad output
+    # A cut run of this video in --output continues (the same command resumes it); any other
+    # results there are refused unless predict.overwrite, as bad output fails before the model.
+    cut = (outputs.cut_run(out_dir, inp.path.name)
+           if inp.kind == "video" and not inp.live and not opts.overwrite else None)
+    stale = [] if cut else outputs.check_output(out_dir, bool(opts.overwrite), inp.files)
     config, variables, step = load_checkpoint(workdir, checkpoint)
     source = landmarks_lib.best_available(opts.landmarks,
                                           weights_dir=opts.face_alignment_dir or None)
@@ -242,7 +255,7 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   classify = make_classifier(config, variables, int(opts.batch_size))
   with StopOnSignal() as stop:  # from the first file written to the last
     summary = _run(opts, out_dir, stale, inp, config, source, detect, classify, stop, workdir,
-                   step, start)
+                   step, start, cut)
   logging.info("predict: %d %s, %d faces (%d frames without one%s%s), landmarks %s, "
                "checkpoint %d, %.1fs -> %s", summary["frames"],
                ("frame" if inp.kind == "video" else "image") +

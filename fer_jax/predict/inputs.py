@@ -232,9 +232,12 @@ class Input:
     if self.kind == "video":
       self._cap.release()
 
-  def frames(self) -> Iterator[Frame]:
-    """The frames, in order, decoded in a background thread."""
-    return in_background(self._video_frames() if self.kind == "video" else self._images())
+  def frames(self, start: int = 0) -> Iterator[Frame]:
+    """The frames, in order, decoded in a background thread; a video's from frame `start` (a
+    resumed run's first; the frames before it are demuxed, not decoded)."""
+    if start and (self.kind != "video" or self.live):
+      raise ValueError(f"{self.name}: only a video file can start at frame {start}")
+    return in_background(self._video_frames(start) if self.kind == "video" else self._images())
 
   def _images(self) -> Iterator[Frame]:
     for i, path in enumerate(self.files):
@@ -247,11 +250,19 @@ class Input:
       name = path.name if self.kind == "image" else str(path.relative_to(self.path))
       yield Frame(name, 0, None, image, self.stems[i])
 
-  def _video_frames(self) -> Iterator[Frame]:
+  def _video_frames(self, start: int = 0) -> Iterator[Frame]:
     cap, index, frame = self._cap, 0, self._first
     self._first = None
     processed = 0  # frames yielded: every stride-th frame of the video
     try:
+      if start:
+        ok = all(cap.grab() for _ in range(start - 1))
+        ok, frame = cap.read() if ok else (False, None)
+        if not ok or frame is None:
+          logging.warning("%s: frame %d, where the run resumes, does not decode", self.name,
+                          start)
+          return
+        index = start
       while True:
         yield Frame(self.name if self.live else self.path.name, index, index / self.fps, frame,
                     self.path.stem)

@@ -23,6 +23,7 @@ from fer_jax.predict import annotate
 OUTPUT_FILES = ("faces.jsonl", "faces.csv", "summary.json", "tracks.csv", "tracks.json",
                 "annotated.mp4", "class_timeline.csv", "class_timeline.png", "class_shares.csv")
 ANNOTATED_SUFFIX = "_annotated.jpg"
+RESUMED_VIDEO = "annotated_from_{frame}.mp4"  # a resumed video's annotation, from that frame on
 TRACKS_DIR, TRACK_PLOTS = "tracks", "track_*.png"
 JPEG_QUALITY = 92
 
@@ -35,11 +36,44 @@ def earlier_results(out_dir: pathlib.Path) -> list[pathlib.Path]:
   if not out_dir.is_dir():
     return []
   found = [p for p in out_dir.iterdir()
-           if p.name in OUTPUT_FILES or (p.name.endswith(ANNOTATED_SUFFIX) and not p.is_dir())]
+           if p.name in OUTPUT_FILES or (p.name.endswith(ANNOTATED_SUFFIX) and not p.is_dir())
+           or (p.name.startswith("annotated_from_") and p.suffix == ".mp4")]
   tracks = out_dir / TRACKS_DIR
   if tracks.is_dir():
     found += [p for p in tracks.glob(TRACK_PLOTS) if not p.is_dir()]
   return sorted(found)
+
+
+def cut_run(out_dir: pathlib.Path, source: str
+            ) -> tuple[list[dict[str, Any]], int] | None:
+  """(the rows to keep, the frame to resume at) of a prediction of video `source` into
+  `out_dir` that was cut short (a SIGKILL, a crash, a SIGTERM: faces.jsonl is there and
+  summary.json is missing or says `stopped_by`), or None when `out_dir` holds no such run. The
+  rows of the last frame recorded are dropped (the cut may have split them), and so is a line
+  cut mid-write: the run resumes at that frame."""
+  path = out_dir / "faces.jsonl"
+  if not path.is_file():
+    return None
+  summary = out_dir / "summary.json"
+  if summary.exists():
+    try:
+      if not json.loads(summary.read_text()).get("stopped_by"):
+        return None  # a run that finished
+    except ValueError:
+      pass  # a summary cut mid-write: the run did not finish
+  rows = []
+  for line in path.read_text().splitlines():
+    try:
+      row = json.loads(line)
+    except ValueError:
+      break  # the line a cut left half-written is the last one
+    if not isinstance(row, dict) or row.get("source") != source or row.get("frame") is None:
+      return None  # another input's rows, or not a video's
+    rows.append(row)
+  if not rows:
+    return None
+  last = rows[-1]["frame"]
+  return [r for r in rows if r["frame"] < last], int(last)
 
 
 def check_output(out_dir: pathlib.Path, overwrite: bool, inputs=()) -> list[pathlib.Path]:
@@ -117,13 +151,25 @@ def csv_row(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class RowWriter:
-  """faces.jsonl and faces.csv, each row flushed to disk as it is written."""
+  """faces.jsonl and faces.csv, each row flushed to disk as it is written; a resumed run's
+  files start with the rows it keeps (`kept`)."""
 
-  def __init__(self, out_dir: pathlib.Path, columns: list[str]):
-    self._jsonl = open(out_dir / "faces.jsonl", "w")
-    self._csv_file = open(out_dir / "faces.csv", "w", newline="")
+  def __init__(self, out_dir: pathlib.Path, columns: list[str],
+               kept: Sequence[dict[str, Any]] | None = None):
+    jsonl_path, csv_path = out_dir / "faces.jsonl", out_dir / "faces.csv"
+    if kept is not None:  # the kept rows replace the old files whole, then rows are appended
+      with files.atomic_path(jsonl_path) as tmp, open(tmp, "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in kept)
+      with files.atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, columns)
+        writer.writeheader()
+        writer.writerows(csv_row(row) for row in kept)
+    mode = "w" if kept is None else "a"
+    self._jsonl = open(jsonl_path, mode)
+    self._csv_file = open(csv_path, mode, newline="")
     self._csv = csv.DictWriter(self._csv_file, columns)
-    self._csv.writeheader()
+    if kept is None:
+      self._csv.writeheader()
 
   def write(self, row: dict[str, Any]) -> None:
     self._jsonl.write(json.dumps(row) + "\n")
@@ -162,7 +208,7 @@ def write_image(path: pathlib.Path, image: np.ndarray) -> str:
 
 
 class VideoOut:
-  """annotated.mp4 (mp4v), opened on the first frame."""
+  """annotated.mp4 (mp4v; a resumed run's `RESUMED_VIDEO`), opened on the first frame."""
 
   def __init__(self, path: pathlib.Path, fps: float):
     self.path, self.fps, self._writer, self.frames = path, fps, None, 0

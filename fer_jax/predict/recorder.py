@@ -10,6 +10,7 @@ from __future__ import annotations
 import pathlib
 from typing import Any
 
+from absl import logging
 import numpy as np
 
 from fer_jax import files
@@ -25,7 +26,10 @@ class Recorder:
   timeline or shares and summary.json."""
 
   def __init__(self, opts, out_dir: pathlib.Path, inp: Input, class_names, branch_names,
-               landmark_source: str):
+               landmark_source: str, kept: list[dict[str, Any]] | None = None,
+               start: int = 0):
+    """`kept`, `start`: the rows of a cut run of the same video that this one continues from
+    frame `start` (`outputs.cut_run`); its counts, tracks and windows are rebuilt from them."""
     self.stopped_by = None  # the signal that ended the run before its input did, if any
     self.opts, self.out_dir, self.inp = opts, out_dir, inp
     self.class_names, self.branch_names = class_names, branch_names
@@ -33,9 +37,13 @@ class Recorder:
     self.is_video = inp.kind == "video"
     self.aggregate = bool(opts.aggregate_only)
     self.annotate = bool(opts.annotate) and not self.aggregate
+    self.resumed_at = int(start) if kept is not None else None
     self.rows = (None if self.aggregate else
-                 outputs.RowWriter(out_dir, outputs.table_columns(class_names, branch_names)))
-    self.video_out = (outputs.VideoOut(out_dir / "annotated.mp4", inp.fps / inp.stride)
+                 outputs.RowWriter(out_dir, outputs.table_columns(class_names, branch_names),
+                                   kept))
+    video_name = ("annotated.mp4" if not self.resumed_at else
+                  outputs.RESUMED_VIDEO.format(frame=self.resumed_at))
+    self.video_out = (outputs.VideoOut(out_dir / video_name, inp.fps / inp.stride)
                       if self.is_video and self.annotate else None)
     self.tracker = tracking.TrackerState() if self.is_video and not self.aggregate else None
     self.series: dict[int, dict[str, list]] = {}
@@ -45,14 +53,12 @@ class Recorder:
     self.label_counts = {c: 0 for c in class_names}
     self.annotated_images: list[str] = []
     self.last_index = 0
+    for frame_rows in _by_frame(kept or ()):
+      self._replay(frame_rows)
 
   def record(self, frame: Frame, faces, probs, mu) -> None:
     """One frame's faces and predictions: rows, tracks, its window and its annotation."""
-    ids = [None] * len(faces)
-    if self.tracker is not None:
-      self.tracker, ids = tracking.update(self.tracker, [f.box for f in faces],
-                                          self.counts["frames"], self.opts.iou_threshold,
-                                          int(self.opts.max_track_gap))
+    ids = self._track([f.box for f in faces])
     if self.rows is not None:
       if not faces:
         self.rows.write(outputs.face_row(frame, None, None, None, None, None, self.class_names,
@@ -60,26 +66,7 @@ class Recorder:
       for j, (face, p, m, tid) in enumerate(zip(faces, probs, mu, ids)):
         self.rows.write(outputs.face_row(frame, j, face, p, m, tid, self.class_names,
                                          self.branch_names, self.landmark_source))
-    for face, p, m, tid in zip(faces, probs, mu, ids):
-      self.label_counts[self.class_names[int(np.argmax(p))]] += 1
-      self.counts["edge_faces"] += int(face.edge)
-      if tid is not None:
-        s = self.series.setdefault(tid, dict(times=[], frames=[], probs=[], mu=[]))
-        s["times"].append(frame.time)
-        s["frames"].append(frame.index)
-        s["probs"].append(p)
-        s["mu"].append(m)
-    self.counts["faces"] += len(faces)
-    self.counts["no_face_frames"] += int(not faces)
-    key = (timelines.window_index(frame.time, self.opts.window_s) if self.is_video
-           else self.counts["frames"])
-    if self.is_video and self.windows and key > max(self.windows):
-      self._timeline_so_far()  # the windows before this frame's are closed
-    eye = timelines.eye_weights(mu, self.branch_names) if faces else np.zeros(0)
-    self.windows[key] = timelines.add_frame(self.windows.get(key), frame.source, probs, eye,
-                                            len(self.class_names))
-    self.counts["frames"] += 1
-    self.last_index = frame.index
+    self._count(frame.source, frame.index, frame.time, probs, mu, ids, [f.edge for f in faces])
     if self.annotate:
       image = outputs.annotated(frame.image, faces, probs, mu, ids, self.class_names,
                                 self.branch_names, blur=bool(self.opts.blur_faces))
@@ -88,6 +75,53 @@ class Recorder:
       else:
         self.annotated_images.append(outputs.write_image(
             self.out_dir / f"{frame.stem}{outputs.ANNOTATED_SUFFIX}", image))
+
+  def _track(self, boxes) -> list[int | None]:
+    """Track ids of this frame's boxes (None for each when nothing is tracked)."""
+    if self.tracker is None:
+      return [None] * len(boxes)
+    self.tracker, ids = tracking.update(self.tracker, boxes, self.counts["frames"],
+                                        self.opts.iou_threshold, int(self.opts.max_track_gap))
+    return ids
+
+  def _count(self, source: str, index: int, time, probs, mu, ids, edges) -> None:
+    """A frame's faces into the counts, the tracks' series and the frame's window."""
+    for p, m, tid, edge in zip(probs, mu, ids, edges):
+      self.label_counts[self.class_names[int(np.argmax(p))]] += 1
+      self.counts["edge_faces"] += int(edge)
+      if tid is not None:
+        s = self.series.setdefault(tid, dict(times=[], frames=[], probs=[], mu=[]))
+        s["times"].append(time)
+        s["frames"].append(index)
+        s["probs"].append(p)
+        s["mu"].append(m)
+    self.counts["faces"] += len(probs)
+    self.counts["no_face_frames"] += int(not len(probs))
+    key = (timelines.window_index(time, self.opts.window_s) if self.is_video
+           else self.counts["frames"])
+    if self.is_video and self.windows and key > max(self.windows):
+      self._timeline_so_far()  # the windows before this frame's are closed
+    eye = timelines.eye_weights(mu, self.branch_names) if len(probs) else np.zeros(0)
+    self.windows[key] = timelines.add_frame(self.windows.get(key), source, probs, eye,
+                                            len(self.class_names))
+    self.counts["frames"] += 1
+    self.last_index = index
+
+  def _replay(self, rows: list[dict[str, Any]]) -> None:
+    """A kept frame's rows (a resumed run) into the tracker, counts, series and windows, as
+    `record` put them there; the track ids the rows hold are checked against the replay."""
+    faces = [r for r in rows if not r.get("no_face")]
+    probs = np.array([[r[c] for c in self.class_names] for r in faces]).reshape(
+        -1, len(self.class_names))
+    mu = np.array([[r.get(f"mu_{b}", 1.0) for b in self.branch_names] for r in faces]).reshape(
+        -1, len(self.branch_names))
+    ids = self._track([r["box"] for r in faces])
+    if [r.get("track") for r in faces] != ids:
+      logging.warning("frame %d: the tracks replayed from faces.jsonl (%s) are not the ones "
+                      "written (%s); the resumed run goes on with the replayed ones",
+                      rows[0]["frame"], ids, [r.get("track") for r in faces])
+    self._count(rows[0]["source"], rows[0]["frame"], rows[0]["time"], probs, mu, ids,
+                [bool(r.get("edge")) for r in faces])
 
   def _timeline_so_far(self) -> None:
     """class_timeline.csv of the windows closed so far, rewritten whole (atomically) as each
@@ -136,7 +170,13 @@ class Recorder:
         aggregate_only=self.aggregate, blur_faces=bool(opts.blur_faces), **self.counts,
         label_counts=self.label_counts, fps=inp.fps, frame_stride=int(opts.frame_stride),
         stopped_early=inp.stopped_early, stopped_by=self.stopped_by, skipped=inp.skipped,
-        annotated=(str(self.video_out.path) if self.video_out else self.annotated_images))
+        annotated=(str(self.video_out.path) if self.video_out else self.annotated_images),
+        resumed_at=self.resumed_at)
+    if self.resumed_at and self.video_out is not None:  # the video's annotation, part by part
+      summary["annotated"] = [str(p) for p in sorted(
+          outputs.earlier_results(self.out_dir), key=lambda p: (p.name != "annotated.mp4",
+                                                                len(p.name), p.name))
+          if p.suffix == ".mp4"]
     if self.tracker is not None:
       summary["tracks"] = len(timelines.write_tracks(self.out_dir, self.series, names,
                                                      self.branch_names))
@@ -152,3 +192,14 @@ class Recorder:
     summary["seconds"] = round(seconds, 3)
     files.write_json(self.out_dir / "summary.json", summary)
     return summary
+
+
+def _by_frame(rows) -> list[list[dict[str, Any]]]:
+  """Rows grouped by frame, in order."""
+  groups = []
+  for row in rows:
+    if groups and groups[-1][0]["frame"] == row["frame"]:
+      groups[-1].append(row)
+    else:
+      groups.append([row])
+  return groups
