@@ -169,7 +169,7 @@ def main():
   boxes = {}
   for name in args.detectors.split(","):
     detect = detectors.make_detector(name, **predict.detector_options(
-        ml_collections.ConfigDict(dict(detector=name, min_face_size=opts.min_face_size))))
+        ml_collections.ConfigDict(dict(opts.to_dict(), detector=name))))
     sec, found = timed(lambda d=detect: d(rgb), args.repeats)
     boxes[name] = [b for b, _ in found if min(b[2] - b[0], b[3] - b[1]) >= opts.min_face_size]
     print(f"detect {name:<33} {1000 * sec:6.1f}   {len(boxes[name])} of {ROWS * COLS}")
