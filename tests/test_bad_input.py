@@ -67,23 +67,6 @@ def test_manual_dir_empty(tmp_path, caplog):
   assert status == 2 and f"FERPlus manual dir {tmp_path / 'empty'} is empty" in error
 
 
-def test_corrupt_png_and_wrong_size_or_channels_are_skipped_and_counted(sample_dir, tmp_path,
-                                                                        caplog):
-  manual = tmp_path / "manual"
-  shutil.copytree(sample_dir / "FER2013Valid", manual / "FER2013Valid")
-  names = [r[0] for r in csv.reader(open(manual / "FER2013Valid" / "label.csv"))]
-  (manual / "FER2013Valid" / names[0]).write_bytes(b"garbage")
-  cv2.imwrite(str(manual / "FER2013Valid" / names[1]), np.zeros((40, 52), np.uint8))
-  cv2.imwrite(str(manual / "FER2013Valid" / names[2]), np.zeros((48, 48, 3), np.uint8))  # RGB: kept
-  status, sizes, log = prepare(manual, tmp_path, caplog)
-  assert status == 0, sizes
-  assert names[0] in log and "not a readable image" in log
-  assert names[1] in log and "image is 40x52, expected 48x48 grey" in log
-  assert "validation: 94 examples written" in log
-  assert "1 unreadable image, 1 wrong image size" in log
-  assert sizes["validation"]["examples"] == 94
-
-
 def test_truncated_csv_is_skipped_and_counted(sample_dir, tmp_path, caplog):
   kaggle = tmp_path / "kaggle"
   write_kaggle(sample_dir, kaggle)

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from fer_jax.data import ferplus, labels, pipeline
-from fer_jax import errors
 
 VOTE_HEADER = ["Usage", "Image name"] + list(labels.VOTE_NAMES)
 
@@ -88,14 +87,6 @@ def test_prepare_counts_majority(prepared):
   votes = pipeline.all_votes(sources["train"])
   kept, _ = labels.targets_for_split(votes, "majority")
   assert len(votes) == 320 and kept.sum() == 291
-
-
-def test_missing_or_empty_manual_dir_is_an_error_that_says_where(tmp_path):
-  with pytest.raises(errors.ManualDirError, match=r"does not exist.*FER2013Train/label\.csv"):
-    ferplus.prepare(str(tmp_path / "nowhere"), str(tmp_path / "tfds"))
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(errors.ManualDirError, match=r"empty\.? .*fer2013new\.csv"):
-    ferplus.prepare(str(tmp_path / "empty"), str(tmp_path / "tfds"))
 
 
 def test_bad_files_are_skipped_named_and_counted(sample_dir, tmp_path, caplog):

@@ -364,20 +364,6 @@ class FailingCapture:
     return (False, None) if self._read > 5 else self._cap.read()
 
 
-def test_video_frame_that_fails_to_decode_stops_and_keeps_the_frames_before(
-    run_dir, video, tmp_path, monkeypatch):
-  monkeypatch.setattr(predict.cv2, "VideoCapture", FailingCapture)
-  out = tmp_path / "out"
-  summary = predict.predict(str(run_dir), str(video), str(out),
-                            overrides=overrides(detector="hog", annotate=False))
-  assert summary["stopped_early"] and summary["frames"] == 5
-  assert sorted({r["frame"] for r in read_rows(out)}) == [0, 1, 2, 3, 4]
-  assert summary["tracks"] == 2 and not (out / "annotated.mp4").exists()
-
-
-# --------------------------------------------------------------------------------------------
-# Privacy: blurred faces, class-level shares only.
-
 def test_blur_faces_hides_each_face_and_leaves_the_rest_of_the_photo(run_dir, tmp_path):
   out = tmp_path / "out"
   predict.predict(str(run_dir), str(PHOTOS), str(out), overrides=overrides(blur_faces=True))

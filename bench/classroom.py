@@ -1,0 +1,582 @@
+"""Synthetic classroom: what `--mode=predict` finds and reads in lecture-room frames (issue 30).
+
+    python3 bench/classroom.py [--frames=80] [--seed=0] [--sizes=1280x720,1920x1080] \
+        [--ferplus_dir=../shared/data/ferplus] [--json=PATH]
+
+Scenes. Each frame (one per scene size and index) is built by `make_scene` from FERPlus
+validation faces whose labels are known (no not-a-face vote, and a majority label under the
+evaluation protocol, `fer_jax.data.labels.majority_label`): bench/detect.py's face-free
+background (made at 1280x720 and resized to the scene's size), then 20-40 faces, each at a face
+width drawn from one of the bands `BANDS` (band first, uniformly, then a width within it),
+placed so that no two faces' pasted squares meet, pasted by bench/detect.py's `paste` (a skin
+tone, the crop's border faded into the background). A share `OCCLUDED` of the faces then gets
+a partial occluder (`occlude`: a flat-coloured shape, a hand, a book or a neighbour's head,
+covering 15-40% of the crop's side from one of its edges), and the whole frame is degraded as
+a camera would: optical blur (`blur`, Gaussian), dimming (`dim`, a gain) and sensor noise
+(`add_noise`, Gaussian, after the dimming). Every random choice comes from
+`np.random.default_rng([seed, width, height, index])`. The face width is the side of the pasted
+48 px FERPlus crop (bench/detect.py's convention); the true face box, against which boxes are
+matched, is the crop box moved and shrunk onto dlib's convention (`detect.face_boxes`: its
+side is 0.89 of the crop's).
+
+Prediction. Each frame goes through predict's own pieces at their defaults
+(`fer_jax.defaults.get_config().predict`): the detector `predict.detector` with
+`predict.detector_options` (BlazeFace on tiles), `FaceFinder` (boxes under `min_face_size`
+dropped, the `max_faces` largest kept, 68 landmarks fitted by the best landmark source
+available here, faces aligned), and the released model (`release.DEFAULT_MODEL`) through
+`make_classifier` and `classify_frames` in batches of `predict.batch_size`. Frames are
+independent pictures, so detection runs on every frame (`detect_every=1`, as for a folder of
+photos).
+
+Measured, per scene size and face-width band and overall:
+- recall at IoU 0.5: the faces predict returns, matched to true boxes greedily, highest
+  detector score first (`assign`, the rule of detect.match);
+- detector recall: the same for the detector's raw boxes, before predict's size filter, the
+  `max_faces` limit and the landmark fit (where the two differ, predict drops found faces);
+- expression accuracy on the found faces: the argmax of the model's probabilities against
+  the face's FERPlus majority label;
+- false positives per frame: predict's faces matched to no true face; a false box is given to
+  the band of the face width its side implies (side / 0.89), clipped into 20-110 px, so the
+  bands' figures add up to the scene's;
+- frames/s of the prediction alone (scene synthesis not counted; the model compiled before
+  timing), with the detector's and the landmark fits' milliseconds per frame.
+
+Progress goes to stderr, the table to stdout, and everything (per frame too) to `--json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+import cv2  # pylint: disable=g-import-not-at-top
+import numpy as np  # pylint: disable=g-import-not-at-top
+
+import detect  # pylint: disable=g-import-not-at-top  (bench/detect.py)
+from fer_jax.data import labels as labels_lib  # pylint: disable=g-import-not-at-top
+
+BANDS = ((20, 30), (30, 45), (45, 70), (70, 110))  # face width, px: [lo, hi), the last [lo, hi]
+FACES = (20, 40)  # faces per frame, both ends included
+SIZES = "1280x720,1920x1080"
+GAIN = (0.25, 1.0)  # dimming: the frame's brightness times this
+NOISE = (2.0, 10.0)  # sensor noise: Gaussian standard deviation in grey levels, after dimming
+BLUR = (0.0, 1.2)  # optical blur: Gaussian standard deviation in px
+OCCLUDED = 0.3  # the share of faces that get an occluder
+OCCLUDER_DEPTH = (0.15, 0.4)  # how far an occluder reaches into the crop, times its side
+IOU = 0.5
+DEFAULT_FERPLUS = ROOT.parent / "shared" / "data" / "ferplus"
+
+
+# --------------------------------------------------------------------------------------------
+# Faces and scenes (pure: a scene is a function of the pool, the seed, the size and the index).
+
+@dataclasses.dataclass
+class Pool:
+  """Labelled FERPlus faces: images uint8 [n, 48, 48], majority labels int [n], file names."""
+  images: np.ndarray
+  labels: np.ndarray
+  names: list[str]
+
+
+@dataclasses.dataclass
+class Scene:
+  """A synthetic classroom frame and its truth."""
+  image: np.ndarray  # RGB uint8 [height, width, 3]
+  crops: np.ndarray  # float32 [n, 4]: the pasted 48 px crops' boxes x0, y0, x1, y1
+  boxes: np.ndarray  # float32 [n, 4]: the true face boxes, dlib's convention (detect.face_boxes)
+  labels: np.ndarray  # int64 [n]: FERPlus majority labels (labels_lib.CLASS_NAMES)
+  faces: np.ndarray  # int64 [n]: indices into the pool
+  occluded: np.ndarray  # float32 [n]: the share of each crop's box an occluder covers
+  gain: float
+  noise: float
+  blur: float
+
+  @property
+  def widths(self) -> np.ndarray:
+    return self.crops[:, 2] - self.crops[:, 0]
+
+
+def load_pool(ferplus_dir: pathlib.Path) -> Pool:
+  """FER2013Valid faces that no annotator called not-a-face (detect.ferplus_faces) and that
+  have a majority label. FileNotFoundError when the folder has no FER2013Valid/label.csv."""
+  paths = detect.ferplus_faces(pathlib.Path(ferplus_dir))
+  votes = {}
+  with open(pathlib.Path(ferplus_dir) / "FER2013Valid" / "label.csv", newline="") as f:
+    for row in csv.reader(f):
+      if row:
+        votes[row[0]] = [float(v) for v in row[2:]]
+  images, labels, names = [], [], []
+  for path in paths:
+    label = labels_lib.majority_label(votes[path.name])
+    if label is None:
+      continue
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+      raise FileNotFoundError(f"cannot read {path}")
+    images.append(image)
+    labels.append(label)
+    names.append(path.name)
+  if not images:
+    raise FileNotFoundError(f"no labelled faces in {pathlib.Path(ferplus_dir) / 'FER2013Valid'}")
+  return Pool(np.stack(images), np.array(labels, np.int64), names)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+  """"1280x720,1920x1080" -> [(1280, 720), (1920, 1080)]."""
+  out = []
+  for part in text.split(","):
+    try:
+      w, h = (int(v) for v in part.lower().split("x"))
+    except ValueError:
+      raise ValueError(f"a scene size is WIDTHxHEIGHT, got {part!r}") from None
+    if w < 320 or h < 240:
+      raise ValueError(f"a scene is at least 320x240, got {part!r}")
+    out.append((w, h))
+  return out
+
+
+def band_of(widths) -> np.ndarray:
+  """The index into BANDS of each face width, widths outside 20-110 clipped to the end bands."""
+  return np.searchsorted([b[0] for b in BANDS[1:]], np.asarray(widths, np.float64),
+                         side="right")
+
+
+def draw_widths(rng: np.random.Generator, n: int) -> np.ndarray:
+  """n face widths: a band of BANDS uniformly, then an integer width within it."""
+  out = []
+  for b in rng.integers(len(BANDS), size=n):
+    lo, hi = BANDS[b]
+    out.append(int(rng.integers(lo, hi + (b == len(BANDS) - 1))))
+  return np.array(out, np.int64)
+
+
+def place(rng: np.random.Generator, widths, width: int, height: int, tries: int = 100
+          ) -> list[tuple[int, int, int] | None]:
+  """(x, y, face width) of each face's crop, or None where no free place was found in `tries`:
+  each face's pasted square (its crop with detect.MARGIN and 2 px around) meets no other's and
+  lies inside the frame."""
+  taken, out = [], []
+  for w in widths:
+    w = int(w)
+    o = int(np.ceil(w * detect.MARGIN)) + 2
+    spot = None
+    for _ in range(tries):
+      x = int(rng.integers(o, width - w - o))
+      y = int(rng.integers(o, height - w - o))
+      sq = (x - o, y - o, x + w + o, y + w + o)
+      if all(sq[2] <= t[0] or t[2] <= sq[0] or sq[3] <= t[1] or t[3] <= sq[1] for t in taken):
+        taken.append(sq)
+        spot = (x, y, w)
+        break
+    out.append(spot)
+  return out
+
+
+def scene_background(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+  """bench/detect.py's face-free 1280x720 background, resized to width x height."""
+  frame = detect.background(rng)
+  if frame.shape[:2] != (height, width):
+    frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+  return frame
+
+
+def occlude(image: np.ndarray, crop, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+  """A copy of `image` with a flat-coloured occluder over one edge of the crop box `crop`
+  (x0, y0, x1, y1): from below (a hand, a book), the left or the right (a neighbour's head)
+  or above (a raised hand), reaching OCCLUDER_DEPTH of the side in, its inner edge slanted,
+  its colour flat with a little texture. Returns (the image, the share of the crop's box it
+  covers)."""
+  x0, y0, x1, y1 = (int(round(v)) for v in crop)
+  side = x1 - x0
+  depth = rng.uniform(*OCCLUDER_DEPTH) * side
+  slant = rng.uniform(-0.15, 0.15) * side
+  edge = int(rng.integers(4))  # 0 below, 1 left, 2 right, 3 above
+  colour = rng.uniform(20, 230, 3)
+  # The shape in the crop's own frame (u across the edge, v into the crop), then turned.
+  u = np.arange(side) + 0.5
+  reach = depth + slant * (u / side - 0.5) * 2  # the inner edge, slanted
+  v = np.arange(side)[:, None] + 0.5
+  mask = (v < reach[None, :]).astype(np.float32)  # [v, u]: covered
+  if edge == 0:
+    local = mask[::-1]  # v from the bottom up
+  elif edge == 1:
+    local = mask.T  # v from the left
+  elif edge == 2:
+    local = mask.T[:, ::-1]
+  else:
+    local = mask
+  out = image.copy()
+  h, w = out.shape[:2]
+  ya, yb, xa, xb = max(y0, 0), min(y0 + side, h), max(x0, 0), min(x0 + side, w)
+  m = local[ya - y0:yb - y0, xa - x0:xb - x0, None]
+  region = out[ya:yb, xa:xb].astype(np.float32)
+  texture = rng.normal(0, 6, region.shape)
+  out[ya:yb, xa:xb] = np.clip(m * (colour + texture) + (1 - m) * region, 0, 255).astype(np.uint8)
+  return out, float(local.mean())
+
+
+def blur(image: np.ndarray, sigma: float) -> np.ndarray:
+  """Gaussian blur of standard deviation `sigma` px (a copy; none at sigma <= 0)."""
+  if sigma <= 0:
+    return image.copy()
+  return cv2.GaussianBlur(image, (0, 0), sigmaX=float(sigma), sigmaY=float(sigma))
+
+
+def dim(image: np.ndarray, gain: float) -> np.ndarray:
+  """Brightness times `gain` (a dim room, an underexposed camera)."""
+  return np.clip(image.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
+
+
+def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+  """Gaussian noise of `sigma` grey levels, independent per pixel and channel."""
+  noisy = image.astype(np.float32) + rng.normal(0, sigma, image.shape).astype(np.float32)
+  return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+
+
+def make_scene(pool: Pool, seed: int, index: int, width: int = 1280, height: int = 720
+               ) -> Scene:
+  """Frame `index` of seed `seed` at width x height (see the module docstring)."""
+  rng = np.random.default_rng([seed, width, height, index])
+  frame = scene_background(rng, width, height)
+  n = int(rng.integers(FACES[0], FACES[1] + 1))
+  chosen = rng.choice(len(pool.images), min(n, len(pool.images)), replace=False)
+  spots = place(rng, draw_widths(rng, len(chosen)), width, height)
+  crops, faces, occluded = [], [], []
+  for face, spot in zip(chosen, spots):
+    if spot is None:
+      continue
+    x, y, w = spot
+    detect.paste(frame, pool.images[face], x, y, w, rng)
+    crops.append((x, y, x + w, y + w))
+    faces.append(int(face))
+  for crop in crops:  # after all faces: an occluder lies over its own face only
+    covered = 0.0
+    if rng.random() < OCCLUDED:
+      frame, covered = occlude(frame, crop, rng)
+    occluded.append(covered)
+  sigma, gain, noise = rng.uniform(*BLUR), rng.uniform(*GAIN), rng.uniform(*NOISE)
+  frame = add_noise(dim(blur(frame, sigma), gain), noise, rng)
+  crops = np.array(crops, np.float32).reshape(-1, 4)
+  faces = np.array(faces, np.int64)
+  return Scene(frame, crops, detect.face_boxes(crops), pool.labels[faces], faces,
+               np.array(occluded, np.float32), float(gain), float(noise), float(sigma))
+
+
+# --------------------------------------------------------------------------------------------
+# Matching and counting (pure).
+
+def assign(boxes, scores, truth: np.ndarray, threshold: float = IOU) -> np.ndarray:
+  """int [n boxes]: the true box each box is matched to, or -1 (a false positive). Greedy,
+  highest score first, each true box taken once: bench/detect.py's `match` rule."""
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  out = np.full(len(boxes), -1, np.int64)
+  if not len(boxes) or not len(truth):
+    return out
+  iou = detect.iou_matrix(boxes, np.asarray(truth, np.float32))
+  taken = np.zeros(len(truth), bool)
+  for i in np.argsort(-np.asarray(scores, np.float64), kind="stable"):
+    cand = np.where(~taken, iou[i], -1)
+    j = int(cand.argmax())
+    if cand[j] >= threshold:
+      taken[j] = True
+      out[i] = j
+  return out
+
+
+def on_background(boxes, truth: np.ndarray) -> np.ndarray:
+  """bool [n boxes]: whether each box overlaps no true box at IoU 0.1 or more (a false box on
+  the background, not a face boxed loosely or twice: detect.match's fp_bg)."""
+  boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+  if not len(truth):
+    return np.ones(len(boxes), bool)
+  if not len(boxes):
+    return np.zeros(0, bool)
+  return detect.iou_matrix(boxes, np.asarray(truth, np.float32)).max(1) < 0.1
+
+
+def count(truth_widths, truth_labels, matched: np.ndarray, predicted, box_sides,
+          detector_matched: np.ndarray | None = None, background=None
+          ) -> dict[str, np.ndarray]:
+  """Per band of BANDS: faces, hits (found at IoU 0.5), correct (found and the predicted label
+  is the true one), false (unmatched boxes, by the face width their side implies), false_bg
+  (those of them on the background, `on_background`; with `background` only) and
+  detector_hits (true faces the raw detector's boxes found; with `detector_matched` only).
+
+  Args:
+    truth_widths: [n] true face widths (crop sides).
+    truth_labels: [n] their labels.
+    matched: [m] per found box, its true face or -1 (`assign`).
+    predicted: [m] per found box, the predicted label.
+    box_sides: [m] per found box, its side (px, dlib's convention).
+    detector_matched: per raw detector box, its true face or -1 (None: not counted).
+    background: [m] per found box, whether it is on the background (None: not counted).
+  """
+  k = len(BANDS)
+  bands = band_of(truth_widths)
+  matched = np.asarray(matched, np.int64)
+  hit = matched >= 0
+  truth_labels = np.asarray(truth_labels, np.int64)
+  right = hit.copy()
+  right[hit] = np.asarray(predicted, np.int64)[hit] == truth_labels[matched[hit]]
+  false_bands = band_of(np.asarray(box_sides, np.float64)[~hit] / detect.FACE_IN_CROP["side"])
+  out = dict(faces=np.bincount(bands, minlength=k),
+             hits=np.bincount(bands[matched[hit]], minlength=k),
+             correct=np.bincount(bands[matched[right]], minlength=k),
+             false=np.bincount(false_bands, minlength=k))
+  if background is not None:
+    bg = np.asarray(background, bool)[~hit]
+    out["false_bg"] = np.bincount(false_bands[bg], minlength=k)
+  if detector_matched is not None:
+    found = np.unique(np.asarray(detector_matched, np.int64))
+    found = found[found >= 0]
+    out["detector_hits"] = np.bincount(bands[found], minlength=k)
+  return out
+
+
+def band_names() -> list[str]:
+  return [f"{lo}-{hi}" for lo, hi in BANDS]
+
+
+def ratio(a: float, b: float) -> float:
+  return float(a) / float(b) if b else float("nan")
+
+
+def table(results: dict, sizes: list[str]) -> str:
+  """The markdown table of `results` (per scene size: summed counts and frames)."""
+  lines = ["| scene | face width px | faces | detector recall | recall | accuracy (found) | "
+           "FP/frame (on background) |", "|---|---|---|---|---|---|---|"]
+
+  def row(scene, band, c, i, frames):
+    pick = (lambda key: c[key][i]) if i is not None else (lambda key: c[key].sum())
+    faces = pick("faces")
+    lines.append(f"| {scene} | {band} | {faces} | {ratio(pick('detector_hits'), faces):.3f} | "
+                 f"{ratio(pick('hits'), faces):.3f} | "
+                 f"{ratio(pick('correct'), pick('hits')):.3f} | "
+                 f"{ratio(pick('false'), frames):.2f} ({ratio(pick('false_bg'), frames):.2f}) |")
+
+  total = None
+  for size in sizes:
+    c = {k: np.asarray(v) for k, v in results[size]["counts"].items()}
+    for i, name in enumerate(band_names()):
+      row(size, name, c, i, results[size]["frames"])
+    row(size, f"**{BANDS[0][0]}-{BANDS[-1][1]}**", c, None, results[size]["frames"])
+    total = c if total is None else {k: total[k] + c[k] for k in c}
+  frames = sum(results[s]["frames"] for s in sizes)
+  if len(sizes) > 1:
+    for i, name in enumerate(band_names()):
+      row("all", name, total, i, frames)
+    row("**all**", f"**{BANDS[0][0]}-{BANDS[-1][1]}**", total, None, frames)
+  return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The run.
+
+def fail(message: str) -> None:
+  print(f"classroom.py: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def predictor():
+  """(detect, its name, the landmark source, the options, classify, model name, step): predict's
+  default pieces and the released model, as `fer_jax.modes.predict.predict` makes them."""
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from fer_jax import cli, release  # pylint: disable=g-import-not-at-top
+  from fer_jax.data import landmarks as landmarks_lib  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
+  from fer_jax.predict import detectors  # pylint: disable=g-import-not-at-top
+  logging.set_verbosity(logging.WARNING)
+  cli.setup_compile_cache()  # as main.py does
+  opts = predict.options()
+  config, variables, step = predict.load_checkpoint(
+      str(release.model_dir(release.DEFAULT_MODEL)), "latest")
+  source = landmarks_lib.best_available(opts.landmarks,
+                                        weights_dir=opts.face_alignment_dir or None)
+  try:
+    detector = detectors.make_detector(opts.detector, **predict.detector_options(opts))
+    name = opts.detector
+  except detectors.DetectorUnavailable as e:
+    print(f"{e}; finding faces with {detectors.FALLBACK} instead (as predict does)",
+          file=sys.stderr)
+    name = detectors.FALLBACK
+    detector = detectors.make_detector(name)
+  if opts.flip != "checkpoint":
+    config.eval_flip = opts.flip == "on"
+  classify = predict.make_classifier(config, variables, int(opts.batch_size))
+  return detector, name, source, opts, classify, release.DEFAULT_MODEL, step
+
+
+def warm_up(classify, batch_size: int) -> float:
+  """Compiles the model at every padded batch size predict uses (8, 16, ... batch_size);
+  returns the seconds it took."""
+  from fer_jax.predict import faces as faces_lib  # pylint: disable=g-import-not-at-top
+  start, n = time.perf_counter(), 8
+  f = faces_lib.FACE_SIZE
+  while True:
+    n = min(n, batch_size)
+    classify(np.zeros((n, f, f, 1), np.uint8), np.zeros((n, 68, 2), np.float32),
+             np.arange(n, dtype=np.int32))
+    if n >= batch_size:
+      return time.perf_counter() - start
+    n *= 2
+
+
+def run_size(pool: Pool, args, width: int, height: int, parts) -> dict:
+  """The frames of one scene size through predict; their counts, timings and per-frame rows."""
+  from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
+  detector, _, source, opts, classify, _, _ = parts
+  timing = dict(detector=0.0, find=0.0, synth=0.0)
+  last = {}
+
+  def timed_detector(rgb):
+    t = time.perf_counter()
+    dets = detector(rgb)
+    timing["detector"] += time.perf_counter() - t
+    last["dets"] = dets
+    return dets
+
+  finder = predict.FaceFinder(source, timed_detector, int(opts.min_face_size),
+                              int(opts.max_faces), 1,
+                              min_face_fraction=float(opts.min_face_fraction))
+
+  def found():
+    for k in range(args.frames):
+      t = time.perf_counter()
+      scene = make_scene(pool, args.seed, k, width, height)
+      timing["synth"] += time.perf_counter() - t
+      t = time.perf_counter()
+      faces = finder(scene.image)
+      timing["find"] += time.perf_counter() - t
+      yield (k, scene, last.pop("dets")), faces
+
+  counts = {key: np.zeros(len(BANDS), np.int64) for key in
+            ("faces", "hits", "correct", "false", "false_bg", "detector_hits")}
+  frames, start = [], time.perf_counter()
+  for group in predict.classify_frames(found(), classify, int(opts.batch_size)):
+    for (k, scene, dets), faces, probs, _ in group:
+      boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
+      scores = [f.score for f in faces]
+      matched = assign(boxes, scores, scene.boxes)
+      raw = assign([d[0] for d in dets], [d[1] for d in dets], scene.boxes)
+      predicted = np.asarray(probs).argmax(-1) if len(faces) else np.zeros(0, np.int64)
+      sides = np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], -1))
+      c = count(scene.widths, scene.labels, matched, predicted, sides, raw,
+                on_background(boxes, scene.boxes))
+      raw_sides = np.array([min(d[0][2] - d[0][0], d[0][3] - d[0][1]) for d in dets])
+      small = (raw >= 0) & (raw_sides < finder.smallest(scene.image)) if len(dets) else raw >= 0
+      for key in counts:
+        counts[key] += c[key]
+      occ = scene.occluded > 0
+      hit = np.zeros(len(scene.boxes), bool)
+      hit[matched[matched >= 0]] = True
+      false_occ = 0  # false boxes that overlap an occluded face most
+      if len(scene.boxes) and (matched < 0).any():
+        nearest = detect.iou_matrix(boxes[matched < 0], scene.boxes).argmax(1)
+        false_occ = int(occ[nearest].sum())
+      frames.append(dict(index=k, faces=int(len(scene.boxes)), found=int(c["hits"].sum()),
+                         detector_found=int(c["detector_hits"].sum()),
+                         correct=int(c["correct"].sum()), false=int(c["false"].sum()),
+                         kept=len(faces), raw=len(dets),
+                         detector_found_under_min=int(small.sum()), gain=round(scene.gain, 3),
+                         noise=round(scene.noise, 2), blur=round(scene.blur, 2),
+                         occluded=int(occ.sum()), occluded_found=int(hit[occ].sum()),
+                         false_near_occluded=false_occ))
+      print(f"{width}x{height} frame {k + 1}/{args.frames}: {len(scene.boxes)} faces, found "
+            f"{c['hits'].sum()} (detector {c['detector_hits'].sum()}), {c['correct'].sum()} "
+            f"read right, {c['false'].sum()} false; gain {scene.gain:.2f} noise "
+            f"{scene.noise:.1f} blur {scene.blur:.2f}; {time.perf_counter() - start:.0f}s",
+            file=sys.stderr, flush=True)
+  wall = time.perf_counter() - start - timing["synth"]
+  n = max(len(frames), 1)
+  return dict(frames=len(frames), counts={k: v.tolist() for k, v in counts.items()},
+              seconds=round(wall, 2), frames_per_s=round(len(frames) / wall, 3),
+              detector_ms=round(1000 * timing["detector"] / n, 1),
+              landmarks_ms=round(1000 * (timing["find"] - timing["detector"]) / n, 1),
+              synth_ms=round(1000 * timing["synth"] / n, 1),
+              detector_found_under_min=sum(f["detector_found_under_min"] for f in frames),
+              occluded=sum(f["occluded"] for f in frames),
+              occluded_found=sum(f["occluded_found"] for f in frames),
+              false_near_occluded=sum(f["false_near_occluded"] for f in frames),
+              per_frame=frames)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--frames", type=int, default=80,
+                      help="frames per scene size (80: about 2.5 minutes on two busy cores)")
+  parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--sizes", default=SIZES, help="scene sizes, WIDTHxHEIGHT,...")
+  parser.add_argument("--ferplus_dir", default=str(DEFAULT_FERPLUS),
+                      help="FERPlus as Microsoft's script writes it (FER2013Valid/label.csv); "
+                      "default: ../shared/data/ferplus beside the repository")
+  parser.add_argument("--json", default="", help="also write the results to this file")
+  args = parser.parse_args(argv)
+  if args.frames < 1:
+    fail(f"--frames must be at least 1, got {args.frames}")
+  if args.seed < 0:
+    fail(f"--seed must be >= 0, got {args.seed}")
+  try:
+    sizes = parse_sizes(args.sizes)
+  except ValueError as e:
+    fail(str(e))
+  try:
+    pool = load_pool(pathlib.Path(args.ferplus_dir).expanduser())
+  except FileNotFoundError as e:
+    fail(str(e))
+
+  start = time.perf_counter()
+  parts = predictor()
+  detector, name, source, opts, classify, model, step = parts
+  load_s = time.perf_counter() - start
+  compile_s = warm_up(classify, int(opts.batch_size))
+  names = [f"{w}x{h}" for w, h in sizes]
+  header = (f"{len(pool.images)} labelled FERPlus validation faces; seed {args.seed}, "
+            f"{args.frames} frames per size; model {model} (step {step}); detector {name}, "
+            f"landmarks {source.name}, min_face_size {opts.min_face_size}, max_faces "
+            f"{opts.max_faces}, batch {opts.batch_size}; {os.cpu_count()} CPU cores, niceness "
+            f"{os.nice(0)}; model loaded in {load_s:.1f}s, compiled in {compile_s:.1f}s")
+  print(header, file=sys.stderr, flush=True)
+  results = {}
+  for (w, h), size in zip(sizes, names):
+    results[size] = run_size(pool, args, w, h, parts)
+
+  print(header)
+  print(f"\nrecall at IoU {IOU} (predict's faces; detector recall: its raw boxes), expression "
+        "accuracy on the found faces (argmax vs FERPlus majority label), false positives per "
+        "frame, by face width (the 48 px crop's side)\n")
+  print(table(results, names))
+  print()
+  for size in names:
+    r = results[size]
+    print(f"{size}: {r['frames']} frames in {r['seconds']:.1f}s = {r['frames_per_s']:.2f} "
+          f"frames/s (detector {r['detector_ms']:.0f} ms/frame, landmarks and alignment "
+          f"{r['landmarks_ms']:.0f} ms/frame; scene synthesis {r['synth_ms']:.0f} ms/frame, "
+          f"not counted); occluded faces found {r['occluded_found']}/{r['occluded']}, false "
+          f"boxes nearest an occluded face {r['false_near_occluded']}; faces the detector found "
+          f"with a box under min_face_size {r['detector_found_under_min']}")
+  if args.json:
+    out = dict(command=" ".join(["python3", "bench/classroom.py"] + list(
+        argv if argv is not None else sys.argv[1:])), date=datetime.date.today().isoformat(),
+               machine=dict(processor=platform.processor(), cpus=os.cpu_count(),
+                            niceness=os.nice(0)),
+               seed=args.seed, frames=args.frames, sizes=names, bands=band_names(),
+               faces_in_pool=len(pool.images), model=model, step=int(step), detector=name,
+               landmarks=source.name, options=opts.to_dict(), load_s=round(load_s, 2),
+               compile_s=round(compile_s, 2), results=results)
+    pathlib.Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,196 @@
+"""bench/classroom.py (issue 30): the synthetic classroom's scenes, degradations and counting,
+on the committed FERPlus sample only (no model, no detector)."""
+
+import importlib.util
+import pathlib
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "tests" / "data" / "ferplus_sample"
+
+
+def _load():
+  name = "fer_jax_bench_classroom"
+  if name not in sys.modules:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "classroom.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+  return sys.modules[name]
+
+
+classroom = _load()
+detect = classroom.detect
+
+
+@pytest.fixture(scope="module")
+def pool():
+  return classroom.load_pool(SAMPLE)
+
+
+def test_pool_holds_labelled_faces_only(pool):
+  # The sample's 96 validation rows: 87 with a majority label and no not-a-face vote.
+  assert pool.images.shape == (87, 48, 48) and pool.images.dtype == np.uint8
+  assert len(pool.labels) == len(pool.names) == 87
+  assert set(pool.labels.tolist()) == set(range(8))
+  votes = {r.split(",")[0]: r for r in (SAMPLE / "FER2013Valid" / "label.csv").read_text().split()}
+  assert all(name in votes for name in pool.names)
+
+
+def test_scene_pastes_faces_inside_the_frame_at_their_widths(pool):
+  for (w, h), index in (((1280, 720), 0), ((1920, 1080), 1)):
+    scene = classroom.make_scene(pool, 0, index, w, h)
+    assert scene.image.shape == (h, w, 3) and scene.image.dtype == np.uint8
+    n = len(scene.crops)
+    assert 15 <= n <= 40
+    assert scene.boxes.shape == (n, 4) and len(scene.labels) == len(scene.occluded) == n
+    np.testing.assert_array_equal(scene.labels, pool.labels[scene.faces])
+    assert len(set(scene.faces.tolist())) == n  # each face once
+    x0, y0, x1, y1 = scene.crops.T
+    np.testing.assert_array_equal(x1 - x0, y1 - y0)  # square crops
+    assert scene.widths.min() >= 20 and scene.widths.max() <= 110
+    assert x0.min() >= 0 and y0.min() >= 0 and x1.max() <= w and y1.max() <= h
+    np.testing.assert_allclose(scene.boxes, detect.face_boxes(scene.crops))
+    assert (scene.boxes[:, 0] >= 0).all() and (scene.boxes[:, 2] <= w).all()
+    # No two pasted faces overlap.
+    iou = detect.iou_matrix(scene.crops, scene.crops)
+    np.testing.assert_array_equal(iou > 0, np.eye(n, dtype=bool))
+    # Each unoccluded face of 45 px or more is where its box says, at its width: the frame's
+    # grey pixels there follow the resized FERPlus face (through dimming, noise and blur)
+    # better than the window moved by 3 px either way, and better than the face resized 15%
+    # smaller or larger, centred on it.
+    grey = cv2.cvtColor(scene.image, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    checked = 0
+    for crop, face, covered in zip(scene.crops.astype(int), scene.faces, scene.occluded):
+      side = crop[2] - crop[0]
+      if side < 45 or covered > 0:
+        continue
+
+      def corr(dx, dy, size):
+        ref = cv2.resize(pool.images[face], (size, size), interpolation=cv2.INTER_AREA)
+        x, y = (crop[0] + crop[2] - size) // 2 + dx, (crop[1] + crop[3] - size) // 2 + dy
+        window = grey[max(y, 0):y + size, max(x, 0):x + size]
+        if window.shape != (size, size):
+          return -1.0
+        return np.corrcoef(window.ravel(), ref.astype(np.float64).ravel())[0, 1]
+
+      here = corr(0, 0, side)
+      assert here > 0.8
+      assert here > max(corr(dx, dy, side) for dx in (-3, 0, 3) for dy in (-3, 0, 3)
+                        if dx or dy)
+      assert here > max(corr(0, 0, int(round(side * k))) for k in (0.85, 1.15))
+      checked += 1
+    assert checked >= 5
+
+
+def test_widths_cover_the_bands_evenly():
+  widths = classroom.draw_widths(np.random.default_rng(0), 800)
+  assert widths.min() >= 20 and widths.max() <= 110
+  per_band = np.bincount(classroom.band_of(widths), minlength=4)
+  assert per_band.sum() == 800 and per_band.min() > 150 and per_band.max() < 250
+  np.testing.assert_array_equal(classroom.band_of([20, 29, 30, 44, 45, 69, 70, 110, 15, 130]),
+                                [0, 0, 1, 1, 2, 2, 3, 3, 0, 3])
+
+
+def test_degradations_change_pixels_and_keep_shape_and_dtype():
+  rng = np.random.default_rng(0)
+  image = rng.integers(60, 200, (90, 120, 3)).astype(np.uint8)
+  blurred = classroom.blur(image, 1.0)
+  assert blurred.shape == image.shape and blurred.dtype == np.uint8
+  assert blurred.std() < 0.6 * image.std()  # white noise loses most of its variance
+  np.testing.assert_array_equal(classroom.blur(image, 0.0), image)
+
+  dimmed = classroom.dim(image, 0.5)
+  assert dimmed.shape == image.shape and dimmed.dtype == np.uint8
+  assert abs(dimmed.mean() - 0.5 * image.mean()) < 0.6
+  np.testing.assert_array_equal(classroom.dim(image, 1.0), image)
+
+  grey = np.full((200, 200, 3), 128, np.uint8)
+  noisy = classroom.add_noise(grey, 5.0, np.random.default_rng(1))
+  assert noisy.shape == grey.shape and noisy.dtype == np.uint8
+  assert 4.7 < (noisy.astype(float) - 128).std() < 5.3
+  assert abs(noisy.mean() - 128) < 0.2
+
+  crop = (30, 20, 90, 80)  # a 60 px face
+  for seed in range(8):
+    occluded, covered = classroom.occlude(image, crop, np.random.default_rng(seed))
+    assert occluded.shape == image.shape and occluded.dtype == np.uint8
+    changed = np.any(occluded != image, -1)
+    assert not changed[:20].any() and not changed[80:].any()  # only inside the crop
+    assert not changed[:, :30].any() and not changed[:, 90:].any()
+    assert 0.13 <= covered <= 0.42
+    assert abs(changed[20:80, 30:90].mean() - covered) < 0.03
+    # it covers a strip along one edge: the edge's row or column is changed throughout
+    inside = changed[20:80, 30:90]
+    assert max(inside[0].mean(), inside[-1].mean(), inside[:, 0].mean(),
+               inside[:, -1].mean()) > 0.9
+
+
+def test_scenes_are_determined_by_the_seed_and_index(pool):
+  a = classroom.make_scene(pool, 3, 2, 1280, 720)
+  b = classroom.make_scene(pool, 3, 2, 1280, 720)
+  np.testing.assert_array_equal(a.image, b.image)
+  np.testing.assert_array_equal(a.crops, b.crops)
+  np.testing.assert_array_equal(a.faces, b.faces)
+  assert (a.gain, a.noise, a.blur) == (b.gain, b.noise, b.blur)
+  for other in (classroom.make_scene(pool, 4, 2, 1280, 720),
+                classroom.make_scene(pool, 3, 3, 1280, 720)):
+    assert np.mean(other.image != a.image) > 0.5
+    assert len(other.crops) != len(a.crops) or np.any(other.crops != a.crops)
+
+
+def test_matching_and_counting_on_a_hand_made_example():
+  truth = np.array([[0, 0, 10, 10], [100, 100, 120, 120]], np.float32)
+  widths, labels = [25, 80], [1, 3]  # bands 20-30 and 70-110
+  boxes = np.array([[1, 0, 11, 10],  # IoU 90/110 = 0.82 with the first face: a hit
+                    [110, 100, 130, 120],  # IoU 200/600 = 0.33 with the second: false
+                    [300, 300, 330, 330]], np.float32)  # on the background: false
+  scores = [0.9, 0.8, 0.7]
+  np.testing.assert_allclose(detect.iou_matrix(boxes, truth)[[0, 1], [0, 1]], [9 / 11, 1 / 3],
+                             rtol=1e-5)
+  matched = classroom.assign(boxes, scores, truth)
+  np.testing.assert_array_equal(matched, [0, -1, -1])
+  hit, fp, fp_bg = detect.match(list(zip(boxes, scores)), truth)  # the same rule
+  np.testing.assert_array_equal(hit, [True, False])
+  assert (fp, fp_bg) == (2, 1)
+  background = classroom.on_background(boxes, truth)
+  np.testing.assert_array_equal(background, [False, False, True])
+
+  sides = [10, 20, 30]  # false boxes -> face widths 20 / 0.89 = 22.5 and 30 / 0.89 = 33.7
+  c = classroom.count(widths, labels, matched, [1, 0, 0], sides, matched, background)
+  np.testing.assert_array_equal(c["faces"], [1, 0, 0, 1])
+  np.testing.assert_array_equal(c["hits"], [1, 0, 0, 0])
+  np.testing.assert_array_equal(c["correct"], [1, 0, 0, 0])
+  np.testing.assert_array_equal(c["false"], [1, 1, 0, 0])
+  np.testing.assert_array_equal(c["false_bg"], [0, 1, 0, 0])
+  np.testing.assert_array_equal(c["detector_hits"], [1, 0, 0, 0])
+  wrong = classroom.count(widths, labels, matched, [2, 0, 0], sides)
+  np.testing.assert_array_equal(wrong["correct"], [0, 0, 0, 0])
+  assert "detector_hits" not in wrong and "false_bg" not in wrong
+
+  # Greedy by score: the better-scored box takes the face even where the other overlaps more.
+  two = np.array([[0, 0, 10, 10], [1, 0, 11, 10]], np.float32)
+  np.testing.assert_array_equal(classroom.assign(two, [0.3, 0.9], truth), [-1, 0])
+  np.testing.assert_array_equal(classroom.assign(two, [0.9, 0.3], truth), [0, -1])
+  assert classroom.assign(np.zeros((0, 4)), [], truth).shape == (0,)
+
+  results = {"1280x720": dict(frames=2, counts={k: v.tolist() for k, v in c.items()})}
+  lines = classroom.table(results, ["1280x720"]).splitlines()
+  assert lines[2] == "| 1280x720 | 20-30 | 1 | 1.000 | 1.000 | 1.000 | 0.50 (0.00) |"
+  assert lines[5] == "| 1280x720 | 70-110 | 1 | 0.000 | 0.000 | nan | 0.00 (0.00) |"
+  assert lines[6] == "| 1280x720 | **20-110** | 2 | 0.500 | 0.500 | 1.000 | 1.00 (0.50) |"
+
+
+def test_sizes_and_a_missing_ferplus_folder(tmp_path, capsys):
+  assert classroom.parse_sizes("1280x720,1920x1080") == [(1280, 720), (1920, 1080)]
+  with pytest.raises(ValueError, match="WIDTHxHEIGHT"):
+    classroom.parse_sizes("1280by720")
+  with pytest.raises(SystemExit) as e:
+    classroom.main([f"--ferplus_dir={tmp_path / 'absent'}"])
+  assert e.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "no FERPlus validation faces" in err[0] and "absent" in err[0]
