@@ -4,6 +4,7 @@
     python bench/predict.py --workdir=RUN [--checkpoint=best]   # a training run
     python bench/predict.py --detect_every=1,5 --detectors=blazeface,hog_up1 --flip=checkpoint,off
     python bench/predict.py --startup     # one photo: compilation cache cold, then warm
+    python bench/predict.py --lecture=10  # a 10-minute lecture at 1 frame/s: memory over time
 
 The input is a synthetic classroom: 1280x720 frames with 20 faces (resized copies of the two
 test photos' faces, tests/data/photos, tiled 5 x 4 on a grey background), each face drifting a
@@ -27,6 +28,7 @@ import os
 import pathlib
 import sys
 import tempfile
+import threading
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -127,6 +129,67 @@ def startup(repeats: int) -> None:
         f"{[round(x, 1) for x in cold]}, warm {[round(x, 1) for x in warm]}")
 
 
+def rss_mb() -> float:
+  """This process's resident memory now (MB; Linux's /proc)."""
+  with open("/proc/self/status") as f:
+    for line in f:
+      if line.startswith("VmRSS:"):
+        return int(line.split()[1]) / 1024
+  return float("nan")
+
+
+class RssSampler(threading.Thread):
+  """Samples `rss_mb` every `every` seconds while it runs: (seconds since start, MB) pairs."""
+
+  def __init__(self, every: float = 0.5):
+    super().__init__(daemon=True)
+    self.every, self.samples, self._done = every, [], threading.Event()
+
+  def run(self) -> None:
+    t0 = time.perf_counter()
+    while not self._done.is_set():
+      self.samples.append((time.perf_counter() - t0, rss_mb()))
+      self._done.wait(self.every)
+
+  def stop(self) -> list[tuple[float, float]]:
+    self._done.set()
+    self.join()
+    return self.samples
+
+
+def lecture(args, workdir: str) -> None:
+  """`--lecture=MINUTES`: a synthetic lecture (the classroom frames, `--lecture_fps` frames a
+  second) through `predict.predict` at `predict.frame_stride` = one processed frame per
+  second of video, as a long recording is read, with every default output (annotated video,
+  rows, tracks, class timeline): wall time, processed frames/s, and the process's resident
+  memory sampled through the run, at each quarter and its peak: flat memory is the same
+  figure at a quarter and at the end."""
+  frames = int(args.lecture * 60 * args.lecture_fps)
+  with tempfile.TemporaryDirectory() as tmp:
+    tmp = pathlib.Path(tmp)
+    t = time.perf_counter()
+    video = write_video(tmp / "lecture.mp4", frames, fps=args.lecture_fps)
+    print(f"lecture: {args.lecture:g} min at {args.lecture_fps:g} fps ({frames} frames, "
+          f"{video.stat().st_size / 2**20:.0f} MB), written in {time.perf_counter() - t:.0f} s")
+    over = defaults.get_config()
+    over.predict.update(landmarks=args.landmarks, detector=args.detector,
+                        frame_stride=int(args.lecture_fps))
+    sampler = RssSampler()
+    sampler.start()
+    t = time.perf_counter()
+    summary = predict.predict(workdir, str(video), str(tmp / "out"), checkpoint=args.checkpoint,
+                              overrides=over)
+    wall = time.perf_counter() - t
+    samples = sampler.stop()
+  at = lambda q: next(mb for s, mb in samples if s >= q * samples[-1][0])
+  print(f"processed {summary['frames']} frames ({summary['faces']} faces, "
+        f"{summary['tracks']} tracks) in {wall:.0f} s: {summary['frames'] / wall:.2f} frames/s")
+  print("resident memory (MB) at 25% / 50% / 75% / 100% of the run: "
+        + " / ".join(f"{at(q):.0f}" for q in (0.25, 0.5, 0.75, 1.0))
+        + f"; peak {max(mb for _, mb in samples):.0f}; growth from 25% to the end "
+          f"{at(1.0) - at(0.25):+.0f} MB")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--startup", action="store_true",
@@ -146,11 +209,17 @@ def main():
                            "checkpoint (its eval_flip), on, off")
   parser.add_argument("--frames", type=int, default=100, help="extra frames of the long video")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per stage")
+  parser.add_argument("--lecture", type=float, default=0.0,
+                      help="instead: a lecture of this many minutes, memory over time")
+  parser.add_argument("--lecture_fps", type=float, default=5.0,
+                      help="--lecture: the video's frame rate (one frame a second processed)")
   args = parser.parse_args()
   if args.startup:
     return startup(args.repeats)
 
   workdir = args.workdir or str(release.model_dir(args.model))
+  if args.lecture:
+    return lecture(args, workdir)
   config, variables, step = predict.load_checkpoint(workdir, args.checkpoint)
   opts = defaults.get_config().predict
   source = landmarks.best_available(args.landmarks)
