@@ -765,6 +765,29 @@ def test_a_cut_video_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_o
     predict.predict(str(run_dir), str(video), str(out), overrides=overrides(**opts))
 
 
+def test_a_one_branch_model_writes_no_branch_weights(prepared, tmp_path):
+  """One network on the whole face has a single weight, always 1: predict writes no mu
+  columns, no mean branch weights per track and no eye weight for it (README, Prediction)."""
+  from configs import test as test_config_module  # pylint: disable=g-import-not-at-top
+  config = test_config_module.get_config()
+  config.data.manual_dir, config.data.tfds_dir = str(runs.SAMPLE), prepared[0]
+  config.data.crops.branches, config.model.fusion = ("face",), "none"
+  config.loss.constraint_weight, config.num_train_steps, config.eval_at_end = 0.0, 2, False
+  train.train_and_evaluate(config, str(tmp_path / "run"))
+  video = write_video(tmp_path / "clip.mp4", seconds=1)
+  summary = predict.predict(str(tmp_path / "run"), str(video), str(tmp_path / "out"),
+                            overrides=overrides(detector="hog", annotate=False))
+  assert summary["faces"] == 20 and summary["tracks"] == 2
+  rows = read_rows(tmp_path / "out")
+  assert not [k for r in rows for k in r if k.startswith("mu_")]
+  with open(tmp_path / "out" / "faces.csv") as f:
+    assert not [c for c in next(csv.reader(f)) if c.startswith("mu_")]
+  tracks = json.loads((tmp_path / "out" / "tracks.json").read_text())
+  assert all(t["mean_weights"] == {} and t["mean_eye_weight"] is None for t in tracks)
+  with open(tmp_path / "out" / "class_timeline.csv") as f:
+    assert {r["mean_eye_weight"] for r in csv.DictReader(f)} == {""}
+
+
 def test_one_branch_faces_are_drawn_without_a_weight_panel():
   from fer_jax.predict import annotate  # pylint: disable=g-import-not-at-top
   frame = np.full((200, 300, 3), 90, np.uint8)

@@ -166,6 +166,14 @@ class StopOnSignal:
       yield frame
 
 
+def weighted_branches(config: ml_collections.ConfigDict) -> list[str]:
+  """The branches whose weights (mu) predict writes: all of a multi-branch model's; none of
+  one network on the whole face, whose single weight is always 1 (no mu columns, no weight
+  panel, no mean branch weights in tracks)."""
+  branches = list(config.data.crops.branches)
+  return branches if len(branches) > 1 else []
+
+
 def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect, classify,
          stop: "StopOnSignal", workdir: str, step: int, start: float,
          cut: tuple[list[dict[str, Any]], int] | None = None) -> dict[str, Any]:
@@ -178,7 +186,7 @@ def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect,
     logging.info("%s holds a cut run of %s: resuming at frame %d (%d rows kept)", out_dir,
                  inp.name, first, len(kept))
   run = recorder.Recorder(opts, out_dir, inp, list(labels_lib.CLASS_NAMES),
-                          list(config.data.crops.branches), source.name, kept, first)
+                          weighted_branches(config), source.name, kept, first)
   run.eval_flip = bool(config.eval_flip)
   finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
                       int(opts.detect_every) if inp.kind == "video" else 1,

@@ -57,7 +57,11 @@ class Recorder:
       self._replay(frame_rows)
 
   def record(self, frame: Frame, faces, probs, mu) -> None:
-    """One frame's faces and predictions: rows, tracks, its window and its annotation."""
+    """One frame's faces and predictions: rows, tracks, its window and its annotation (`mu`
+    holds the weights of `branch_names` first: a one-branch model's single weight is not
+    recorded)."""
+    mu = (np.asarray(mu).reshape(len(faces), -1)[:, :len(self.branch_names)] if len(faces)
+          else np.zeros((0, len(self.branch_names))))
     ids = self._track([f.box for f in faces])
     if self.rows is not None:
       if not faces:
