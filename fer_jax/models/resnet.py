@@ -1,4 +1,4 @@
-"""ResNet-18/34/50 backbones in Flax linen, sized for 48-112 px face crops.
+"""ResNet-10/18/34/50 backbones in Flax linen, sized for 48-112 px face crops.
 
 The backbone maps one image [N, S, S, C] to a pooled feature vector [N, D]. It knows nothing of
 branches, datasets or configs: `BranchAttentionNet` applies it over the branch axis. It takes

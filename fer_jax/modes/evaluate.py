@@ -1,4 +1,4 @@
-"""Evaluation: a checkpoint (or a live train state) over a split or a list file.
+"""`--mode=eval`: a checkpoint (or a live train state) over a split or a list file.
 
 `evaluate_split` runs the jitted, data-parallel forward pass over every example exactly once and
 computes accuracy, per-class accuracy, the confusion matrix and the mean branch weights.

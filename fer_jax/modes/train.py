@@ -1,4 +1,4 @@
-"""Training: the per-device step, its data-parallel mapping, and the loop.
+"""`--mode=train`: the per-device step, its data-parallel mapping, and the loop.
 
 The step is written for one device, as under `pmap`: it cuts the crops (when they are cut on
 the device), runs the model, takes the gradient of CE + lambda * constraint, averages gradients,
