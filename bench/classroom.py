@@ -1,7 +1,15 @@
 """Synthetic classroom: what `--mode=predict` finds and reads in lecture-room frames (issue 30).
 
     python3 bench/classroom.py [--frames=80] [--seed=0] [--sizes=1280x720,1920x1080] \
-        [--ferplus_dir=../shared/data/ferplus] [--json=PATH]
+        [--ferplus_dir=../shared/data/ferplus] [--json=PATH] \
+        [--config.predict.KEY=VALUE ...] [--detector_option=KEY=VALUE ...]
+
+Settings. Prediction runs at predict's defaults unless `--config.predict.KEY=VALUE` flags
+(main.py's syntax, parsed by `fer_jax.overrides.apply_flags` onto `defaults.get_config()`) set
+other `predict.*` values, e.g. `--config.predict.min_face_size=16`; `--detector_option=KEY=VALUE`
+(repeatable; the value a Python literal) passes a constructor option of the detector that
+predict does not expose (e.g. `min_score=0.4` for blazeface) on top of
+`predict.detector_options`. The header names every setting that differs from the defaults.
 
 Scenes. Each frame (one per scene size and index) is built by `make_scene` from FERPlus
 validation faces whose labels are known (no not-a-face vote, and a majority label under the
@@ -389,9 +397,47 @@ def fail(message: str) -> None:
   sys.exit(2)
 
 
-def predictor():
+def settings(config_flags=(), detector_flags=()):
+  """(predict's options, extra detector options, the settings that differ from the defaults as
+  text): `--config.predict.KEY=VALUE` flags applied onto `defaults.get_config()` (by
+  `fer_jax.overrides.apply_flags`, then checked by `predict.options`) and
+  `--detector_option=KEY=VALUE` flags (values Python literals, else strings).
+
+  Raises:
+    ValueError: a flag that is not of these forms, or a value that does not fit its key.
+  """
+  import ast  # pylint: disable=g-import-not-at-top
+  from fer_jax import defaults, errors, overrides  # pylint: disable=g-import-not-at-top
+  from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
+  for flag in config_flags:
+    if not flag.startswith("--config.predict.") or "=" not in flag:
+      raise ValueError(f"{flag!r}: only --config.predict.KEY=VALUE flags are taken")
+  config = defaults.get_config()
+  try:
+    overrides.apply_flags(config, list(config_flags))
+    opts = predict.options(config)
+  except (errors.ConfigError, errors.UsageError, KeyError, TypeError) as e:
+    raise ValueError(str(e)) from None
+  extra = {}
+  for text in detector_flags:
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+      raise ValueError(f"--detector_option={text!r} is not KEY=VALUE")
+    try:
+      extra[key] = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      extra[key] = value
+  base = defaults.get_config().predict
+  changed = [f"predict.{k}={opts[k]!r}" for k in opts.keys() if opts[k] != base[k]]
+  changed += [f"detector {k}={v!r}" for k, v in extra.items()]
+  return opts, extra, ", ".join(changed) if changed else "predict's defaults"
+
+
+def predictor(opts=None, extra=None):
   """(detect, its name, the landmark source, the options, classify, model name, step): predict's
-  default pieces and the released model, as `fer_jax.modes.predict.predict` makes them."""
+  pieces (at `opts`, default: predict's defaults; the detector with `extra` constructor options
+  on top of `predict.detector_options`) and the released model, as
+  `fer_jax.modes.predict.predict` makes them."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from fer_jax import cli, release  # pylint: disable=g-import-not-at-top
   from fer_jax.data import landmarks as landmarks_lib  # pylint: disable=g-import-not-at-top
@@ -399,13 +445,14 @@ def predictor():
   from fer_jax.predict import detectors  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   cli.setup_compile_cache()  # as main.py does
-  opts = predict.options()
+  opts = predict.options() if opts is None else opts
   config, variables, step = predict.load_checkpoint(
       str(release.model_dir(release.DEFAULT_MODEL)), "latest")
   source = landmarks_lib.best_available(opts.landmarks,
                                         weights_dir=opts.face_alignment_dir or None)
   try:
-    detector = detectors.make_detector(opts.detector, **predict.detector_options(opts))
+    detector = detectors.make_detector(opts.detector, **{**predict.detector_options(opts),
+                                                         **(extra or {})})
     name = opts.detector
   except detectors.DetectorUnavailable as e:
     print(f"{e}; finding faces with {detectors.FALLBACK} instead (as predict does)",
@@ -522,7 +569,19 @@ def main(argv=None):
                       help="FERPlus as Microsoft's script writes it (FER2013Valid/label.csv); "
                       "default: ../shared/data/ferplus beside the repository")
   parser.add_argument("--json", default="", help="also write the results to this file")
-  args = parser.parse_args(argv)
+  parser.add_argument("--detector_option", action="append", default=[], metavar="KEY=VALUE",
+                      help="a detector constructor option on top of predict's (repeatable), "
+                      "e.g. min_score=0.4")
+  parser.epilog = ("--config.predict.KEY=VALUE (repeatable): a predict option other than its "
+                   "default, e.g. --config.predict.min_face_size=16")
+  args, rest = parser.parse_known_args(argv)
+  config_flags = [a for a in rest if a.startswith("--config.")]
+  if len(config_flags) < len(rest):
+    fail(f"unrecognized arguments: {' '.join(a for a in rest if a not in config_flags)}")
+  try:
+    opts, extra, changed = settings(config_flags, args.detector_option)
+  except ValueError as e:
+    fail(str(e))
   if args.frames < 1:
     fail(f"--frames must be at least 1, got {args.frames}")
   if args.seed < 0:
@@ -537,13 +596,16 @@ def main(argv=None):
     fail(str(e))
 
   start = time.perf_counter()
-  parts = predictor()
+  parts = predictor(opts, extra)
   detector, name, source, opts, classify, model, step = parts
   load_s = time.perf_counter() - start
   compile_s = warm_up(classify, int(opts.batch_size))
   names = [f"{w}x{h}" for w, h in sizes]
+  from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
+  used = {**predict.detector_options(opts), **extra} if name == opts.detector else {}
   header = (f"{len(pool.images)} labelled FERPlus validation faces; seed {args.seed}, "
-            f"{args.frames} frames per size; model {model} (step {step}); detector {name}, "
+            f"{args.frames} frames per size; settings: {changed}; "
+            f"model {model} (step {step}); detector {name} {used}, "
             f"landmarks {source.name}, min_face_size {opts.min_face_size}, max_faces "
             f"{opts.max_faces}, batch {opts.batch_size}; {os.cpu_count()} CPU cores, niceness "
             f"{os.nice(0)}; model loaded in {load_s:.1f}s, compiled in {compile_s:.1f}s")
@@ -573,7 +635,8 @@ def main(argv=None):
                             niceness=os.nice(0)),
                seed=args.seed, frames=args.frames, sizes=names, bands=band_names(),
                faces_in_pool=len(pool.images), model=model, step=int(step), detector=name,
-               landmarks=source.name, options=opts.to_dict(), load_s=round(load_s, 2),
+               landmarks=source.name, options=opts.to_dict(), detector_options=extra,
+               settings=changed, load_s=round(load_s, 2),
                compile_s=round(compile_s, 2), results=results)
     pathlib.Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 

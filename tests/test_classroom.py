@@ -194,3 +194,29 @@ def test_sizes_and_a_missing_ferplus_folder(tmp_path, capsys):
   assert e.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and "no FERPlus validation faces" in err[0] and "absent" in err[0]
+
+
+def test_settings_other_than_predicts_defaults(capsys):
+  opts, extra, changed = classroom.settings()
+  assert changed == "predict's defaults" and extra == {}
+  from fer_jax import defaults
+  assert opts.to_dict() == defaults.get_config().predict.to_dict()
+  opts, extra, changed = classroom.settings(
+      ["--config.predict.min_face_size=16", "--config.predict.max_faces=40"],
+      ["min_score=0.4", "threads=1"])
+  assert opts.min_face_size == 16 and isinstance(opts.min_face_size, int)
+  assert opts.max_faces == 40 and extra == dict(min_score=0.4, threads=1)
+  assert changed == ("predict.max_faces=40, predict.min_face_size=16, detector min_score=0.4, "
+                     "detector threads=1")
+  for bad in (["--config.predict.no_such_key=1"], ["--config.predict.min_face_size=big"],
+              ["--config.train.lr=1"], ["--config.predict.min_face_size"]):
+    with pytest.raises(ValueError):
+      classroom.settings(bad)
+  with pytest.raises(ValueError, match="KEY=VALUE"):
+    classroom.settings((), ["min_score"])
+  # On the command line: a bad flag ends the run before anything is loaded.
+  for argv in (["--config.predict.no_such_key=1"], ["--no_such_flag=1"]):
+    with pytest.raises(SystemExit) as e:
+      classroom.main(argv)
+    assert e.value.code == 2
+    assert "classroom.py: error:" in capsys.readouterr().err
