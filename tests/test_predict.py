@@ -733,25 +733,25 @@ def test_a_cut_video_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_o
   """A run cut by a SIGKILL (summary.json missing, faces.jsonl's last line half-written) is
   continued by the same command from the last frame it recorded: every row once, the rows,
   tracks and class timeline of an uninterrupted run, its annotated video in a second part."""
-  video = write_video(tmp_path / "clip.mp4", seconds=6)  # 60 frames, two faces each
+  video = write_video(tmp_path / "clip.mp4", seconds=4)  # 40 frames, two faces each
   opts = dict(detector="hog", window_s=1.0)
   whole = predict.predict(str(run_dir), str(video), str(tmp_path / "whole"),
                           overrides=overrides(**opts))
   out = tmp_path / "cut"
   shutil.copytree(tmp_path / "whole", out)
   lines = (out / "faces.jsonl").read_text().splitlines(keepends=True)
-  first_of_36 = next(i for i, l in enumerate(lines) if json.loads(l)["frame"] == 36)
-  # Frame 35's first row whole, its second cut mid-line: the run resumes at frame 35.
-  (out / "faces.jsonl").write_text("".join(lines[:first_of_36 - 1]) + lines[first_of_36 - 1][:40])
+  first_of_26 = next(i for i, l in enumerate(lines) if json.loads(l)["frame"] == 26)
+  # Frame 25's first row whole, its second cut mid-line: the run resumes at frame 25.
+  (out / "faces.jsonl").write_text("".join(lines[:first_of_26 - 1]) + lines[first_of_26 - 1][:40])
   (out / "summary.json").unlink()
   summary = predict.predict(str(run_dir), str(video), str(out), overrides=overrides(**opts))
-  assert summary["resumed_at"] == 35 and whole["resumed_at"] is None
-  assert summary["frames"] == whole["frames"] == 60 and summary["faces"] == whole["faces"]
+  assert summary["resumed_at"] == 25 and whole["resumed_at"] is None
+  assert summary["frames"] == whole["frames"] == 40 and summary["faces"] == whole["faces"]
   assert summary["label_counts"] == whole["label_counts"] and summary["tracks"] == whole["tracks"]
   assert read_rows(out) == read_rows(tmp_path / "whole")  # each frame once, as computed whole
   assert [pathlib.Path(p).name for p in summary["annotated"]] == [
-      "annotated.mp4", "annotated_from_35.mp4"]
-  assert cv2.VideoCapture(str(out / "annotated_from_35.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 25
+      "annotated.mp4", "annotated_from_25.mp4"]
+  assert cv2.VideoCapture(str(out / "annotated_from_25.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 15
   for name in ("tracks.csv", "class_timeline.csv"):  # the kept rows' 6 decimals aside
     with open(out / name) as a, open(tmp_path / "whole" / name) as b:
       for ra, rb in zip(csv.DictReader(a), csv.DictReader(b), strict=True):
@@ -765,27 +765,37 @@ def test_a_cut_video_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_o
     predict.predict(str(run_dir), str(video), str(out), overrides=overrides(**opts))
 
 
-def test_a_one_branch_model_writes_no_branch_weights(prepared, tmp_path):
-  """One network on the whole face has a single weight, always 1: predict writes no mu
-  columns, no mean branch weights per track and no eye weight for it (README, Prediction)."""
+def test_a_one_branch_model_writes_no_branch_weights(tmp_path):
+  """One network on the whole face has a single weight, always 1: predict records no branch
+  weights for it (`weighted_branches`), so its rows have no mu columns, its tracks no mean
+  branch weights and no eye weight, its class timeline an empty eye-weight column."""
   from configs import test as test_config_module  # pylint: disable=g-import-not-at-top
   config = test_config_module.get_config()
-  config.data.manual_dir, config.data.tfds_dir = str(runs.SAMPLE), prepared[0]
-  config.data.crops.branches, config.model.fusion = ("face",), "none"
-  config.loss.constraint_weight, config.num_train_steps, config.eval_at_end = 0.0, 2, False
-  train.train_and_evaluate(config, str(tmp_path / "run"))
-  video = write_video(tmp_path / "clip.mp4", seconds=1)
-  summary = predict.predict(str(tmp_path / "run"), str(video), str(tmp_path / "out"),
-                            overrides=overrides(detector="hog", annotate=False))
-  assert summary["faces"] == 20 and summary["tracks"] == 2
-  rows = read_rows(tmp_path / "out")
-  assert not [k for r in rows for k in r if k.startswith("mu_")]
-  with open(tmp_path / "out" / "faces.csv") as f:
+  assert predict.weighted_branches(config) == list(config.data.crops.branches)
+  config.data.crops.branches = ("face",)
+  assert predict.weighted_branches(config) == []
+  inp = types.SimpleNamespace(kind="video", fps=10.0, stride=1, name="v.mp4", live=False,
+                              path=pathlib.Path("v.mp4"), frame_count=3, stopped_early=False,
+                              skipped=[])
+  run = recorder.Recorder(predict.options(overrides(annotate=False)), tmp_path, inp,
+                          list(labels.CLASS_NAMES), [], "dlib")
+  for t in range(3):  # one face drifting: one track
+    face = predict.FoundFace(box=np.array([10.0 + t, 10, 50 + t, 50]), landmarks=np.zeros((68, 2)),
+                             score=1.0, edge=False, aligned=np.zeros((48, 48)),
+                             aligned_landmarks=np.zeros((68, 2)))
+    run.record(inputs.Frame("v.mp4", t, t / 10, np.zeros((64, 64, 3), np.uint8), "v"), [face],
+               np.eye(8)[[1]], np.ones((1, 1)))  # the model's mu of its one branch
+  run.close()
+  summary = run.finish("run", 1, 0.1)
+  assert summary["faces"] == 3 and summary["tracks"] == 1
+  rows = read_rows(tmp_path)
+  assert len(rows) == 3 and not [k for r in rows for k in r if k.startswith("mu_")]
+  with open(tmp_path / "faces.csv") as f:
     assert not [c for c in next(csv.reader(f)) if c.startswith("mu_")]
-  tracks = json.loads((tmp_path / "out" / "tracks.json").read_text())
-  assert all(t["mean_weights"] == {} and t["mean_eye_weight"] is None for t in tracks)
-  with open(tmp_path / "out" / "class_timeline.csv") as f:
-    assert {r["mean_eye_weight"] for r in csv.DictReader(f)} == {""}
+  (track,) = json.loads((tmp_path / "tracks.json").read_text())
+  assert track["mean_weights"] == {} and track["mean_eye_weight"] is None
+  with open(tmp_path / "class_timeline.csv") as f:
+    assert [r["mean_eye_weight"] for r in csv.DictReader(f)] == [""]
 
 
 def test_one_branch_faces_are_drawn_without_a_weight_panel():
