@@ -210,6 +210,9 @@ def main():
                            "checkpoint (its eval_flip), on, off")
   parser.add_argument("--frames", type=int, default=100, help="extra frames of the long video")
   parser.add_argument("--repeats", type=int, default=3, help="timed calls per stage")
+  parser.add_argument("--startup_repeats", type=int, default=1,
+                      help="after the rest, time to a first result cold and warm this many "
+                           "times (0: skip)")
   parser.add_argument("--lecture", type=float, default=0.0,
                       help="instead: a lecture of this many minutes, memory over time")
   parser.add_argument("--lecture_fps", type=float, default=5.0,
@@ -295,9 +298,10 @@ def main():
   peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   print(f"\nframes/s: steady state (the long video's extra frames over their extra time); "
         f"end-to-end f/s: the long video's frames over its whole run, restoring and compiling "
-        f"included. Peak resident memory of this process: {peak:.0f} MB. Time to a first "
-        f"result, compilation cache cold and warm: --startup; memory over a long video: "
-        f"--lecture=10.")
+        f"included. Peak resident memory of this process: {peak:.0f} MB (memory over a long "
+        f"video: --lecture=10).\n")
+  if args.startup_repeats:
+    startup(args.startup_repeats)
 
 
 if __name__ == "__main__":
