@@ -236,7 +236,7 @@ def main():
                       help="instead: N synthetic 6000x4000 photos (large_photos)")
   parser.add_argument("--frames", type=int, default=20)
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--detectors", default=",".join(detectors.NAMES),
+  parser.add_argument("--detectors", default=",".join(detectors.DETECTORS),
                       help="names of fer_jax.predict.detectors, each with @key=value options if any")
   parser.add_argument("--slow", default="mmod,mmod_up1",
                       help="detectors that run on the first --slow_frames frames only")
