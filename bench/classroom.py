@@ -1,7 +1,7 @@
 """Synthetic classroom: what `--mode=predict` finds and reads in lecture-room frames (issue 30).
 
     python3 bench/classroom.py [--frames=80] [--seed=0] [--sizes=1280x720,1920x1080] \
-        [--ferplus_dir=../shared/data/ferplus] [--json=PATH] \
+        [--ferplus_dir=../shared/data/ferplus] [--json=PATH] [--truth=dlib|fixed] \
         [--config.predict.KEY=VALUE ...] [--detector_option=KEY=VALUE ...]
 
 Settings. Prediction runs at predict's defaults unless `--config.predict.KEY=VALUE` flags
@@ -23,9 +23,19 @@ covering 15-40% of the crop's side from one of its edges), and the whole frame i
 a camera would: optical blur (`blur`, Gaussian), dimming (`dim`, a gain) and sensor noise
 (`add_noise`, Gaussian, after the dimming). Every random choice comes from
 `np.random.default_rng([seed, width, height, index])`. The face width is the side of the pasted
-48 px FERPlus crop (bench/detect.py's convention); the true face box, against which boxes are
-matched, is the crop box moved and shrunk onto dlib's convention (`detect.face_boxes`: its
-side is 0.89 of the crop's).
+48 px FERPlus crop (bench/detect.py's convention).
+
+Truth. The true face box of each pasted face, against which boxes are matched, is in dlib's
+convention (the box predict's boxes follow) and is set by `--truth`:
+- `dlib` (the default): the face's own box, `DlibTruth`: dlib's HOG frontal detector run on
+  the 48 px face alone (its border replicated by `DLIB_PAD` of its side, upscaled by each of
+  `DLIB_SCALES`, three scales a third of dlib's pyramid step apart so that the box's side is
+  not quantised to that step), the best-scored box centred inside the crop at each scale,
+  averaged over the scales where one was found, then moved and scaled with the crop. Where
+  the detector finds none at any scale, the face falls back to the fixed rule; the header and
+  the JSON count the fallbacks. Computed once per face (by file name) per run; deterministic.
+- `fixed`: the crop box moved and shrunk by one rule for every face (`detect.face_boxes`:
+  its side 0.89 of the crop's, the medians of dlib HOG's boxes on pasted faces).
 
 Prediction. Each frame goes through predict's own pieces at their defaults
 (`fer_jax.defaults.get_config().predict`): the detector `predict.detector` with
@@ -85,6 +95,9 @@ OCCLUDED = 0.3  # the share of faces that get an occluder
 OCCLUDER_DEPTH = (0.15, 0.4)  # how far an occluder reaches into the crop, times its side
 IOU = 0.5
 DEFAULT_FERPLUS = ROOT.parent / "shared" / "data" / "ferplus"
+TRUTHS = ("dlib", "fixed")
+DLIB_PAD = 0.25  # DlibTruth: the face's border replicated by this times its side, each side
+DLIB_SCALES = tuple(4 * 1.2 ** (j / 3) for j in range(3))  # ... then upscaled by each of these
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,9 +266,11 @@ def add_noise(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.n
   return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
 
 
-def make_scene(pool: Pool, seed: int, index: int, width: int = 1280, height: int = 720
-               ) -> Scene:
-  """Frame `index` of seed `seed` at width x height (see the module docstring)."""
+def make_scene(pool: Pool, seed: int, index: int, width: int = 1280, height: int = 720,
+               truth=None) -> Scene:
+  """Frame `index` of seed `seed` at width x height (see the module docstring). `truth`: a
+  `DlibTruth` for the faces' own boxes; None: the fixed rule (`detect.face_boxes`). The truth
+  does not change the frame."""
   rng = np.random.default_rng([seed, width, height, index])
   frame = scene_background(rng, width, height)
   n = int(rng.integers(FACES[0], FACES[1] + 1))
@@ -278,8 +293,78 @@ def make_scene(pool: Pool, seed: int, index: int, width: int = 1280, height: int
   frame = add_noise(dim(blur(frame, sigma), gain), noise, rng)
   crops = np.array(crops, np.float32).reshape(-1, 4)
   faces = np.array(faces, np.int64)
-  return Scene(frame, crops, detect.face_boxes(crops), pool.labels[faces], faces,
+  boxes = detect.face_boxes(crops) if truth is None else truth.boxes(pool, faces, crops)
+  return Scene(frame, crops, boxes, pool.labels[faces], faces,
                np.array(occluded, np.float32), float(gain), float(noise), float(sigma))
+
+
+class DlibTruth:
+  """Each FERPlus face's own true box, from dlib's HOG frontal detector on the face alone (see
+  the module docstring), cached by file name; faces it finds no box on fall back to the fixed
+  rule (`detect.FACE_IN_CROP`).
+
+  `in_crop(image)` is the box in the crop's units: (x0, y0, x1, y1) / the crop's side, dlib's
+  pixel-index convention (a box of a frame's pixels i..j is [i, j]), or None where the
+  detector finds none. `boxes(pool, faces, crops)` places those of pool faces `faces` on
+  crops [n, 4]; `fallbacks` and `faces_seen` count the distinct faces it was asked for.
+  """
+
+  def __init__(self):
+    import dlib  # pylint: disable=g-import-not-at-top
+    self._detector = dlib.get_frontal_face_detector()
+    self._cache: dict[str, np.ndarray | None] = {}
+
+  @property
+  def faces_seen(self) -> int:
+    return len(self._cache)
+
+  @property
+  def fallbacks(self) -> int:
+    return sum(v is None for v in self._cache.values())
+
+  def in_crop(self, image: np.ndarray) -> np.ndarray | None:
+    image = np.asarray(image, np.uint8)
+    side = image.shape[0]
+    pad = int(round(side * DLIB_PAD))
+    padded = cv2.copyMakeBorder(image, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+    n = padded.shape[0]
+    found = []
+    for scale in DLIB_SCALES:
+      big_side = int(round(n * scale))
+      big = cv2.resize(padded, (big_side, big_side), interpolation=cv2.INTER_CUBIC)
+      rects, scores, _ = self._detector.run(big, 0, 0.0)
+      s = big_side / n
+      best = None
+      for r, score in zip(rects, scores):
+        # upscaled pixel index -> the 48 px face's pixel index (centres line up)
+        b = (np.array([r.left(), r.top(), r.right(), r.bottom()], np.float64) + 0.5) / s - 0.5
+        b -= pad
+        cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+        if 0 <= cx < side and 0 <= cy < side and (best is None or score > best[1]):
+          best = (b, score)
+      if best is not None:
+        found.append(best[0])
+    if not found:
+      return None
+    # In the crop's units, as pixel centres: pixel u's centre sits at (u + 0.5) / side.
+    return ((np.mean(found, 0) + 0.5) / side).astype(np.float64)
+
+  def face(self, pool: Pool, face: int) -> np.ndarray | None:
+    name = pool.names[face]
+    if name not in self._cache:
+      self._cache[name] = self.in_crop(pool.images[face])
+    return self._cache[name]
+
+  def boxes(self, pool: Pool, faces, crops: np.ndarray) -> np.ndarray:
+    crops = np.asarray(crops, np.float32).reshape(-1, 4)
+    out = detect.face_boxes(crops).astype(np.float64)
+    for i, face in enumerate(np.asarray(faces, np.int64)):
+      rel = self.face(pool, int(face))
+      if rel is not None:
+        side = float(crops[i, 2] - crops[i, 0])
+        # crop unit -> frame pixel index: the pixel whose centre it is (hence the -0.5)
+        out[i] = np.tile(crops[i, :2], 2) + rel * side - 0.5
+    return out.astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,8 +565,9 @@ def warm_up(classify, batch_size: int) -> float:
     n *= 2
 
 
-def run_size(pool: Pool, args, width: int, height: int, parts) -> dict:
-  """The frames of one scene size through predict; their counts, timings and per-frame rows."""
+def run_size(pool: Pool, args, width: int, height: int, parts, truth=None) -> dict:
+  """The frames of one scene size through predict; their counts, timings and per-frame rows.
+  `truth`: make_scene's (None: the fixed rule)."""
   from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
   detector, _, source, opts, classify, _, _ = parts
   timing = dict(detector=0.0, find=0.0, synth=0.0)
@@ -501,7 +587,7 @@ def run_size(pool: Pool, args, width: int, height: int, parts) -> dict:
   def found():
     for k in range(args.frames):
       t = time.perf_counter()
-      scene = make_scene(pool, args.seed, k, width, height)
+      scene = make_scene(pool, args.seed, k, width, height, truth)
       timing["synth"] += time.perf_counter() - t
       t = time.perf_counter()
       faces = finder(scene.image)
@@ -511,6 +597,7 @@ def run_size(pool: Pool, args, width: int, height: int, parts) -> dict:
   counts = {key: np.zeros(len(BANDS), np.int64) for key in
             ("faces", "hits", "correct", "false", "false_bg", "detector_hits")}
   frames, start = [], time.perf_counter()
+  used, fell = set(), 0  # the pool faces pasted; pasted faces whose truth fell back
   for group in predict.classify_frames(found(), classify, int(opts.batch_size)):
     for (k, scene, dets), faces, probs, _ in group:
       boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
@@ -525,6 +612,9 @@ def run_size(pool: Pool, args, width: int, height: int, parts) -> dict:
       small = (raw >= 0) & (raw_sides < finder.smallest(scene.image)) if len(dets) else raw >= 0
       for key in counts:
         counts[key] += c[key]
+      used.update(scene.faces.tolist())
+      if truth is not None:
+        fell += sum(truth.face(pool, int(f)) is None for f in scene.faces)
       occ = scene.occluded > 0
       hit = np.zeros(len(scene.boxes), bool)
       hit[matched[matched >= 0]] = True
@@ -556,7 +646,8 @@ def run_size(pool: Pool, args, width: int, height: int, parts) -> dict:
               occluded=sum(f["occluded"] for f in frames),
               occluded_found=sum(f["occluded_found"] for f in frames),
               false_near_occluded=sum(f["false_near_occluded"] for f in frames),
-              per_frame=frames)
+              faces_used=sorted(used), truth_instances=int(counts["faces"].sum()),
+              truth_fallbacks=int(fell), per_frame=frames)
 
 
 def main(argv=None):
@@ -569,6 +660,10 @@ def main(argv=None):
                       help="FERPlus as Microsoft's script writes it (FER2013Valid/label.csv); "
                       "default: ../shared/data/ferplus beside the repository")
   parser.add_argument("--json", default="", help="also write the results to this file")
+  parser.add_argument("--truth", default="dlib", choices=TRUTHS,
+                      help="the true face boxes: dlib (each face's own, dlib HOG's box on the "
+                      "face alone; the fixed rule where it finds none) or fixed (one rule, "
+                      "0.89 of the crop's side, for every face)")
   parser.add_argument("--detector_option", action="append", default=[], metavar="KEY=VALUE",
                       help="a detector constructor option on top of predict's (repeatable), "
                       "e.g. min_score=0.4")
@@ -595,6 +690,7 @@ def main(argv=None):
   except FileNotFoundError as e:
     fail(str(e))
 
+  truth = DlibTruth() if args.truth == "dlib" else None
   start = time.perf_counter()
   parts = predictor(opts, extra)
   detector, name, source, opts, classify, model, step = parts
@@ -603,7 +699,10 @@ def main(argv=None):
   names = [f"{w}x{h}" for w, h in sizes]
   from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
   used = {**predict.detector_options(opts), **extra} if name == opts.detector else {}
-  header = (f"{len(pool.images)} labelled FERPlus validation faces; seed {args.seed}, "
+  truth_text = ("truth dlib (each face's dlib HOG box; the fixed rule where none)"
+                if truth is not None else "truth fixed (0.89 of the crop's side)")
+  header = (f"{len(pool.images)} labelled FERPlus validation faces; {truth_text}; "
+            f"seed {args.seed}, "
             f"{args.frames} frames per size; settings: {changed}; "
             f"model {model} (step {step}); detector {name} {used}, "
             f"landmarks {source.name}, min_face_size {opts.min_face_size}, max_faces "
@@ -612,9 +711,25 @@ def main(argv=None):
   print(header, file=sys.stderr, flush=True)
   results = {}
   for (w, h), size in zip(sizes, names):
-    results[size] = run_size(pool, args, w, h, parts)
+    results[size] = run_size(pool, args, w, h, parts, truth)
+  fallback = None
+  if truth is not None:
+    used = {f for size in names for f in results[size].pop("faces_used")}
+    fell = sum(truth.face(pool, f) is None for f in used)
+    fallback = dict(faces=len(used), fallbacks=fell,
+                    instances=sum(results[s]["truth_instances"] for s in names),
+                    instance_fallbacks=sum(results[s]["truth_fallbacks"] for s in names))
+  else:
+    for size in names:
+      results[size].pop("faces_used")
 
   print(header)
+  if fallback is not None:
+    print(f"truth: dlib found no box on {fallback['fallbacks']} of the {fallback['faces']} "
+          f"distinct faces used ({ratio(fallback['fallbacks'], fallback['faces']):.1%}; "
+          f"{fallback['instance_fallbacks']} of {fallback['instances']} pasted faces, "
+          f"{ratio(fallback['instance_fallbacks'], fallback['instances']):.1%}): the fixed rule "
+          "there")
   print(f"\nrecall at IoU {IOU} (predict's faces; detector recall: its raw boxes), expression "
         "accuracy on the found faces (argmax vs FERPlus majority label), false positives per "
         "frame, by face width (the 48 px crop's side)\n")
@@ -636,7 +751,8 @@ def main(argv=None):
                seed=args.seed, frames=args.frames, sizes=names, bands=band_names(),
                faces_in_pool=len(pool.images), model=model, step=int(step), detector=name,
                landmarks=source.name, options=opts.to_dict(), detector_options=extra,
-               settings=changed, load_s=round(load_s, 2),
+               settings=changed, truth=args.truth, truth_fallbacks=fallback,
+               load_s=round(load_s, 2),
                compile_s=round(compile_s, 2), results=results)
     pathlib.Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
 

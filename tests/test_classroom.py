@@ -220,3 +220,75 @@ def test_settings_other_than_predicts_defaults(capsys):
       classroom.main(argv)
     assert e.value.code == 2
     assert "classroom.py: error:" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def dlib_truth():
+  pytest.importorskip("dlib")
+  return classroom.DlibTruth()
+
+
+def test_dlib_truth_follows_each_face_on_the_sample(pool, dlib_truth):
+  rel = [dlib_truth.face(pool, i) for i in range(len(pool.images))]
+  found = np.array([r for r in rel if r is not None])
+  # dlib's detector boxes most of the sample's 87 faces on their own (71 when written).
+  assert dlib_truth.faces_seen == 87 and dlib_truth.fallbacks == 87 - len(found)
+  assert 60 <= len(found) <= 80
+  # Every box is centred inside the crop, square within a pixel of the 48 px face, and lies
+  # inside the pasted square (the crop and detect.MARGIN around it).
+  centre = (found[:, :2] + found[:, 2:]) / 2
+  assert (centre > 0).all() and (centre < 1).all()
+  w, h = found[:, 2] - found[:, 0], found[:, 3] - found[:, 1]
+  assert np.abs(w - h).max() < 1 / 48
+  assert found.min() > -detect.MARGIN and found.max() < 1 + detect.MARGIN
+  # Its medians are the fixed rule's (which are medians of dlib's boxes on pasted faces) ...
+  fixed = detect.FACE_IN_CROP
+  assert abs(np.median(w) - fixed["side"]) < 0.03
+  assert abs(np.median(centre[:, 0]) - 0.5 - fixed["dx"]) < 0.02
+  assert abs(np.median(centre[:, 1]) - 0.5 - fixed["dy"]) < 0.02
+  # ... but faces framed tighter or looser get their own: sides spread over 0.73-0.99 of the
+  # crop (10th-90th percentile), and 33 of the 71 boxes (46%) meet the fixed box at IoU under
+  # 0.8 (median IoU 0.83).
+  lo, hi = np.percentile(w, [10, 90])
+  assert lo < 0.8 and hi > 0.95
+  crop = np.array([[0, 0, 48, 48]], np.float32)
+  fixed_box = detect.face_boxes(crop) / 48
+  iou = detect.iou_matrix(found.astype(np.float32), fixed_box)[:, 0]
+  assert 0.3 < np.mean(iou < 0.8) < 0.6 and 0.75 < np.median(iou) < 0.9
+  # Deterministic: a fresh detector gives the same boxes.
+  again = classroom.DlibTruth()
+  for i in range(0, 87, 7):
+    a, b = again.in_crop(pool.images[i]), rel[i]
+    assert (a is None) == (b is None)
+    if a is not None:
+      np.testing.assert_array_equal(a, b)
+
+
+def test_dlib_truth_in_scenes(pool, dlib_truth):
+  fixed = classroom.make_scene(pool, 0, 0, 1280, 720)
+  scene = classroom.make_scene(pool, 0, 0, 1280, 720, dlib_truth)
+  np.testing.assert_array_equal(scene.image, fixed.image)  # the truth does not change pixels
+  np.testing.assert_array_equal(scene.crops, fixed.crops)
+  side = scene.widths[:, None]
+  for box, crop, face, fixed_box in zip(scene.boxes, scene.crops, scene.faces, fixed.boxes):
+    rel = dlib_truth.face(pool, int(face))
+    if rel is None:  # the fallback: the fixed rule
+      np.testing.assert_array_equal(box, fixed_box)
+    else:  # the face's own box, scaled and moved with its crop (pixel-index convention)
+      np.testing.assert_allclose(box, np.tile(crop[:2], 2) + rel * (crop[2] - crop[0]) - 0.5,
+                                 atol=1e-3)
+  # Inside the pasted squares, and differing from the fixed rule for some faces.
+  grow = side * detect.MARGIN
+  assert (scene.boxes[:, :2] > scene.crops[:, :2] - grow).all()
+  assert (scene.boxes[:, 2:] < scene.crops[:, 2:] + grow).all()
+  iou = np.diag(detect.iou_matrix(scene.boxes, fixed.boxes))
+  assert (iou < 0.8).sum() >= 3 and (iou > 0.999).sum() >= 1
+  # the same truth from a second call, and from a fresh DlibTruth
+  np.testing.assert_array_equal(
+      classroom.make_scene(pool, 0, 0, 1280, 720, classroom.DlibTruth()).boxes, scene.boxes)
+
+
+def test_truth_flag(capsys):
+  with pytest.raises(SystemExit) as e:
+    classroom.main(["--truth=loose"])
+  assert e.value.code == 2 and "--truth" in capsys.readouterr().err
