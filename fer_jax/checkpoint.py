@@ -44,8 +44,8 @@ import orbax.checkpoint as ocp
 import tensorstore as ts
 
 from fer_jax import defaults
-from fer_jax import overrides
 from fer_jax import errors
+from fer_jax import overrides
 from fer_jax import parallel
 from fer_jax import state as state_lib
 
@@ -128,7 +128,8 @@ def read_meta(mgr: ocp.CheckpointManager, step: int) -> dict[str, Any]:
   except (OSError, ValueError) as e:
     raise errors.DamagedCheckpointError(mgr.directory, step, e) from None
   if not isinstance(meta, dict):
-    raise errors.DamagedCheckpointError(mgr, step, ValueError(f"{path} holds no JSON object"))
+    raise errors.DamagedCheckpointError(mgr.directory, step,
+                                      ValueError(f"{path} holds no JSON object"))
   return meta
 
 
@@ -177,7 +178,7 @@ def restore_first(mgr: ocp.CheckpointManager, which: str | int,
         raise
       logging.warning("%s; trying the next %s step", e, "best" if which == "best" else "newest")
       damaged.append(e)
-  raise errors.DamagedCheckpointError(mgr, steps[-1], RuntimeError(
+  raise errors.DamagedCheckpointError(mgr.directory, steps[-1], RuntimeError(
       f"every kept step ({', '.join(str(e.step) for e in damaged)}) is damaged"))
 
 

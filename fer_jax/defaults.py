@@ -10,8 +10,8 @@ import difflib
 
 import ml_collections
 
-from fer_jax import errors
 from fer_jax.data import crops
+from fer_jax import errors
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -47,12 +47,12 @@ def put(config: ml_collections.ConfigDict, key: str, value: Any, where: str = ""
                              f"a {type(current).__name__} ({current!r} now)") from None
 
 
-_TRUE, _FALSE = ("true", "1"), ("false", "0")
+_TRUE, _FALSE = ("true", "t", "1"), ("false", "f", "0")  # as absl's boolean flags
 
 
 def parse(text: str, current: Any, key: str = "") -> Any:
   """`text` read as a value of `current`'s type, as main.py's `--config.KEY=text` is: a bool
-  from true/false/1/0 (any case), a tuple, list or dict as a Python literal, else the type's
+  from true/t/1 or false/f/0 (any case), a tuple, list or dict as a Python literal, else the type's
   constructor (int, float, str)."""
   try:
     if isinstance(current, bool):

@@ -205,6 +205,9 @@ def _as_config_error(check: Callable[[ml_collections.ConfigDict], None]):
     except (ValueError, KeyError) as e:
       message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
       raise errors.ConfigError(str(message)) from None
+    except AttributeError as e:  # a config file not built on fer_jax.defaults.get_config()
+      raise errors.ConfigError(f"the config lacks a key fer_jax reads ({e}): start config files "
+                               f"from fer_jax.defaults.get_config()") from None
   return wrapped
 
 

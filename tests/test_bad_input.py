@@ -302,6 +302,12 @@ def test_damaged_checkpoint_named_in_eval_and_predict(trained, prepared, tmp_pat
   assert step == [s for s in ranked if s != runs.STEPS][0]
   assert f"the checkpoint at step {runs.STEPS} in {step_dir} is damaged" in caplog.text
   assert ckpts(workdir) == before and (step_dir / "state" / "_METADATA").exists()
+  # Every kept step damaged: one error naming them all (exit status 2), not a traceback.
+  for step in before:
+    runs.damage(workdir, step, "metadata")
+  with pytest.raises(errors.DamagedCheckpointError,
+                     match=r"every kept step \(" + ", ".join(map(str, before[::-1])) + r"\)"):
+    evaluate.evaluate(config, str(workdir), "latest")
 
 
 # ---- prepare reads only what it should: names, vote counts, pixels

@@ -34,7 +34,7 @@ def test_config_builds_and_documents_its_command(name):
 
 def test_override_strings_are_read_as_their_keys_types():
   """`overrides.apply_flags`, the one parser of `--config.KEY=VALUE` strings for scripts and
-  tests: bools from true/false/1/0 in any case (not any string but "True"), literals for
+  tests: bools from true/t/1 or false/f/0 in any case (not any string but "True"), literals for
   tuples, the key's own type otherwise; a typo or a value of the wrong kind is named."""
   config = overrides.apply_flags(test_config.get_config(), [
       "--config.eval_flip=TRUE", "--config.batch_size=32", "--config.optimizer.learning_rate=0.5",
@@ -42,6 +42,7 @@ def test_override_strings_are_read_as_their_keys_types():
   assert config.eval_flip is True and config.batch_size == 32
   assert config.optimizer.learning_rate == 0.5 and config.data.crops.branches == ("face", "eyes")
   assert overrides.apply_flags(config, ["--config.eval_flip=0"]).eval_flip is False
+  assert overrides.apply_flags(config, ["--config.eval_flip=t"]).eval_flip is True
   with pytest.raises(errors.ConfigError, match=r"config.eval_flip='yes': not a bool"):
     overrides.apply_flags(config, ["--config.eval_flip=yes"])
   with pytest.raises(errors.ConfigError, match=r"config.batch_size='16.5'"):

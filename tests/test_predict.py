@@ -418,10 +418,16 @@ def assert_class_level_only(out, expected_files, least):
 def test_aggregate_only_writes_class_shares_and_nothing_about_a_face(run_dir, video, tmp_path):
   # A video in 2 s windows: 20 frames of two faces, then 10; min_group=30 leaves out the second.
   out = tmp_path / "video"
-  summary = predict.predict(str(run_dir), str(video), str(out), overrides=overrides(
-      detector="hog", aggregate_only=True, window_s=2.0, min_group=30))
+  aggregate = overrides(detector="hog", aggregate_only=True, window_s=2.0, min_group=30)
+  summary = predict.predict(str(run_dir), str(video), str(out), overrides=aggregate)
   assert summary["faces"] == 60 and summary["windows"] == 1 and summary["windows_left_out"] == 1
-  assert_class_level_only(out, ["class_timeline.csv", "class_timeline.png", "summary.json"], 30)
+  assert_class_level_only(out, ["class_timeline.csv", "class_timeline.png", "summary.json",
+                                "predict_run.json"], 30)
+  # Cut before its summary (a SIGKILL): the same command runs it again from the first frame
+  # (there are no rows to resume from), not refused for the class timeline already written.
+  (out / "summary.json").unlink()
+  again = predict.predict(str(run_dir), str(video), str(out), overrides=aggregate)
+  assert again["resumed_at"] == 0 and again["faces"] == 60 and again["windows"] == 1
   (kept,) = read_windows(out / "class_timeline.csv")
   assert (kept["window"], kept["start_s"], kept["end_s"], kept["frames"], kept["faces"]) == (
       "0", "0.0", "2.0", "20", "40")
@@ -731,23 +737,30 @@ def test_class_timeline_grows_while_a_video_runs(run_dir, tmp_path, monkeypatch)
 def test_a_cut_video_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_one(
     run_dir, tmp_path):
   """A run cut by a SIGKILL (summary.json missing, faces.jsonl's last line half-written) is
-  continued by the same command from the last frame it recorded: every row once, the rows,
-  tracks and class timeline of an uninterrupted run, its annotated video in a second part."""
+  continued by the same command from the last detection frame it reached: every row once, the
+  rows, tracks, class timeline and detection count of an uninterrupted run, its annotated video
+  in a second part. The same folder with other options, or another video, is refused."""
   video = write_video(tmp_path / "clip.mp4", seconds=4)  # 40 frames, two faces each
-  opts = dict(detector="hog", window_s=1.0)
+  opts = dict(detector="hog", window_s=1.0)  # detect_every=5: frames 0, 5, ..., 25, ...
   whole = predict.predict(str(run_dir), str(video), str(tmp_path / "whole"),
                           overrides=overrides(**opts))
   out = tmp_path / "cut"
   shutil.copytree(tmp_path / "whole", out)
   lines = (out / "faces.jsonl").read_text().splitlines(keepends=True)
-  first_of_26 = next(i for i, l in enumerate(lines) if json.loads(l)["frame"] == 26)
-  # Frame 25's first row whole, its second cut mid-line: the run resumes at frame 25.
-  (out / "faces.jsonl").write_text("".join(lines[:first_of_26 - 1]) + lines[first_of_26 - 1][:40])
+  first_of_28 = next(i for i, l in enumerate(lines) if json.loads(l)["frame"] == 28)
+  # Frame 27's first row whole, its second cut mid-line: frames 25 on are done again.
+  (out / "faces.jsonl").write_text("".join(lines[:first_of_28 - 1]) + lines[first_of_28 - 1][:40])
   (out / "summary.json").unlink()
+  (tmp_path / "b").mkdir()
+  another = write_video(tmp_path / "b" / "clip.mp4", seconds=2)  # the same name, another video
+  for target, other in ((video, dict(opts, window_s=2.0)), (another, opts)):
+    with pytest.raises(ValueError, match="already holds the results of a prediction"):
+      predict.predict(str(run_dir), str(target), str(out), overrides=overrides(**other))
   summary = predict.predict(str(run_dir), str(video), str(out), overrides=overrides(**opts))
   assert summary["resumed_at"] == 25 and whole["resumed_at"] is None
   assert summary["frames"] == whole["frames"] == 40 and summary["faces"] == whole["faces"]
-  assert summary["label_counts"] == whole["label_counts"] and summary["tracks"] == whole["tracks"]
+  for key in ("label_counts", "tracks", "detections", "no_face_frames"):
+    assert summary[key] == whole[key], key
   assert read_rows(out) == read_rows(tmp_path / "whole")  # each frame once, as computed whole
   assert [pathlib.Path(p).name for p in summary["annotated"]] == [
       "annotated.mp4", "annotated_from_25.mp4"]

@@ -131,15 +131,18 @@ def load_eval_split(config: ml_collections.ConfigDict, sources) -> pipeline.Spli
                              for_eval=True)
 
 
-def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, which: str):
+def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, which: str,
+                     prepare_if_missing: bool = True):
   """What every evaluation of a checkpoint (--mode=eval, --mode=occlusion) starts from:
   (the run's config, its variables, their step, the split, the mesh). The split is
   `data.eval_split` or `data.eval_list`, from the dataset of `data.tfds_dir` (WORKDIR/tfds),
-  prepared from `data.manual_dir` if it is not yet; the model is the checkpoint's own
+  prepared from `data.manual_dir` if it is not yet (unless not `prepare_if_missing`: occlusion
+  evaluates runs whose data exists); the model is the checkpoint's own
   (`checkpoint.RUN_KEYS` from the run's config, `checkpoint.load_checkpoint`)."""
   mesh = parallel.make_mesh()
   sources = pipeline.open_sources(pipeline.resolve_tfds_dir(config.data.tfds_dir, workdir),
-                                  config.data.landmarks, config.data.manual_dir)
+                                  config.data.landmarks, config.data.manual_dir,
+                                  prepare_if_missing=prepare_if_missing)
   split = load_eval_split(config, sources)
   config, variables, step = ckpt_lib.load_checkpoint(workdir, which, config=config, mesh=mesh)
   return config, variables, step, split, mesh

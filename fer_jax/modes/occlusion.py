@@ -413,7 +413,8 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str, which: str = "late
     confusion_matrix, num_examples, mean_branch_weights), as in the JSON's `occluders`.
   """
   check_config(config)
-  config, variables, step, split, mesh = eval_lib.restore_for_eval(config, workdir, which)
+  config, variables, step, split, mesh = eval_lib.restore_for_eval(
+      config, workdir, which, prepare_if_missing=False)
   results = evaluate_occluders(config, variables, split, mesh)
   if parallel.is_main():
     seed = config.data.eval_occluder_seed

@@ -49,8 +49,9 @@ Earlier results are never destroyed by accident: an output folder that already h
 these files is refused (before the model loads) unless `predict.overwrite` is set; then exactly
 these files of the earlier run are removed before writing, so that none of them is mixed in
 with the new ones, and anything else in the folder is left alone. A video run that was cut
-short (faces.jsonl there, summary.json missing or saying `stopped_by`) is resumed instead, at
-the last frame it recorded (`outputs.cut_run`, `Recorder`'s replay of the kept rows), its
+short (summary.json missing or saying `stopped_by`) by a run with the same `predict_run.json`
+(the video file, the model flags, the options: `outputs.run_record`) is resumed instead, at the
+last detection frame it reached (`outputs.cut_run`, `Recorder`'s replay of the kept rows), its
 annotation continuing in `annotated_from_<frame>.mp4`.
 """
 
@@ -71,6 +72,7 @@ from fer_jax.checkpoint import load_checkpoint
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import landmarks as landmarks_lib
 from fer_jax import defaults
+from fer_jax import files
 from fer_jax.modes import Args
 from fer_jax.predict import detectors
 from fer_jax.predict.faces import FaceFinder, FoundFace, find_faces, outside_frame
@@ -176,17 +178,25 @@ def weighted_branches(config: ml_collections.ConfigDict) -> list[str]:
 
 def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect, classify,
          stop: "StopOnSignal", workdir: str, step: int, start: float,
-         cut: tuple[list[dict[str, Any]], int] | None = None) -> dict[str, Any]:
+         cut: tuple[Any, int] | None = None, record: dict[str, Any] | None = None
+         ) -> dict[str, Any]:
   """predict's frames through the model into every output (continuing `cut`, a cut run's kept
-  rows and the frame it resumes at); returns the summary."""
+  rows and the frame it resumes at; `record` is written first, `outputs.run_record`); returns
+  the summary."""
   out_dir.mkdir(parents=True, exist_ok=True)
   outputs.remove_results(out_dir, stale)  # only with overwrite: no earlier file is left mixed in
+  if record is not None:
+    files.write_json(out_dir / outputs.RUN_RECORD, record)
   kept, first = cut if cut else (None, 0)
   if cut:
-    logging.info("%s holds a cut run of %s: resuming at frame %d (%d rows kept)", out_dir,
-                 inp.name, first, len(kept))
-  run = recorder.Recorder(opts, out_dir, inp, list(labels_lib.CLASS_NAMES),
-                          weighted_branches(config), source.name, kept, first)
+    logging.info("%s holds a cut run of %s with the same options: resuming at frame %d",
+                 out_dir, inp.name, first)
+  try:  # a resumed run's kept rows are rewritten and replayed here
+    run = recorder.Recorder(opts, out_dir, inp, list(labels_lib.CLASS_NAMES),
+                            weighted_branches(config), source.name, kept, first)
+  except BaseException:
+    inp.close()
+    raise
   run.eval_flip = bool(config.eval_flip)
   finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
                       int(opts.detect_every) if inp.kind == "video" else 1,
@@ -204,7 +214,9 @@ def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect,
   finally:
     frames.close()  # stops the decoding thread if the loop ended early
     run.close()
-  run.counts["detections"] = finder.detections  # frames the detector ran on
+  # Frames the detector ran on, a resumed run's kept frames' included (it resumes on one).
+  run.counts["detections"] = finder.detections + (
+      first // inp.stride // int(opts.detect_every) if inp.kind == "video" else 0)
   if run.counts["frames"] == 0:
     why = f"stopped by {stop.received} before the first" if stop.received else "no"
     raise ValueError(f"{inp.name}: {why} frame could be read (skipped: {inp.skipped})")
@@ -239,8 +251,10 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   try:
     # A cut run of this video in --output continues (the same command resumes it); any other
     # results there are refused unless predict.overwrite, as bad output fails before the model.
-    cut = (outputs.cut_run(out_dir, inp.path.name)
-           if inp.kind == "video" and not inp.live and not opts.overwrite else None)
+    record = (outputs.run_record(inp, workdir, checkpoint, opts)
+              if inp.kind == "video" and not inp.live else None)
+    cut = (outputs.cut_run(out_dir, record, inp.stride, int(opts.detect_every))
+           if record is not None and not opts.overwrite else None)
     stale = [] if cut else outputs.check_output(out_dir, bool(opts.overwrite), inp.files)
     config, variables, step = load_checkpoint(workdir, checkpoint)
     source = landmarks_lib.best_available(opts.landmarks,
@@ -263,7 +277,7 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   classify = make_classifier(config, variables, int(opts.batch_size))
   with StopOnSignal() as stop:  # from the first file written to the last
     summary = _run(opts, out_dir, stale, inp, config, source, detect, classify, stop, workdir,
-                   step, start, cut)
+                   step, start, cut, record)
   logging.info("predict: %d %s, %d faces (%d frames without one%s%s), landmarks %s, "
                "checkpoint %d, %.1fs -> %s", summary["frames"],
                ("frame" if inp.kind == "video" else "image") +

@@ -70,10 +70,10 @@ from fer_jax import errors
 from fer_jax import files
 from fer_jax import grid
 from fer_jax import jsonl
-from fer_jax import overrides as overrides_lib
 from fer_jax.modes import Args
 from fer_jax.modes import occlusion
 from fer_jax.modes import train as train_lib
+from fer_jax import overrides as overrides_lib
 from fer_jax import parallel
 from fer_jax import plots
 from fer_jax import validation

@@ -261,8 +261,9 @@ class Input:
         if not ok or frame is None:
           logging.warning("%s: frame %d, where the run resumes, does not decode", self.name,
                           start)
+          self.stopped_early = True
           return
-        index = start
+        index, processed = start, start // self.stride
       while True:
         yield Frame(self.name if self.live else self.path.name, index, index / self.fps, frame,
                     self.path.stem)

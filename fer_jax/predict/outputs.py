@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from absl import logging
 import cv2
@@ -21,7 +21,9 @@ from fer_jax.predict import annotate
 # Every file predict may write into its output folder (the package docstring): names, the suffix
 # of the annotated images, and the folder of track plots with the pattern of its files.
 OUTPUT_FILES = ("faces.jsonl", "faces.csv", "summary.json", "tracks.csv", "tracks.json",
-                "annotated.mp4", "class_timeline.csv", "class_timeline.png", "class_shares.csv")
+                "annotated.mp4", "class_timeline.csv", "class_timeline.png", "class_shares.csv",
+                "predict_run.json")
+RUN_RECORD = "predict_run.json"  # what a run read and how, written first: a resume must match it
 ANNOTATED_SUFFIX = "_annotated.jpg"
 RESUMED_VIDEO = "annotated_from_{frame}.mp4"  # a resumed video's annotation, from that frame on
 TRACKS_DIR, TRACK_PLOTS = "tracks", "track_*.png"
@@ -44,15 +46,34 @@ def earlier_results(out_dir: pathlib.Path) -> list[pathlib.Path]:
   return sorted(found)
 
 
-def cut_run(out_dir: pathlib.Path, source: str
-            ) -> tuple[list[dict[str, Any]], int] | None:
-  """(the rows to keep, the frame to resume at) of a prediction of video `source` into
-  `out_dir` that was cut short (a SIGKILL, a crash, a SIGTERM: faces.jsonl is there and
-  summary.json is missing or says `stopped_by`), or None when `out_dir` holds no such run. The
-  rows of the last frame recorded are dropped (the cut may have split them), and so is a line
-  cut mid-write: the run resumes at that frame."""
-  path = out_dir / "faces.jsonl"
-  if not path.is_file():
+def run_record(inp, workdir: str, checkpoint, opts) -> dict[str, Any]:
+  """What a prediction reads and how, as far as it shapes the outputs: the input (its path,
+  size, modification time, frames and rate), the model asked for and the options. Written to
+  RUN_RECORD before the first frame; a cut run is resumed only by a run with the same record."""
+  path = pathlib.Path(inp.path).resolve()
+  stat = path.stat() if path.is_file() else None
+  return dict(
+      input=str(path), size=stat.st_size if stat else None,
+      mtime_ns=stat.st_mtime_ns if stat else None, frame_count=inp.frame_count, fps=inp.fps,
+      workdir=str(pathlib.Path(workdir).resolve()), checkpoint=str(checkpoint),
+      options={f"predict.{k}": (v.to_dict() if hasattr(v, "to_dict") else v)
+               for k, v in sorted(opts.items()) if k not in ("overwrite", "batch_size")})
+
+
+def cut_run(out_dir: pathlib.Path, record: dict[str, Any], stride: int, detect_every: int
+            ) -> tuple[Iterator[dict[str, Any]], int] | None:
+  """(the rows to keep, read as they are needed; the frame to resume at) of a prediction into
+  `out_dir` that was cut short (a SIGKILL, a crash, a SIGTERM: summary.json missing or saying
+  `stopped_by`) and whose RUN_RECORD equals `record`; None when `out_dir` holds no such run.
+
+  The run resumes at the last detection frame it reached (processed frames 0, `detect_every`,
+  ...), so that detection and following go on as in an uninterrupted run; the rows from there
+  on are dropped (the cut may have split a frame's rows, or a line). An aggregate-only run has
+  no rows: it starts again from the first frame."""
+  try:
+    if json.loads((out_dir / RUN_RECORD).read_text()) != json.loads(json.dumps(record)):
+      return None
+  except (OSError, ValueError):
     return None
   summary = out_dir / "summary.json"
   if summary.exists():
@@ -61,19 +82,29 @@ def cut_run(out_dir: pathlib.Path, source: str
         return None  # a run that finished
     except ValueError:
       pass  # a summary cut mid-write: the run did not finish
-  rows = []
-  for line in path.read_text().splitlines():
-    try:
-      row = json.loads(line)
-    except ValueError:
-      break  # the line a cut left half-written is the last one
-    if not isinstance(row, dict) or row.get("source") != source or row.get("frame") is None:
-      return None  # another input's rows, or not a video's
-    rows.append(row)
-  if not rows:
-    return None
-  last = rows[-1]["frame"]
-  return [r for r in rows if r["frame"] < last], int(last)
+  path = out_dir / "faces.jsonl"
+  last = None
+  if path.is_file():
+    for row in _whole_rows(path):
+      last = row["frame"]
+  if last is None:
+    return iter(()), 0
+  step = stride * detect_every
+  start = (last // step) * step
+  return (r for r in _whole_rows(path) if r["frame"] < start), start
+
+
+def _whole_rows(path: pathlib.Path) -> Iterator[dict[str, Any]]:
+  """faces.jsonl's rows in order, read line by line, up to a line a cut left half-written."""
+  with open(path) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:
+        return
+      if not isinstance(row, dict) or not isinstance(row.get("frame"), int):
+        return
+      yield row
 
 
 def check_output(out_dir: pathlib.Path, overwrite: bool, inputs=()) -> list[pathlib.Path]:
@@ -155,15 +186,16 @@ class RowWriter:
   files start with the rows it keeps (`kept`)."""
 
   def __init__(self, out_dir: pathlib.Path, columns: list[str],
-               kept: Sequence[dict[str, Any]] | None = None):
+               kept: Iterable[dict[str, Any]] | None = None):
     jsonl_path, csv_path = out_dir / "faces.jsonl", out_dir / "faces.csv"
     if kept is not None:  # the kept rows replace the old files whole, then rows are appended
-      with files.atomic_path(jsonl_path) as tmp, open(tmp, "w") as f:
-        f.writelines(json.dumps(row) + "\n" for row in kept)
-      with files.atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns)
-        writer.writeheader()
-        writer.writerows(csv_row(row) for row in kept)
+      with files.atomic_path(jsonl_path) as tmp_jsonl, files.atomic_path(csv_path) as tmp_csv:
+        with open(tmp_jsonl, "w") as fj, open(tmp_csv, "w", newline="") as fc:
+          writer = csv.DictWriter(fc, columns)
+          writer.writeheader()
+          for row in kept:  # one pass: a long video's rows are never all in memory
+            fj.write(json.dumps(row) + "\n")
+            writer.writerow(csv_row(row))
     mode = "w" if kept is None else "a"
     self._jsonl = open(jsonl_path, mode)
     self._csv_file = open(csv_path, mode, newline="")

@@ -8,7 +8,7 @@ be read while a long video runs.
 from __future__ import annotations
 
 import pathlib
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from absl import logging
 import numpy as np
@@ -26,10 +26,11 @@ class Recorder:
   timeline or shares and summary.json."""
 
   def __init__(self, opts, out_dir: pathlib.Path, inp: Input, class_names, branch_names,
-               landmark_source: str, kept: list[dict[str, Any]] | None = None,
+               landmark_source: str, kept: Iterable[dict[str, Any]] | None = None,
                start: int = 0):
     """`kept`, `start`: the rows of a cut run of the same video that this one continues from
-    frame `start` (`outputs.cut_run`); its counts, tracks and windows are rebuilt from them."""
+    frame `start` (`outputs.cut_run`), read once: copied into the new faces.jsonl/csv as its
+    counts, tracks and windows are rebuilt from them."""
     self.stopped_by = None  # the signal that ended the run before its input did, if any
     self.opts, self.out_dir, self.inp = opts, out_dir, inp
     self.class_names, self.branch_names = class_names, branch_names
@@ -38,13 +39,6 @@ class Recorder:
     self.aggregate = bool(opts.aggregate_only)
     self.annotate = bool(opts.annotate) and not self.aggregate
     self.resumed_at = int(start) if kept is not None else None
-    self.rows = (None if self.aggregate else
-                 outputs.RowWriter(out_dir, outputs.table_columns(class_names, branch_names),
-                                   kept))
-    video_name = ("annotated.mp4" if not self.resumed_at else
-                  outputs.RESUMED_VIDEO.format(frame=self.resumed_at))
-    self.video_out = (outputs.VideoOut(out_dir / video_name, inp.fps / inp.stride)
-                      if self.is_video and self.annotate else None)
     self.tracker = tracking.TrackerState() if self.is_video and not self.aggregate else None
     self.series: dict[int, dict[str, list]] = {}
     self.windows: dict[int, timelines.Window] = {}
@@ -53,8 +47,29 @@ class Recorder:
     self.label_counts = {c: 0 for c in class_names}
     self.annotated_images: list[str] = []
     self.last_index = 0
-    for frame_rows in _by_frame(kept or ()):
-      self._replay(frame_rows)
+    replayed = None if kept is None else self._replayed(kept)
+    self.rows = (None if self.aggregate else
+                 outputs.RowWriter(out_dir, outputs.table_columns(class_names, branch_names),
+                                   replayed))
+    if self.rows is None and replayed is not None:
+      for _ in replayed:  # an aggregate-only run keeps no rows: nothing to replay
+        pass
+    video_name = ("annotated.mp4" if not self.resumed_at else
+                  outputs.RESUMED_VIDEO.format(frame=self.resumed_at))
+    self.video_out = (outputs.VideoOut(out_dir / video_name, inp.fps / inp.stride)
+                      if self.is_video and self.annotate else None)
+
+  def _replayed(self, rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """`rows`, passed on one by one, each frame's replayed once its rows are all seen."""
+    group: list[dict[str, Any]] = []
+    for row in rows:
+      if group and row["frame"] != group[0]["frame"]:
+        self._replay(group)
+        group = []
+      group.append(row)
+      yield row
+    if group:
+      self._replay(group)
 
   def record(self, frame: Frame, faces, probs, mu) -> None:
     """One frame's faces and predictions: rows, tracks, its window and its annotation (`mu`
@@ -124,7 +139,8 @@ class Recorder:
       logging.warning("frame %d: the tracks replayed from faces.jsonl (%s) are not the ones "
                       "written (%s); the resumed run goes on with the replayed ones",
                       rows[0]["frame"], ids, [r.get("track") for r in faces])
-    self._count(rows[0]["source"], rows[0]["frame"], rows[0]["time"], probs, mu, ids,
+    index = rows[0]["frame"]  # its time as `record` had it (the rows' is rounded)
+    self._count(rows[0]["source"], index, index / self.inp.fps, probs, mu, ids,
                 [bool(r.get("edge")) for r in faces])
 
   def _timeline_so_far(self) -> None:
@@ -197,13 +213,3 @@ class Recorder:
     files.write_json(self.out_dir / "summary.json", summary)
     return summary
 
-
-def _by_frame(rows) -> list[list[dict[str, Any]]]:
-  """Rows grouped by frame, in order."""
-  groups = []
-  for row in rows:
-    if groups and groups[-1][0]["frame"] == row["frame"]:
-      groups[-1].append(row)
-    else:
-      groups.append([row])
-  return groups
