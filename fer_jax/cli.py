@@ -206,13 +206,6 @@ def check_paths(name: str, mode: modes.Mode, workdir: str | None, output: str | 
   files.check_dir(out.parent, "--output's folder", create=True)
 
 
-def need(value, flag: str, mode: str):
-  """`value`, or a errors.UsageError saying that --mode=`mode` needs `flag`."""
-  if not value:
-    raise errors.UsageError(f"--mode={mode} needs {flag}")
-  return value
-
-
 def released_model_dir(name: str, mode: modes.Mode, workdir: str | None,
                        model: str | None) -> str | None:
   """The released model's folder when the mode reads a model and no --workdir is given (a
@@ -246,12 +239,12 @@ def run(name: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     if name == "eval":  # a released model's folder is not written: results go beside
       output = output or os.path.abspath(f"eval_{pathlib.Path(released).name}")
   elif mode.workdir != "optional":
-    workdir = need(workdir, "--workdir", name)
+    workdir = errors.need(workdir, "--workdir", name)
   check_paths(name, mode, None if released else workdir, output)
   if mode.input:
-    need(input_path, "--input", name)
+    errors.need(input_path, "--input", name)
   if mode.output_required:
-    need(output, "--output", name)
+    errors.need(output, "--output", name)
   if mode.distributed:
     parallel.initialize(config.multihost)
   lock = run_lock(mode, None if released else workdir)

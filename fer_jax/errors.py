@@ -53,6 +53,13 @@ class DamagedDataError(ValueError):
   the command that rebuilds it (exit status 2)."""
 
 
+def need(value, flag: str, mode: str):
+  """`value`, or a UsageError saying that --mode=`mode` needs `flag`."""
+  if not value:
+    raise UsageError(f"--mode={mode} needs {flag}")
+  return value
+
+
 # Errors that name their culprit well enough to be shown without a traceback.
 EXPECTED = (ValueError, KeyError, FileNotFoundError, RuntimeError)
 RUN_FAILURES = (NonFiniteLossError,)

@@ -12,18 +12,12 @@ from fer_jax import files
 from fer_jax.modes import Args
 
 
-def need(value, flag: str):
-  if not value:
-    raise errors.UsageError(f"--mode=prepare needs {flag}")
-  return value
-
-
 def main(args: Args) -> dict[str, dict[str, int]]:
   config = args.config
-  manual = need(config.data.manual_dir, "--config.data.manual_dir")
+  manual = errors.need(config.data.manual_dir, "--config.data.manual_dir", "prepare")
   tfds_dir = config.data.tfds_dir or (
       args.workdir and pipeline.resolve_tfds_dir("", args.workdir))
-  tfds_dir = need(tfds_dir, "--config.data.tfds_dir (or --workdir)")
+  tfds_dir = errors.need(tfds_dir, "--config.data.tfds_dir (or --workdir)", "prepare")
   files.check_dir(pathlib.Path(tfds_dir), "--config.data.tfds_dir", create=True)
   sizes = ferplus.prepare(manual, tfds_dir, config.data.landmarks)
   for split, s in sizes.items():

@@ -47,6 +47,7 @@ class Recorder:
     self.label_counts = {c: 0 for c in class_names}
     self.annotated_images: list[str] = []
     self.last_index = 0
+    self._open_window = None  # the window of the latest frame (a video's windows only grow)
     replayed = None if kept is None else self._replayed(kept)
     self.rows = (None if self.aggregate else
                  outputs.RowWriter(out_dir, outputs.table_columns(class_names, branch_names),
@@ -118,8 +119,9 @@ class Recorder:
     self.counts["no_face_frames"] += int(not len(probs))
     key = (timelines.window_index(time, self.opts.window_s) if self.is_video
            else self.counts["frames"])
-    if self.is_video and self.windows and key > max(self.windows):
+    if self.is_video and self._open_window is not None and key > self._open_window:
       self._timeline_so_far()  # the windows before this frame's are closed
+    self._open_window = key
     eye = timelines.eye_weights(mu, self.branch_names) if len(probs) else np.zeros(0)
     self.windows[key] = timelines.add_frame(self.windows.get(key), source, probs, eye,
                                             len(self.class_names))
@@ -148,7 +150,7 @@ class Recorder:
     window closes, so that an hours-long video's class timeline can be read while it runs;
     `finish` writes the last window and the PNG."""
     least = int(self.opts.min_group) if self.aggregate else 0
-    end_s = (max(self.windows) + 1) * self.opts.window_s
+    end_s = (self._open_window + 1) * self.opts.window_s
     rows, _ = timelines.window_rows(self.windows, self.class_names, least, self.opts.window_s,
                                     end_s)
     timelines.write_windows(self.out_dir / "class_timeline.csv", rows, self.class_names)
