@@ -133,6 +133,14 @@ def dlib_model_dir() -> pathlib.Path:
   return pathlib.Path(list(spec.submodule_search_locations)[0]) / "models"
 
 
+@functools.lru_cache(maxsize=2)
+def _shape_predictor(path: str):
+  """dlib's shape predictor read from `path` once per process (0.4 s a read); dlib documents one
+  instance as safe to use from several threads at once."""
+  import dlib  # pylint: disable=g-import-not-at-top
+  return dlib.shape_predictor(path)
+
+
 class DlibSource:
   """dlib's HOG detector and 68-point shape predictor.
 
@@ -153,8 +161,8 @@ class DlibSource:
     if not predictor.exists():
       raise LandmarksUnavailable(f"dlib's 68-point model is missing: expected {predictor}")
     self._dlib = dlib
-    self._detector = dlib.get_frontal_face_detector()
-    self._predictor = dlib.shape_predictor(str(predictor))
+    self._detector = None  # made on first use: prediction fits inside boxes and never needs it
+    self._predictor = _shape_predictor(str(predictor))
     self.upsample = upsample
     self.fit_upscale = fit_upscale
 
@@ -196,6 +204,8 @@ class DlibSource:
 
   def detect(self, image: np.ndarray) -> list[Face]:
     gray = _to_gray_u8(image)
+    if self._detector is None:
+      self._detector = self._dlib.get_frontal_face_detector()
     rects, scores, _ = self._detector.run(gray, self.upsample, 0.0)
     faces = []
     for rect, score in zip(rects, scores):
