@@ -28,6 +28,11 @@ def get_config() -> ml_collections.ConfigDict:
   data.label_mode = "majority"  # majority | probability | crossentropy | multi_target
   data.train_split = "train"
   data.eval_split = "validation"  # select on validation; `test` when FER2013Test/ is present
+  data.holdout = 0.0  # > 0: this fraction of train_split, chosen by a hash of each face's name
+  #                     and holdout_seed (pipeline.held_out), is kept out of training as the
+  #                     `confirmation` split, evaluated once at the end (eval/confirmation.json)
+  #                     beside eval_split: the figure no choice was made on
+  data.holdout_seed = 0
   data.eval_list = ""  # a RAN-style list file to evaluate instead of eval_split
   data.source = "grain"  # grain: a host pipeline feeds each batch | memory: the split lives on
   #                        the devices and the step gathers its batch (fer_jax/data/memory.py)

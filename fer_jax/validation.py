@@ -67,6 +67,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "model.attention_hidden": (1, INF, True, False),
     "model.bn_momentum": (0, 1, True, False),
     "model.part_size": (0, INF, True, False),
+    "data.holdout": (0, 0.5, True, False),
     "data.worker_count": (0, INF, True, False),
     "data.prefetch": (0, INF, True, False),
     "data.crops.size": (4, INF, True, False),

@@ -1,6 +1,7 @@
 """Training, checkpoints and evaluation, end to end on the committed FERPlus sample."""
 
 import functools
+import hashlib
 import json
 import pathlib
 import subprocess
@@ -16,7 +17,7 @@ import runs
 from configs import test as test_config_module
 
 from fer_jax import checkpoint as ckpt_lib
-from fer_jax.data import crops, pipeline
+from fer_jax.data import crops, labels, pipeline
 from fer_jax import inference
 from fer_jax.modes import evaluate, train
 from fer_jax import parallel, state as state_lib
@@ -274,6 +275,45 @@ def test_eval_on_the_test_split(test_config, with_test_split, tmp_path):
   rows = list(csv.reader(open(manual / "FER2013Test" / "label.csv")))
   majority = sum(labels.majority_label([int(v) for v in r[2:12]]) is not None for r in rows)
   assert saved["num_examples"] == metrics["num_examples"] == majority
+
+
+def test_held_out_faces_depend_on_their_name_and_the_seed_alone():
+  names = [f"fer{i:07d}.png" for i in range(4000)]
+  held = pipeline.held_out(names, 0.1, 0)
+  assert abs(held.sum() - 400) < 60  # binomial(4000, 0.1): 400 +- 19 (one sd)
+  order = np.random.default_rng(0).permutation(len(names))
+  np.testing.assert_array_equal(pipeline.held_out([names[i] for i in order], 0.1, 0), held[order])
+  assert (pipeline.held_out(names, 0.1, 1) != held).sum() > 600  # another seed, another slice
+  assert (pipeline.held_out(names, 0.2, 0) >= held).all()  # a larger slice contains the smaller
+  assert not pipeline.held_out(names, 0.0, 0).any()
+
+
+def test_holdout_is_a_confirmation_split_never_trained_on(test_config, prepared, tmp_path):
+  """`data.holdout`: the training faces whose SHA-256("seed/name") falls below the fraction
+  are left out of training and evaluated once at the end (eval/confirmation.json, a
+  `confirmation` row); `--mode=eval` on `eval_split=confirmation` gives the same figure."""
+  config = test_config
+  config.data.holdout, config.data.holdout_seed = 0.25, 3
+  config.num_train_steps = 2
+  result = train.train_and_evaluate(config, str(tmp_path))
+  source = prepared[1]["train"]
+  names = [source[i]["name"] for i in range(len(source))]
+  names = [n.decode() if isinstance(n, bytes) else n for n in names]
+  held = np.array([int.from_bytes(hashlib.sha256(f"3/{n}".encode()).digest()[:8], "little")
+                   < 0.25 * 2**64 for n in names])
+  votes = pipeline.all_votes(source)
+  trained, _ = labels.targets_for_split(votes, config.data.label_mode)
+  majority, _ = labels.targets_for_split(votes, "majority")
+  assert 40 < held.sum() < 120, held.sum()  # of 320
+  assert result["train_examples"] == (trained & ~held).sum()
+  saved = json.loads((tmp_path / "eval" / "confirmation.json").read_text())
+  assert saved["num_examples"] == (majority & held).sum()
+  assert result["confirmation_accuracy"] == saved["accuracy"]
+  assert [r["step"] for r in metrics_rows(tmp_path, "confirmation")] == [2]
+  assert json.loads((tmp_path / "eval" / "validation.json").read_text())["num_examples"] == 87
+  config.data.eval_split = "confirmation"
+  again = evaluate.evaluate(config, str(tmp_path), "latest")
+  assert (again["accuracy"], again["num_examples"]) == (saved["accuracy"], saved["num_examples"])
 
 
 def test_steps_over_four_devices_equal_one_device(prepared):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import math
 import pathlib
 import tempfile
@@ -132,12 +133,45 @@ def all_votes(source) -> np.ndarray:
   return np.stack([source[i]["votes"] for i in range(n)])
 
 
-def load_split(sources: dict[str, Any], split: str, label_mode: str, for_eval: bool) -> Split:
+CONFIRMATION = "confirmation"  # the held-out slice of the training split (`data.holdout`)
+
+
+def held_out(names, fraction: float, seed: int) -> np.ndarray:
+  """[n] bool: which faces a confirmation slice of `fraction` holds, a pure function of each
+  face's name and `seed` (SHA-256 of "seed/name"), not of its position: the slice is the same
+  faces whatever the split's order, and a face's membership never depends on the others."""
+  if fraction <= 0:
+    return np.zeros(len(names), bool)
+  u = np.array([int.from_bytes(hashlib.sha256(f"{seed}/{n}".encode()).digest()[:8], "little")
+                for n in names], np.float64) / 2.0**64
+  return u < fraction
+
+
+def all_names(source) -> list[str]:
+  out = []
+  for i in range(len(source)):
+    name = source[i]["name"]
+    out.append(name.decode() if isinstance(name, bytes) else str(name))
+  return out
+
+
+def load_split(sources: dict[str, Any], split: str, label_mode: str, for_eval: bool,
+               holdout: float = 0.0, holdout_seed: int = 0, train_split: str = "train") -> Split:
   """Keeps the examples of `split` that the label mode keeps.
 
   Evaluation always uses the majority-vote protocol (Microsoft's, and every FERPlus paper's):
   the kept examples and their labels are the majority-vote ones.
+
+  `holdout` > 0 takes the `held_out(names, holdout, holdout_seed)` faces out of `train_split`
+  (what training sees; other splits are whole); `split=CONFIRMATION` is those faces of `train_split`, with majority-vote
+  labels (what the run is confirmed on: never trained, tuned or selected on).
   """
+  confirm = split == CONFIRMATION
+  if confirm:
+    if holdout <= 0:
+      raise KeyError(f"split {CONFIRMATION!r} is the held-out slice of the training split: it "
+                     f"needs config.data.holdout > 0, got {holdout}")
+    split, for_eval = train_split, True
   if split not in sources:
     raise KeyError(f"split {split!r} is not in the prepared dataset (it has "
                    f"{sorted(sources)}); a split whose files were absent from the manual dir "
@@ -151,8 +185,11 @@ def load_split(sources: dict[str, Any], split: str, label_mode: str, for_eval: b
     raise damaged(sources.path, sources.tfds_dir, split, e) from None
   mode = "majority" if for_eval else label_mode
   kept, targets = labels_lib.targets_for_split(votes, mode)
+  if holdout > 0 and split == train_split:  # the evaluation splits keep every face
+    held = held_out(all_names(source), holdout, holdout_seed)
+    kept = kept & (held if confirm else ~held)
   idx = np.flatnonzero(kept)
-  return Split(split, source, idx.astype(np.int64), targets[idx],
+  return Split(CONFIRMATION if confirm else split, source, idx.astype(np.int64), targets[idx],
                np.argmax(targets[idx], -1).astype(np.int32))
 
 

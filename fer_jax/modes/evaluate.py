@@ -128,7 +128,21 @@ def load_eval_split(config: ml_collections.ConfigDict, sources) -> pipeline.Spli
   if config.data.eval_list:
     return pipeline.split_from_list(sources, config.data.eval_list)
   return pipeline.load_split(sources, config.data.eval_split, config.data.label_mode,
-                             for_eval=True)
+                             for_eval=True, **holdout(config))
+
+
+def holdout(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """`pipeline.load_split`'s hold-out arguments from `config.data`."""
+  return dict(holdout=config.data.holdout, holdout_seed=config.data.holdout_seed,
+              train_split=config.data.train_split)
+
+
+def load_confirmation(config: ml_collections.ConfigDict, sources) -> pipeline.Split | None:
+  """The confirmation split (`data.holdout` > 0), or None."""
+  if config.data.holdout <= 0:
+    return None
+  return pipeline.load_split(sources, pipeline.CONFIRMATION, "majority", for_eval=True,
+                             **holdout(config))
 
 
 def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, which: str,

@@ -162,6 +162,9 @@ def read_row(run: grid.Run, run_dir: pathlib.Path, name: str,
     evals = [r["accuracy"] for r in (jsonl.read_metrics(metrics) if metrics.exists() else [])
              if r.get("kind") == "eval" and isinstance(r.get("accuracy"), (int, float))]
     row["best_accuracy"] = max(evals + [evaluation["accuracy"]])
+    confirmation = _read_json(run_dir / "eval" / "confirmation.json")  # data.holdout > 0
+    if confirmation:
+      row["confirmation_accuracy"] = confirmation["accuracy"]
     if occlusion_done(info):
       for key in (*OCCLUSION_KEYS.values(), "refit_failed"):
         for occluder, value in (info.get(key) or {}).items():
@@ -215,7 +218,8 @@ def summarize(rows: list[dict[str, Any]], cell_names: Sequence[str]) -> list[dic
   for cell in cell_names:
     mine = [r for r in rows if r["run"].startswith(cell + "/")]
     done = [r for r in mine if r["status"] == "finished"]
-    metric_keys = [k for k in _columns(done) if k == "final_accuracy" or k == "best_accuracy"
+    metric_keys = [k for k in _columns(done) if k in ("final_accuracy", "best_accuracy",
+                                                       "confirmation_accuracy")
                    or k.startswith(("occlusion/", "mu/")) or k == "hinge_active"]
     values = {k: [r[k] for r in done if isinstance(r.get(k), (int, float))] for k in metric_keys}
     out.append(dict(cell=cell, row=mine[0] if mine else {}, n=len(done), runs=len(mine),
@@ -238,7 +242,7 @@ def markdown(summary: list[dict[str, Any]], axis_keys: Sequence[str], labelled: 
   metric_keys = [k for k in _columns([c["values"] for c in summary])
                  if any(k in c["values"] for c in summary)]
   names = {"final_accuracy": "final accuracy (%)", "best_accuracy": "best accuracy (%)",
-           "hinge_active": "hinge active"}
+           "confirmation_accuracy": "confirmation (%)", "hinge_active": "hinge active"}
   titles = (["cell"] if labelled else []) + list(axis_keys) + ["n"] + [
       names.get(k, k + (" (%)" if k.startswith("occlusion/") else "")) for k in metric_keys]
   lines = [header, "", "| " + " | ".join(titles) + " |", "|" + "---|" * len(titles)]

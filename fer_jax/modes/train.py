@@ -444,6 +444,18 @@ def evaluate_at(step: int, state: state_lib.TrainState, steps: Steps, eval_split
   return metrics, mu
 
 
+def confirm_at(step: int, state: state_lib.TrainState, steps: Steps, split, mesh,
+               writer: "MetricWriter", use_ema: bool):
+  """(metrics, mu) of the final state on the confirmation split (`data.holdout`), logged as a
+  `confirmation` row of metrics.jsonl (never an `eval` row: nothing selects on it)."""
+  eval_config, eval_step = steps.eval(step)
+  metrics, mu = eval_lib.evaluate_split(eval_config, state.variables(use_ema), split, mesh,
+                                        eval_step)
+  metrics["checkpoint_step"] = step
+  writer.write(step, "confirmation", dict(accuracy=metrics["accuracy"]))
+  return metrics, mu
+
+
 def check_finite(step: int, metrics: dict[str, Any], mgr) -> None:
   """NonFiniteLossError naming what overflowed at `step`, and the last good checkpoint."""
   if bool(metrics["finite"]):
@@ -483,9 +495,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   parallel.sync("dataset prepared")
   sources = pipeline.open_sources(tfds_dir, config.data.landmarks, prepare_if_missing=False)
   train_split = pipeline.load_split(sources, config.data.train_split, config.data.label_mode,
-                                    for_eval=False)
+                                    for_eval=False, **eval_lib.holdout(config))
   eval_split = eval_lib.load_eval_split(config, sources) if (
       config.data.eval_split or config.data.eval_list) else None
+  confirmation = eval_lib.load_confirmation(config, sources)
   steps_per_epoch = pipeline.steps_per_epoch(train_split, config.batch_size)
   num_steps = state_lib.total_steps(config, steps_per_epoch)
   eval_every = (config.eval_every_steps if config.eval_every_steps > 0 else
@@ -526,7 +539,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     ckpt_lib.save(mgr, step, state, data.checkpointed, config_json,
                   None if metrics is None else dict(accuracy=metrics["accuracy"]), force=force)
 
-  step, final = start, None
+  step, final, confirmed = start, None, None
   pending, window = [], []  # metrics of steps not yet checked; of steps not yet logged
   t_log, step_log = time.time(), start
   try:
@@ -563,6 +576,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           return dict(preempted=True, step=step)
       if eval_split is not None and config.eval_at_end:
         final = evaluate_at(step, state, steps, eval_split, mesh, writer, config.eval_ema)
+      if confirmation is not None and config.eval_at_end:
+        confirmed = confirm_at(step, state, steps, confirmation, mesh, writer, config.eval_ema)
       if mgr.latest_step() != step:
         save(step, final[0] if final else None, force=True)
   except errors.NonFiniteLossError:
@@ -583,6 +598,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.close()
 
   result: dict[str, Any] = dict(step=step, train_examples=len(train_split))
+  if confirmed is not None:
+    result["confirmation_accuracy"] = confirmed[0]["accuracy"]
+    if parallel.is_main():
+      path = eval_lib.write_results(str(workdir_path), confirmation.name, *confirmed,
+                                    branch_names, config.plots)
+      logging.info("final evaluation on the held-out %s slice of %s: accuracy %.4f (%d "
+                   "examples); wrote %s", confirmation.name, config.data.train_split,
+                   confirmed[0]["accuracy"], confirmed[0]["num_examples"], path)
   if final is not None:
     metrics, mu = final
     result.update(metrics)
