@@ -55,6 +55,9 @@ def get_config() -> ml_collections.ConfigDict:
       max_shift=0.05,
       occlude_face=0.0,  # training only: P(the occluder is painted over the `face` branch)
   ))
+  data.mix = "none"  # none | mixup | cutmix (data/mixing.py): each training example mixed with
+  #                  its batch neighbour, the soft targets alike
+  data.mix_alpha = 0.2  # lam ~ Beta(alpha, alpha)
   data.train_sizes = ()  # progressive resizing: ((until_epoch, size), ...) trains at `size` px
   #                      until that epoch, then at the next pair's, then at crops.size; the
   #                      evaluations during a phase use its size, the final one crops.size

@@ -17,6 +17,7 @@ import ml_collections
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import labels as labels_lib
 from fer_jax.data import landmarks as landmarks_lib
+from fer_jax.data import mixing
 from fer_jax import errors
 from fer_jax import grid
 from fer_jax import losses
@@ -68,6 +69,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "model.bn_momentum": (0, 1, True, False),
     "model.part_size": (0, INF, True, False),
     "data.holdout": (0, 0.5, True, False),
+    "data.mix_alpha": (0, INF, False, False),
     "data.worker_count": (0, INF, True, False),
     "data.prefetch": (0, INF, True, False),
     "data.crops.size": (4, INF, True, False),
@@ -98,6 +100,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.label_mode": labels_lib.LABEL_MODES,
     "data.source": ("grain", "memory"),
     "data.crops_on": ("device", "host"),
+    "data.mix": tuple(mixing.MIXES),
     "data.crops.occluder_fill": crops_lib.OCCLUDER_FILLS,
     "model.backbone": tuple(backbones.BACKBONES),
     "model.stem": resnet.STEMS,
@@ -185,6 +188,12 @@ def _data(config: ml_collections.ConfigDict) -> None:
     raise errors.ConfigError("config.data.source='memory' gathers and crops each batch inside the "
                       "step: it needs config.data.crops_on='device', got "
                       f"{d.crops_on!r}")
+  if d.mix != "none" and losses.classification_kind(
+      d.label_mode, config.loss.classification) != "cross_entropy":
+    raise errors.ConfigError(f"config.data.mix={d.mix!r} mixes the targets into distributions: it "
+                             "needs the cross_entropy loss, got label_mode "
+                             f"{d.label_mode!r} with loss.classification "
+                             f"{config.loss.classification!r}")
   sizes = tuple(d.train_sizes)
   for pair in sizes:
     if (not isinstance(pair, (tuple, list)) or len(pair) != 2

@@ -30,7 +30,7 @@ SAMPLE = ROOT / "tests" / "data" / "ferplus_sample"
 SLOW_FIRST = ("test_readme.py", "test_multihost.py", "test_preemption.py", "test_study.py")
 SPREAD = ("test_train.py", "test_resnet.py", "test_reliability.py", "test_release.py",
           "test_ablation.py", "test_calibration.py", "test_landmarks.py", "test_losses.py",
-          "test_ferplus.py", "test_labels.py", "test_configs.py")
+          "test_ferplus.py", "test_labels.py", "test_configs.py", "test_mixing.py")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups

@@ -44,6 +44,7 @@ import optax
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import memory
+from fer_jax.data import mixing
 from fer_jax.data import pipeline
 from fer_jax import errors
 from fer_jax import files
@@ -63,16 +64,20 @@ FINITE_CHECKS = ("loss", "gradient norm", "parameters", "BatchNorm statistics")
 
 def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, model, tx, lr_fn,
                inputs_fn, loss_fn, branch_names: tuple[str, ...], ema_decay: float = 0.0,
-               axis_name: str = parallel.DATA_AXIS):
+               mix_fn=None, axis_name: str = parallel.DATA_AXIS):
   """One SGD step on this device's share of the global batch (pmap semantics).
 
   `inputs_fn(batch)` gives the model's input [b, nb, S, S, C] (the crops); `loss_fn(out, batch,
-  key)` the loss and its parts (`losses.make_loss_fn`). A step whose loss is not finite
+  key)` the loss and its parts (`losses.make_loss_fn`); `mix_fn(x, targets, index)` mixes the
+  inputs and their targets (`mixing.MIXES`; None: no mixing). A step whose loss is not finite
   leaves the state as it was (and says so in `metrics['finite']`), so that the state the loop
   holds is always the last good one.
   """
   step_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
   x = inputs_fn(batch)
+  if mix_fn is not None:
+    x, target = mix_fn(x, batch["target"], batch["index"])
+    batch = dict(batch, target=target)
   dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 1), lax.axis_index(axis_name))
 
   def compute_loss(params):
@@ -151,7 +156,9 @@ def make_train_step(config: ml_collections.ConfigDict, mesh, tx, lr_fn, size: in
   fn = functools.partial(
       train_step, model=state_lib.build_model(config, data_axis_name=parallel.DATA_AXIS),
       tx=tx, lr_fn=lr_fn, inputs_fn=inputs_fn, loss_fn=loss_fn,
-      branch_names=crop_cfg.branches, ema_decay=config.optimizer.ema_decay)
+      branch_names=crop_cfg.branches, ema_decay=config.optimizer.ema_decay,
+      mix_fn=None if config.data.mix == "none" else functools.partial(
+          mixing.MIXES[config.data.mix], seed=config.seed, alpha=config.data.mix_alpha))
   if config.data.source == "memory":
     per_device = functools.partial(_gathering_step, fn, global_batch=config.batch_size)
     # the arrays whole on every device; the order table's columns (examples) split
