@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import functools
 import pathlib
 from typing import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 
 from fer_jax import files
 from fer_jax import jsonl
+
+
+@functools.cache
+def _pyplot():
+  """matplotlib.pyplot on the Agg backend, imported at the first figure: importing it costs
+  0.7 s, which every command (prediction on one photo included) paid at start before."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as pyplot  # pylint: disable=g-import-not-at-top
+  return pyplot
 
 
 def _save(fig, path) -> str:
@@ -22,7 +29,7 @@ def _save(fig, path) -> str:
     with files.atomic_path(path) as tmp:
       fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
   finally:
-    plt.close(fig)
+    _pyplot().close(fig)
   return str(path)
 
 
@@ -30,7 +37,7 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path, title: st
   """Row-normalised confusion matrix (rows: true class), counts in each cell."""
   cm = np.asarray(cm, np.float64)
   norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-  fig, ax = plt.subplots(figsize=(6.4, 5.6))
+  fig, ax = _pyplot().subplots(figsize=(6.4, 5.6))
   im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
   for i in range(cm.shape[0]):
     for j in range(cm.shape[1]):
@@ -48,7 +55,7 @@ def confusion_matrix(cm: np.ndarray, class_names: Sequence[str], path, title: st
 def branch_weights(mu: np.ndarray, branch_names: Sequence[str], path, title: str = "") -> str:
   """Distribution of each branch's attention weight mu over the evaluated faces."""
   mu = np.asarray(mu)
-  fig, ax = plt.subplots(figsize=(6.4, 4))
+  fig, ax = _pyplot().subplots(figsize=(6.4, 4))
   ax.violinplot([mu[:, i] for i in range(mu.shape[1])], showmeans=True)
   ax.set_xticks(range(1, len(branch_names) + 1), branch_names)
   ax.set_ylabel("mu (sigmoid weight)")
@@ -64,7 +71,7 @@ def reliability(calibration: dict, path, title: str = "") -> str:
   bins = len(rel["count"])
   centres = (np.arange(bins) + 0.5) / bins
   acc = np.array([np.nan if a is None else a for a in rel["accuracy"]])
-  fig, (ax, ax_n) = plt.subplots(2, 1, figsize=(5.2, 6.0), sharex=True,
+  fig, (ax, ax_n) = _pyplot().subplots(2, 1, figsize=(5.2, 6.0), sharex=True,
                                  gridspec_kw=dict(height_ratios=(3, 1)))
   ax.bar(centres, np.nan_to_num(acc), width=1 / bins, edgecolor="k", alpha=0.7, label="accuracy")
   ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
@@ -87,7 +94,7 @@ def training_curves(metrics_jsonl, path) -> str | None:
   evals = [r for r in rows if r.get("kind") == "eval"]
   if not train:
     return None
-  fig, axes = plt.subplots(1, 4, figsize=(17, 3.6))
+  fig, axes = _pyplot().subplots(1, 4, figsize=(17, 3.6))
   steps = [r["step"] for r in train]
   for key in ("loss", "ce", "constraint"):
     axes[0].plot(steps, [r.get(key, np.nan) for r in train], label=key)
@@ -121,8 +128,8 @@ def crops_grid(faces: Sequence[dict], branch_names: Sequence[str], path, title: 
   `boxes` [nb, 4], `occluder` [4], `crops` [nb, S, S, C] and an optional `caption`.
   """
   n, nb = len(faces), len(branch_names)
-  fig, axes = plt.subplots(n, nb + 1, figsize=(1.6 * (nb + 1), 1.7 * n), squeeze=False)
-  colours = plt.cm.tab10(np.arange(nb))
+  fig, axes = _pyplot().subplots(n, nb + 1, figsize=(1.6 * (nb + 1), 1.7 * n), squeeze=False)
+  colours = _pyplot().cm.tab10(np.arange(nb))
   for r, face in enumerate(faces):
     img = np.asarray(face["image"], np.float32)
     img = img / 255.0 if img.max() > 1.5 else img
@@ -133,11 +140,11 @@ def crops_grid(faces: Sequence[dict], branch_names: Sequence[str], path, title: 
     for b, (name, box) in enumerate(zip(branch_names, np.asarray(face["boxes"]))):
       if np.allclose(box, [-0.5, -0.5, img.shape[1] - 0.5, img.shape[0] - 0.5]):
         continue  # a whole-face branch (face, occluded, occluded_upper): nothing to outline
-      ax.add_patch(plt.Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
+      ax.add_patch(_pyplot().Rectangle((box[0], box[1]), box[2] - box[0], box[3] - box[1],
                                  fill=False, color=colours[b], lw=1))
     if "occluder" in face and "occluded" in branch_names:
       o = np.asarray(face["occluder"])
-      ax.add_patch(plt.Rectangle((o[0], o[1]), o[2] - o[0], o[3] - o[1], fill=False,
+      ax.add_patch(_pyplot().Rectangle((o[0], o[1]), o[2] - o[0], o[3] - o[1], fill=False,
                                  color=colours[list(branch_names).index("occluded")], lw=1,
                                  ls="--"))
     ax.set_xlim(-0.5, img.shape[1] - 0.5)
@@ -160,7 +167,7 @@ def crops_grid(faces: Sequence[dict], branch_names: Sequence[str], path, title: 
 def track_timeline(times: np.ndarray, probs: np.ndarray, eye_weight: np.ndarray,
                    class_names: Sequence[str], path, title: str = "") -> str:
   """One tracked face over a video: expression probabilities (stacked) and the eye weight."""
-  fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True,
+  fig, (ax1, ax2) = _pyplot().subplots(2, 1, figsize=(8, 4.6), sharex=True,
                                  gridspec_kw=dict(height_ratios=[2, 1]))
   ax1.stackplot(times, np.asarray(probs).T, labels=class_names, alpha=0.85)
   ax1.set_ylim(0, 1)
@@ -182,10 +189,10 @@ def class_timeline(starts: np.ndarray, ends: np.ndarray, shares: np.ndarray,
   window without shares (no face, or too few to show) is left blank."""
   starts, ends = np.asarray(starts, np.float64), np.asarray(ends, np.float64)
   shares = np.asarray(shares, np.float64).reshape(len(starts), len(class_names))
-  fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 4.6), sharex=True,
+  fig, (ax1, ax2) = _pyplot().subplots(2, 1, figsize=(8, 4.6), sharex=True,
                                  gridspec_kw=dict(height_ratios=[2, 1]))
   bottom = np.zeros(len(starts))
-  colours = plt.cm.tab10(np.arange(len(class_names)))
+  colours = _pyplot().cm.tab10(np.arange(len(class_names)))
   for i, name in enumerate(class_names):
     ax1.bar(starts, np.nan_to_num(shares[:, i]), width=ends - starts, bottom=bottom,
             align="edge", color=colours[i], label=name, linewidth=0)
@@ -216,7 +223,7 @@ def occlusion(names: Sequence[str], accuracy: Sequence[float], mu: np.ndarray,
   through each occluder when `examples` [occluders, F, F, 1|3] (0-1 or uint8) is given."""
   n, mu = len(names), np.asarray(mu, np.float64)
   accuracy = np.asarray(accuracy, np.float64)
-  fig = plt.figure(figsize=(max(10.0, 0.75 * n), 6.4 if examples is None else 7.6))
+  fig = _pyplot().figure(figsize=(max(10.0, 0.75 * n), 6.4 if examples is None else 7.6))
   grid = fig.add_gridspec(2 if examples is not None else 1, n,
                           height_ratios=[1, 6] if examples is not None else None)
   if examples is not None:
@@ -231,7 +238,7 @@ def occlusion(names: Sequence[str], accuracy: Sequence[float], mu: np.ndarray,
   ax_acc = fig.add_subplot(grid[-1, :half])
   ax_mu = fig.add_subplot(grid[-1, half:])
   rows = np.arange(n)
-  ax_acc.barh(rows, accuracy, color=plt.cm.tab10(0))
+  ax_acc.barh(rows, accuracy, color=_pyplot().cm.tab10(0))
   for r, a in zip(rows, accuracy):
     ax_acc.text(a if np.isfinite(a) else 0, r, f" {a:.3f}", va="center", fontsize=7)
   if "none" in names:
@@ -277,10 +284,10 @@ def study_accuracy(labels: Sequence[str], series: dict[str, Sequence[Sequence[fl
   if x is None and len(names) > n:  # more curves than cells: a group per curve, a bar per cell
     groups, members = names, list(labels)
     per = [[series[name][c] for name in names] for c in range(n)]
-  colors = (plt.cm.tab20(np.linspace(0, 1, len(members), endpoint=False))
+  colors = (_pyplot().cm.tab20(np.linspace(0, 1, len(members), endpoint=False))
             if len(members) > 10 else [f"C{i}" for i in range(len(members))])
   wide = max(5.0, 0.25 * n * len(series) + 2.5) if x is None else 6.0
-  fig, ax = plt.subplots(figsize=(wide, 4.0))
+  fig, ax = _pyplot().subplots(figsize=(wide, 4.0))
   width = 0.8 / max(len(members), 1)
   for s, (name, per_group) in enumerate(zip(members, per)):
     mean, std = np.array([stats(v) for v in per_group]).T
