@@ -7,7 +7,8 @@ A released model is what `--mode=predict` and `--mode=eval` use when no `--workd
                      state), stored in `dtype` (bfloat16 halves it) and read back as float32
     config.json      the run's whole config, as a workdir's
     release.json     where it came from: workdir, step, dtype, validation accuracy
-    MODEL_CARD.md    data, command, accuracy, limits, licences and intended use (by hand)
+    MODEL_CARD.md    data, command, accuracy, limits, licences and intended use (by hand;
+                     `card_figures` lists the figures it must state, and a test holds it)
 
 `write` makes the first three from a training run's checkpoint; `load` gives back what
 `checkpoint.load_checkpoint` gives for a workdir: (config, variables, step), the config being
@@ -105,6 +106,36 @@ def set_temperature(name: str, evaluation_json: str, root: pathlib.Path | None =
                "%.4f)", name, cal["fitted_temperature"], cal["nll"], cal["nll_at_fitted"],
                cal["ece"], cal["ece_at_fitted"])
   return float(cal["fitted_temperature"])
+
+
+def card_figures(path: pathlib.Path) -> list[str]:
+  """The figures released model folder `path`'s MODEL_CARD.md must state, written as the card
+  writes them, from the files beside it: validation accuracy with its face count
+  (validation.json), accuracy per class, accuracy under each occluder
+  (occlusion_validation.json, where present) and the calibration before and after the stored
+  temperature (release.json, where fitted). tests/test_release.py holds every card to them."""
+  path = pathlib.Path(path)
+  evaluation = json.loads((path / "validation.json").read_text())
+  accuracy, n = evaluation["accuracy"], evaluation["num_examples"]
+  out = [f"{100 * accuracy:.2f}%", f"({round(accuracy * n):,} of {n:,})"]
+  out += [f"{name} {100 * v:.1f}%" for name, v in evaluation["per_class_accuracy"].items()]
+  if (path / "occlusion_validation.json").exists():
+    occlusion = json.loads((path / "occlusion_validation.json").read_text())["occluders"]
+    names = [o for o in occlusion if o != "none"]
+    random = [o for o in names if o.startswith("random_")]
+    out += [f"{o.replace('_', ' ')} {100 * occlusion[o]['accuracy']:.1f}%" for o in names
+            if o not in random]
+    if random:
+      sizes = [o.split("_")[1] for o in random]
+      out.append(f"random {sizes[0]}-{sizes[-1]}% of the face " + " / ".join(
+          f"{100 * occlusion[o]['accuracy']:.1f}" for o in random) + "%")
+  calibration = json.loads((path / "release.json").read_text()).get("calibration")
+  if calibration:
+    before, after = calibration["before"], calibration["after"]
+    out += [f"| {before['nll']:.3f} | {100 * before['ece']:.2f}% |",
+            f"T = {calibration['temperature']:.3f}",
+            f"| {after['nll']:.3f} | {100 * after['ece']:.2f}% |"]
+  return out
 
 
 # A released folder is read by the checkpoint module (eval and predict meet one where they

@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 
 import jax
 import numpy as np
@@ -64,3 +65,22 @@ def test_the_committed_model_predicts_the_photos_with_no_workdir(tmp_path):
   summary = cli.run("predict", config, None, input_path=str(PHOTOS), output=str(tmp_path / "o"))
   rows = (tmp_path / "o" / "faces.csv").read_text().splitlines()
   assert len(rows) > 1, summary
+
+
+@pytest.mark.parametrize("name", release.available())
+def test_each_model_card_states_its_own_figures(name, tmp_path):
+  """Every figure of a release's validation, occlusion and calibration files appears in its
+  MODEL_CARD.md as `release.card_figures` writes it; a changed file shows as missing figures."""
+  folder = release.model_dir(name)
+  card = (folder / "MODEL_CARD.md").read_text()
+  figures = release.card_figures(folder)
+  assert len(figures) >= 10 and [f for f in figures if f not in card] == []
+  for f in ("validation.json", "release.json", "occlusion_validation.json"):
+    if (folder / f).exists():
+      shutil.copy(folder / f, tmp_path / f)
+  evaluation = json.loads((tmp_path / "validation.json").read_text())
+  evaluation["accuracy"] += 0.001
+  evaluation["per_class_accuracy"]["sadness"] += 0.002
+  (tmp_path / "validation.json").write_text(json.dumps(evaluation))
+  missing = [f for f in release.card_figures(tmp_path) if f not in card]
+  assert len(missing) == 3, missing  # the accuracy, its face count and sadness's
