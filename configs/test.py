@@ -37,4 +37,5 @@ def get_config():
   config.eval_every_steps = 3
   config.checkpoint_every_steps = 3
   config.plots = False
+  config.occlusion.fit_cache = ""  # nothing written outside a test's folders
   return config

@@ -23,7 +23,8 @@ from fer_jax import validation
 # Every config value that is a path. They, `--workdir`, `--input` and `--output` are expanded
 # (`~`, $VARS) here, once, so no module ever sees a raw path: the shell leaves `~` alone in
 # `--flag=~/x`.
-PATH_KEYS = ("data.manual_dir", "data.tfds_dir", "data.eval_list", "predict.face_alignment_dir")
+PATH_KEYS = ("data.manual_dir", "data.tfds_dir", "data.eval_list", "predict.face_alignment_dir",
+             "occlusion.fit_cache")
 
 
 class _QuietThirdParty(logging.logging.Filter):

@@ -163,6 +163,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.occlusion.landmarks = "refit"  # refit: the part crops are cut from landmarks fitted
   #   again on the occluded face (prepare's fitter, the template where it fails), as a deployed
   #   model meets occlusion | oracle: from the unoccluded face's landmarks (an upper bound)
+  config.occlusion.fit_cache = "~/.cache/fer_jax/fits"  # refit: landmark fits kept by the
+  #   pixels they were fitted on (data/fit_cache.py), so the study's runs fit each occluded
+  #   face once; "" = keep none (safe to delete)
 
   # ---- several processes (see README, multi-host)
   config.multihost = ml_collections.ConfigDict()

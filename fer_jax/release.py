@@ -118,7 +118,8 @@ def card_figures(path: pathlib.Path) -> list[str]:
   evaluation = json.loads((path / "validation.json").read_text())
   accuracy, n = evaluation["accuracy"], evaluation["num_examples"]
   out = [f"{100 * accuracy:.2f}%", f"({round(accuracy * n):,} of {n:,})"]
-  out += [f"{name} {100 * v:.1f}%" for name, v in evaluation["per_class_accuracy"].items()]
+  out += [f"{name} {100 * v:.1f}%" for name, v in evaluation["per_class_accuracy"].items()
+          if v is not None]  # None: no face of that class
   if (path / "occlusion_validation.json").exists():
     occlusion = json.loads((path / "occlusion_validation.json").read_text())["occluders"]
     names = [o for o in occlusion if o != "none"]

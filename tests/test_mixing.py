@@ -37,6 +37,19 @@ def test_mixup_weight_belongs_to_the_example_not_its_place_in_the_batch():
   assert abs(many.mean() - 0.5) < 0.01 and abs(many.var() - 0.25 / 1.8) < 0.01
 
 
+def test_partners_cross_devices_so_pairs_do_not_depend_on_the_device_count():
+  """Four devices' shards (simulated by a named vmap axis): each example's partner is the
+  previous one of the global batch, as on one device."""
+  x, targets, index = batch(b=8)
+  shards = lambda a: a.reshape(4, 2, *a.shape[1:])
+  for mix in ("mixup", "cutmix"):
+    one = mixing.MIXES[mix](x, targets, index, seed=2, alpha=1.0)
+    four = jax.vmap(lambda a, t, i: mixing.MIXES[mix](a, t, i, seed=2, alpha=1.0, axis_name="d"),
+                    axis_name="d")(shards(x), shards(targets), shards(index))
+    for got, want in zip(four, one):
+      np.testing.assert_allclose(got.reshape(want.shape), want, atol=1e-6, err_msg=mix)
+
+
 def test_cutmix_pastes_one_box_in_every_branch_and_weights_targets_by_pixels_kept():
   b, size = 6, 16
   x = jnp.broadcast_to(jnp.arange(1.0, b + 1)[:, None, None, None, None], (b, 3, size, size, 1))
@@ -65,7 +78,7 @@ def test_mixing_changes_the_step_s_gradient_and_needs_soft_targets(test_config, 
   b = {k: v for k, v in b.items() if k in train.STEP_INPUTS}
   mesh = parallel.make_mesh()
   norms = {}
-  for mix in ("none", "mixup"):
+  for mix in ("none", "mixup", "cutmix"):
     config = test_config.copy_and_resolve_references()
     config.data.mix, config.data.mix_alpha = mix, 1.0
     tx, lr = state_lib.make_optimizer(config, 10)
@@ -73,7 +86,8 @@ def test_mixing_changes_the_step_s_gradient_and_needs_soft_targets(test_config, 
     _, m = train.make_train_step(config, mesh, tx, lr)(state, parallel.global_batch(b, mesh))
     assert bool(m["finite"])
     norms[mix] = float(m["grad_norm"])
-  assert abs(norms["mixup"] - norms["none"]) > 1e-3 * norms["none"], norms
+  for mix in ("mixup", "cutmix"):
+    assert abs(norms[mix] - norms["none"]) > 1e-3 * norms["none"], norms
   config = test_config.copy_and_resolve_references()
   config.data.mix, config.data.label_mode = "cutmix", "multi_target"
   with pytest.raises(errors.ConfigError, match="data.mix='cutmix' .* cross_entropy"):

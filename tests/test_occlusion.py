@@ -15,6 +15,7 @@ import runs
 from configs import default
 from fer_jax import cli
 from fer_jax.data import crops, ferplus, pipeline
+from fer_jax.data import fit_cache
 from fer_jax.data import landmarks as landmarks_lib
 from fer_jax.modes import evaluate, occlusion
 
@@ -196,6 +197,37 @@ def test_refit_fits_the_occluded_face_and_moves_the_part_boxes(faces, occluded):
   # Uncovered, the same fitter gives back the stored landmarks: oracle and refit agree there.
   none = occlusion.Refit(fitter, NAMES.index("none"), SEED)(batch)
   np.testing.assert_allclose(none["landmarks"], landmarks, atol=1e-3)
+
+
+def test_fits_kept_in_the_cache_are_read_back_for_the_same_pixels_only(faces, tmp_path):
+  """`occlusion.fit_cache`: a second evaluation of the same occluded faces fits none of them
+  and gets the very landmarks and fallbacks; other pixels (another occluder) are fitted."""
+  images, landmarks, idx = faces
+  calls = []
+  class Counting(landmarks_lib.AlignedFitter):
+    def __call__(self, image):
+      calls.append(1)
+      return super().__call__(image)
+
+  fitter = Counting(landmarks_lib.make_source("dlib"))
+  batch = dict(image=images, landmarks=landmarks, index=np.asarray(idx, np.int32),
+               mask=np.array([1] * 7 + [0], np.float32))
+  mouth, eyes = NAMES.index("mouth"), NAMES.index("eyes_band")
+  first = occlusion.Refit(fitter, mouth, SEED, fit_cache.FitCache(str(tmp_path), fitter, "t"))
+  out = first(batch)
+  assert len(calls) == 7 and first.cache.save() is not None
+  again = occlusion.Refit(fitter, mouth, SEED, fit_cache.FitCache(str(tmp_path), fitter, "t"))
+  out2 = again(batch)
+  assert len(calls) == 7 and again.cache.hits == 7  # nothing fitted again
+  np.testing.assert_array_equal(out2["landmarks"], out["landmarks"])
+  assert (again.faces, again.failed) == (first.faces, first.failed)
+  other = occlusion.Refit(fitter, eyes, SEED, fit_cache.FitCache(str(tmp_path), fitter, "t"))
+  other(batch)
+  assert len(calls) == 14 and other.cache.hits == 0
+  # Another fitter's settings are another key: nothing is shared.
+  coarse = Counting(landmarks_lib.make_source("dlib"), max_deviation=0.5)
+  assert fit_cache.FitCache(str(tmp_path), coarse, "t").fit(coarse, images[0]) is not None
+  assert len(calls) == 15
 
 
 def test_only_a_model_that_classifies_the_whole_face_alone_ignores_landmarks():

@@ -18,6 +18,7 @@ from configs import test as test_config_module
 
 from fer_jax import checkpoint as ckpt_lib
 from fer_jax.data import crops, labels, pipeline
+from fer_jax import errors
 from fer_jax import inference
 from fer_jax.modes import evaluate, train
 from fer_jax import parallel, state as state_lib
@@ -311,9 +312,12 @@ def test_holdout_is_a_confirmation_split_never_trained_on(test_config, prepared,
   assert result["confirmation_accuracy"] == saved["accuracy"]
   assert [r["step"] for r in metrics_rows(tmp_path, "confirmation")] == [2]
   assert json.loads((tmp_path / "eval" / "validation.json").read_text())["num_examples"] == 87
-  config.data.eval_split = "confirmation"
+  # --mode=eval takes the slice from the run's own config, whatever the command's says.
+  config.data.eval_split, config.data.holdout_seed = "confirmation", 99
   again = evaluate.evaluate(config, str(tmp_path), "latest")
   assert (again["accuracy"], again["num_examples"]) == (saved["accuracy"], saved["num_examples"])
+  with pytest.raises(errors.ConfigError, match="never selected on during training"):
+    train.train_and_evaluate(config, str(tmp_path / "selecting"))
 
 
 def test_steps_over_four_devices_equal_one_device(prepared):

@@ -137,6 +137,24 @@ def holdout(config: ml_collections.ConfigDict) -> dict[str, Any]:
               train_split=config.data.train_split)
 
 
+HOLDOUT_KEYS = ("holdout", "holdout_seed", "train_split")
+
+
+def run_holdout(config: ml_collections.ConfigDict, workdir: str) -> ml_collections.ConfigDict:
+  """`config` with the run's own `data.holdout`, `holdout_seed` and `train_split` (from its
+  newest checkpoint's config), so that the confirmation slice evaluated is the one the run
+  held out, whatever the command's config says."""
+  found = ckpt_lib.newest_saved_config(workdir)
+  saved = (found[1] if found else {}).get("data", {})
+  config = config.copy_and_resolve_references()
+  for key in HOLDOUT_KEYS:
+    if key in saved and saved[key] != config.data[key]:
+      logging.info("confirmation split: data.%s=%r, the run's own (the command said %r)", key,
+                   saved[key], config.data[key])
+      config.data[key] = saved[key]
+  return config
+
+
 def load_confirmation(config: ml_collections.ConfigDict, sources) -> pipeline.Split | None:
   """The confirmation split (`data.holdout` > 0), or None."""
   if config.data.holdout <= 0:
@@ -154,6 +172,8 @@ def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, which: str
   evaluates runs whose data exists); the model is the checkpoint's own
   (`checkpoint.RUN_KEYS` from the run's config, `checkpoint.load_checkpoint`)."""
   mesh = parallel.make_mesh()
+  if config.data.eval_split == pipeline.CONFIRMATION and not config.data.eval_list:
+    config = run_holdout(config, workdir)
   sources = pipeline.open_sources(pipeline.resolve_tfds_dir(config.data.tfds_dir, workdir),
                                   config.data.landmarks, config.data.manual_dir,
                                   prepare_if_missing=prepare_if_missing)

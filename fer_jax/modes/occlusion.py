@@ -66,6 +66,7 @@ import numpy as np
 
 from fer_jax.data import crops as crops_lib
 from fer_jax.data import ferplus
+from fer_jax.data import fit_cache
 from fer_jax.data import landmarks as landmarks_lib
 from fer_jax.data import pipeline
 from fer_jax import files
@@ -295,8 +296,10 @@ class Refit:
   """A batch's faces under one occluder, with landmarks fitted again on the occluded faces
   (`evaluate.evaluate_split`'s `host_fn`); counts the fits that fell back to the template."""
 
-  def __init__(self, fitter: landmarks_lib.AlignedFitter, occluder: int, seed: int):
+  def __init__(self, fitter: landmarks_lib.AlignedFitter, occluder: int, seed: int,
+               cache: fit_cache.FitCache | None = None):
     self.fitter, self.occluder, self.seed = fitter, np.int32(occluder), np.int32(seed)
+    self.cache = cache  # fits kept from an earlier evaluation of the same pixels
     self.faces = self.failed = 0
     self.fits = fitter.source.name != "template"  # the template has nothing to fail
 
@@ -305,7 +308,8 @@ class Refit:
                                       self.occluder, self.seed))
     landmarks = np.array(batch["landmarks"], np.float32)
     for j in np.flatnonzero(np.asarray(batch["mask"]) > 0):
-      landmarks[j], fitted = self.fitter(images[j])
+      landmarks[j], fitted = (self.fitter(images[j]) if self.cache is None else
+                              self.cache.fit(self.fitter, images[j]))
       self.faces += 1
       self.failed += int(not fitted)
     return {**batch, "image": images, "landmarks": landmarks}
@@ -349,8 +353,16 @@ def evaluate_occluders(config: ml_collections.ConfigDict, variables, split: pipe
       results[name], _ = eval_lib.evaluate_split(config, variables, tagged, mesh, run)
       results[name]["refit_failed"] = None
       continue
-    refit = None if name == "none" else Refit(fitter, i, config.data.eval_occluder_seed)
+    refit = None if name == "none" else Refit(
+        fitter, i, config.data.eval_occluder_seed,
+        fit_cache.FitCache(config.occlusion.fit_cache if fitter.source.name != "template"
+                           else "", fitter, f"{split.name}-{name}", jax.process_index()))
     results[name], _ = eval_lib.evaluate_split(config, variables, tagged, mesh, plain, refit)
+    if refit is not None:
+      refit.cache.save()
+      if refit.cache.hits:
+        logging.info("%s: %d of the fits were read from %s", tagged.name, refit.cache.hits,
+                     config.occlusion.fit_cache)
     results[name]["refit_failed"] = None if refit is None else refit.failed_fraction()
     if refit is not None and refit.fits:
       logging.info("%s: %d of %d refits fell back to the template (this process)", tagged.name,

@@ -163,7 +163,7 @@ def read_row(run: grid.Run, run_dir: pathlib.Path, name: str,
              if r.get("kind") == "eval" and isinstance(r.get("accuracy"), (int, float))]
     row["best_accuracy"] = max(evals + [evaluation["accuracy"]])
     confirmation = _read_json(run_dir / "eval" / "confirmation.json")  # data.holdout > 0
-    if confirmation:
+    if confirmation and confirmation.get("checkpoint_step") == info.get("step"):
       row["confirmation_accuracy"] = confirmation["accuracy"]
     if occlusion_done(info):
       for key in (*OCCLUSION_KEYS.values(), "refit_failed"):

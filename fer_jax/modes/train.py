@@ -76,7 +76,7 @@ def train_step(state: state_lib.TrainState, batch: dict[str, jax.Array], *, mode
   step_key = jax.random.fold_in(jax.random.wrap_key_data(state.key), state.step)
   x = inputs_fn(batch)
   if mix_fn is not None:
-    x, target = mix_fn(x, batch["target"], batch["index"])
+    x, target = mix_fn(x, batch["target"], batch["index"], axis_name=axis_name)
     batch = dict(batch, target=target)
   dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 1), lax.axis_index(axis_name))
 
@@ -487,6 +487,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `jax.distributed` is started by the caller (`cli.run`) when the run spans processes.
   """
   validation.validate(config)
+  if config.data.eval_split == pipeline.CONFIRMATION:
+    raise errors.ConfigError(f"config.data.eval_split={pipeline.CONFIRMATION!r}: the held-out "
+                             "slice is never selected on during training (it is evaluated at "
+                             "the end by itself); train with eval_split='validation'")
   pipeline.check_batch(config.batch_size, jax.process_count(), jax.device_count())
   pipeline.check_batch(config.eval_batch_size, jax.process_count(), jax.device_count())
   # Before any work, and before config.json is written:
