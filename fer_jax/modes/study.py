@@ -82,7 +82,7 @@ RUN_FILE = "study_run.json"  # in each run folder: status, wall time, occlusion 
 # Config keys whose values do not change what a run learns: a run folder written with other
 # values of these is still this study's run.
 UNCOMPARED = ("data.manual_dir", "data.tfds_dir", "data.worker_count", "data.prefetch",
-              "plots", "log_every_steps", "multihost", "predict")
+              "plots", "log_every_steps", "multihost", "predict", "occlusion.fit_cache")
 
 
 def eval_name(config: ml_collections.ConfigDict) -> str:
