@@ -61,7 +61,8 @@ def main(argv):
   cli.setup_compile_cache()
   try:
     cli.run(FLAGS.mode, _CONFIG.value, FLAGS.workdir, checkpoint=FLAGS.checkpoint,
-            input_path=FLAGS.input, output=FLAGS.output, model=FLAGS.model)
+            input_path=FLAGS.input, output=FLAGS.output, model=FLAGS.model,
+            explicit=cli.explicit_config_keys(sys.argv[1:]))
   except errors.EXPECTED as e:
     logging.error("%s: %s", type(e).__name__, e)
     fail(str(e), errors.exit_status(e))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import importlib.util
+import json
 import os
 import pathlib
 
@@ -13,6 +14,7 @@ from absl import logging
 import jax
 import ml_collections
 
+from fer_jax import checkpoint as ckpt_lib
 from fer_jax import errors
 from fer_jax import files
 from fer_jax import modes
@@ -223,11 +225,41 @@ def released_model_dir(name: str, mode: modes.Mode, workdir: str | None,
   return str(path)
 
 
+# What an evaluation takes from the model's own config unless the command line sets it: a model
+# is reported in the mode it was trained and selected in (configs/cpu.py's mirror average).
+MODEL_DEFAULTS = ("eval_flip",)
+MODEL_DEFAULT_MODES = ("eval", "occlusion")
+
+
+def explicit_config_keys(argv: list[str]) -> set[str]:
+  """The config keys a command line sets (`--config.KEY=VALUE` or `--config.KEY VALUE`)."""
+  return {a[len("--config."):].split("=", 1)[0] for a in argv if a.startswith("--config.")}
+
+
+def model_defaults(config: ml_collections.ConfigDict, workdir: str,
+                   explicit: set[str] | None) -> None:
+  """Sets each `MODEL_DEFAULTS` key that `explicit` (the keys the command line set; None:
+  unknown, nothing changes) lacks to its value in the model's own config: the newest
+  checkpoint's, or a released model's config.json."""
+  if explicit is None:
+    return
+  found = ckpt_lib.newest_saved_config(workdir)
+  saved = found[1] if found else None
+  if saved is None and release.is_release(workdir):
+    saved = json.loads((pathlib.Path(workdir) / "config.json").read_text())
+  for key in MODEL_DEFAULTS:
+    if key in explicit or not saved or key not in saved or saved[key] == config[key]:
+      continue
+    logging.info("%s=%r, the model's own (--config.%s=... to change it)", key, saved[key], key)
+    config[key] = saved[key]
+
+
 def run(name: str, config: ml_collections.ConfigDict, workdir: str | None, *,
         checkpoint: str = "latest", input_path: str | None = None, output: str | None = None,
-        model: str | None = None):
+        model: str | None = None, explicit: set[str] | None = None):
   """`--mode=name` with these flags: checked against the mode's row of `modes.MODES`, then
-  its module's `main`."""
+  its module's `main`. `explicit`: the config keys the command line set (main.py), for
+  `model_defaults`."""
   mode = modes.get(name)
   expand_paths(config)
   workdir, input_path, output = map(expand_path, (workdir, input_path, output))
@@ -246,6 +278,8 @@ def run(name: str, config: ml_collections.ConfigDict, workdir: str | None, *,
     errors.need(input_path, "--input", name)
   if mode.output_required:
     errors.need(output, "--output", name)
+  if name in MODEL_DEFAULT_MODES:
+    model_defaults(config, workdir, explicit)
   if mode.distributed:
     parallel.initialize(config.multihost)
   lock = run_lock(mode, None if released else workdir)

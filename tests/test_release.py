@@ -56,6 +56,30 @@ def test_eval_without_workdir_uses_the_released_model(reference_run, test_config
     cli.run("train", config, str(tmp_path / "w"), model="tiny")
 
 
+def test_eval_reports_a_model_in_its_own_mirror_mode_unless_the_command_sets_it(
+    reference_run, test_config, tmp_path, monkeypatch):
+  """A released model trained and selected with the mirror average (`eval_flip` in its
+  config.json) is evaluated with it by default; `--config.eval_flip=...` on the command line
+  wins (`cli.explicit_config_keys` reads which keys a command line sets)."""
+  folder = release.write(str(reference_run), "tiny", dtype="float32", root=tmp_path / "weights")
+  saved = json.loads((folder / "config.json").read_text())
+  assert saved["eval_flip"] is False
+  (folder / "config.json").write_text(json.dumps(dict(saved, eval_flip=True)))
+  monkeypatch.setattr(release, "WEIGHTS_DIR", tmp_path / "weights")
+  assert cli.explicit_config_keys(["--mode=eval", "--config.eval_flip=False",
+                                   "--config.data.manual_dir=x", "--model=tiny"]) == {
+                                       "eval_flip", "data.manual_dir"}
+  nll = {}
+  for name, flip, explicit in (("own", False, set()), ("told_on", True, {"eval_flip"}),
+                               ("told_off", False, {"eval_flip"})):
+    config = test_config.copy_and_resolve_references()
+    config.plots, config.eval_flip = False, flip
+    result = cli.run("eval", config, None, model="tiny", output=str(tmp_path / name),
+                     explicit=explicit)
+    nll[name] = result["calibration"]["nll"]
+  assert nll["own"] == nll["told_on"] != nll["told_off"], nll
+
+
 def test_the_committed_model_predicts_the_photos_with_no_workdir(tmp_path):
   """The README's promise: predict works out of the box, with no training and no workdir."""
   assert release.DEFAULT_MODEL in release.available(), "the released model is not committed"
