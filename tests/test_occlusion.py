@@ -230,6 +230,24 @@ def test_fits_kept_in_the_cache_are_read_back_for_the_same_pixels_only(faces, tm
   assert len(calls) == 15
 
 
+def test_every_kept_fit_is_read_back_whatever_bytes_its_key_ends_in(tmp_path):
+  """2,000 tiny images: their SHA-1 keys include some ending in a zero byte (which numpy's
+  bytes dtype would drop); all 2,000 come back from the saved file."""
+  fitter = lambda image: (np.full((68, 2), image[0, 0], np.float32), bool(image[0, 1] % 2))
+  images = [np.array([[i % 256, i // 256]], np.uint8) for i in range(2000)]
+  cache = fit_cache.FitCache(str(tmp_path), fitter, "t")
+  assert any(cache.key(image)[-1] == 0 for image in images)
+  for image in images:
+    cache.fit(fitter, image)
+  cache.save()
+  again = fit_cache.FitCache(str(tmp_path), fitter, "t")
+  never = lambda image: pytest.fail("fitted again")
+  for image in images:
+    pts, ok = again.fit(never, image)
+    assert pts[0, 0] == image[0, 0] and ok == bool(image[0, 1] % 2)
+  assert again.hits == 2000
+
+
 def test_only_a_model_that_classifies_the_whole_face_alone_ignores_landmarks():
   """Refit and oracle differ only through crops cut by landmarks: for a model that classifies
   the whole face alone (one branch, or the multi-view model's `inference_branches`), the refit
