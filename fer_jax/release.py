@@ -32,7 +32,7 @@ from fer_jax import checkpoint as ckpt_lib
 from fer_jax import files
 
 WEIGHTS_DIR = pathlib.Path(__file__).resolve().parent / "weights"
-DEFAULT_MODEL = "fer_r10_cpu"
+DEFAULT_MODEL = "fer_face_r10"  # the paper's five-branch model: "fer_r10_cpu"
 DTYPES = ("float32", "bfloat16")
 
 
