@@ -89,8 +89,9 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def report(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> dict:
-  """The calibration figures of an evaluation: NLL and ECE at the model's temperature, and the
-  temperature fitted on these faces with the NLL and ECE it gives."""
+  """The calibration figures of an evaluation: NLL and ECE at the model's temperature, before
+  it (at temperature 1: `nll_at_1`, `ece_at_1`), and the temperature fitted on these faces
+  with the NLL and ECE it gives."""
   fitted = fit_temperature(logits, labels)
   at = lambda t: probabilities(logits, t)
   conf, acc, count = reliability(at(temperature), labels)
@@ -98,5 +99,6 @@ def report(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> 
   return dict(temperature=float(temperature), nll=nll(at(temperature), labels),
               ece=ece(at(temperature), labels), fitted_temperature=fitted,
               nll_at_fitted=nll(at(fitted), labels), ece_at_fitted=ece(at(fitted), labels),
+              nll_at_1=nll(at(1.0), labels), ece_at_1=ece(at(1.0), labels),
               bins=BINS, reliability=dict(confidence=plain(conf), accuracy=plain(acc),
                                           count=[int(c) for c in count]))

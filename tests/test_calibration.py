@@ -40,6 +40,10 @@ def test_the_temperature_faces_were_drawn_at_is_recovered():
   report = calibration.report(logits, labels)
   assert report["nll_at_fitted"] < report["nll"] and report["ece_at_fitted"] < report["ece"]
   assert report["ece_at_fitted"] < 0.02  # calibrated, up to sampling noise
+  # Before a temperature: the figures at 1, whatever temperature the model carries.
+  tempered = calibration.report(logits, labels, temperature=2.0)
+  assert tempered["nll_at_1"] == report["nll"] and tempered["ece_at_1"] == report["ece"]
+  assert tempered["nll"] == pytest.approx(report["nll_at_fitted"], rel=0.01)
   # One view: softmax(logits / T). Two (the mirror average): the views' softmax averaged, then
   # tempered, so the most probable class never changes with T.
   np.testing.assert_allclose(calibration.probabilities(logits[:5], 2.0),

@@ -101,8 +101,11 @@ def evaluate_split(config: ml_collections.ConfigDict, variables, split: pipeline
                       None if hi_lo is None else (*hi_lo, config.loss.margin))
   metrics["calibration"] = calibration.report(np.concatenate(logits)[keep], labels,
                                               float(config.model.temperature))
-  logging.info("evaluated %d examples of %s in %.1fs: accuracy %.4f", len(labels), split.name,
-               time.time() - start, metrics["accuracy"])
+  cal = metrics["calibration"]
+  logging.info("evaluated %d examples of %s in %.1fs: accuracy %.4f, ECE %.4f and NLL %.4f at "
+               "the model's temperature %.3g (%.4f and %.4f at 1)", len(labels), split.name,
+               time.time() - start, metrics["accuracy"], cal["ece"], cal["nll"],
+               cal["temperature"], cal["ece_at_1"], cal["nll_at_1"])
   return metrics, mu
 
 
