@@ -127,10 +127,20 @@ def check_writable(tfds_dir: str) -> None:
 
 
 def all_votes(source) -> np.ndarray:
-  n = len(source)
-  if n == 0:
-    return np.zeros((0, labels_lib.NUM_VOTES), np.int32)
-  return np.stack([source[i]["votes"] for i in range(n)])
+  return votes_and_names(source, names=False)[0]
+
+
+def votes_and_names(source, names: bool) -> tuple[np.ndarray, list[str] | None]:
+  """Every record's votes [n, 10] and, if `names`, its face name, in one pass over the split."""
+  votes, found = [], []
+  for i in range(len(source)):
+    record = source[i]
+    votes.append(record["votes"])
+    if names:
+      name = record["name"]
+      found.append(name.decode() if isinstance(name, bytes) else str(name))
+  votes = (np.stack(votes) if votes else np.zeros((0, labels_lib.NUM_VOTES), np.int32))
+  return votes, (found if names else None)
 
 
 CONFIRMATION = "confirmation"  # the held-out slice of the training split (`data.holdout`)
@@ -145,14 +155,6 @@ def held_out(names, fraction: float, seed: int) -> np.ndarray:
   u = np.array([int.from_bytes(hashlib.sha256(f"{seed}/{n}".encode()).digest()[:8], "little")
                 for n in names], np.float64) / 2.0**64
   return u < fraction
-
-
-def all_names(source) -> list[str]:
-  out = []
-  for i in range(len(source)):
-    name = source[i]["name"]
-    out.append(name.decode() if isinstance(name, bytes) else str(name))
-  return out
 
 
 def load_split(sources: dict[str, Any], split: str, label_mode: str, for_eval: bool,
@@ -178,15 +180,16 @@ def load_split(sources: dict[str, Any], split: str, label_mode: str, for_eval: b
                    f"was not built")
   source = sources[split]
   try:
-    votes = all_votes(source)  # reads every record: a damaged file shows here
+    # Reads every record (a damaged file shows here), with the names a hold-out is drawn by.
+    votes, names = votes_and_names(source, names=holdout > 0 and split == train_split)
   except (RuntimeError, ValueError, OSError) as e:  # Riegeli's "Corrupted ... file", truncation
     if not hasattr(sources, "path"):
       raise
     raise damaged(sources.path, sources.tfds_dir, split, e) from None
   mode = "majority" if for_eval else label_mode
   kept, targets = labels_lib.targets_for_split(votes, mode)
-  if holdout > 0 and split == train_split:  # the evaluation splits keep every face
-    held = held_out(all_names(source), holdout, holdout_seed)
+  if names is not None:  # the training split's slice; the evaluation splits keep every face
+    held = held_out(names, holdout, holdout_seed)
     kept = kept & (held if confirm else ~held)
   idx = np.flatnonzero(kept)
   return Split(CONFIRMATION if confirm else split, source, idx.astype(np.int64), targets[idx],
