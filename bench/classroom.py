@@ -544,8 +544,7 @@ def predictor(opts=None, extra=None):
           file=sys.stderr)
     name = detectors.FALLBACK
     detector = detectors.make_detector(name)
-  if opts.flip != "checkpoint":
-    config.eval_flip = opts.flip == "on"
+  config.eval_flip = predict.mirror_average(opts.flip, bool(config.eval_flip), "image")
   classify = predict.make_classifier(config, variables, int(opts.batch_size))
   return detector, name, source, opts, classify, release.DEFAULT_MODEL, step
 

@@ -5,6 +5,8 @@
     python bench/predict.py --detect_every=1,5 --detectors=blazeface,hog_up1 --flip=checkpoint,off
     python bench/predict.py --startup     # one photo: compilation cache cold, then warm
     python bench/predict.py --lecture=10  # a 10-minute lecture at 1 frame/s: memory over time
+    python bench/predict.py --video=400   # main.py --mode=predict on a 400-frame video, as a
+                                          # user runs it: end-to-end frames/s, cold and warm
 
 The input is a synthetic classroom: 1280x720 frames with 20 faces (resized copies of the two
 test photos' faces, tests/data/photos, tiled 5 x 4 on a grey background), each face drifting a
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import pathlib
 import resource
@@ -130,6 +133,38 @@ def startup(repeats: int) -> None:
         f"{[round(x, 1) for x in cold]}, warm {[round(x, 1) for x in warm]}")
 
 
+def video(frames: int, predict_flags: list[str]) -> None:
+  """`--video=N`: `main.py --mode=predict` on an N-frame 1280x720 video of the classroom
+  frames, in a fresh process as a user runs it (every default output written), once with an
+  empty compilation cache and once with the cache that run left: wall seconds, end-to-end
+  frames/s (N over the whole run: start, restoring, compiling, decoding, every stage, writing)
+  and the child's peak resident memory."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  print(f"main.py --mode=predict on a {frames}-frame {WIDTH}x{HEIGHT} video, 20 faces a frame, "
+        f"the released model; flags: {' '.join(predict_flags) or '(defaults)'}")
+  with tempfile.TemporaryDirectory() as tmp:
+    clip = write_video(pathlib.Path(tmp) / "lecture.mp4", frames)
+    env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}
+    env["FER_JAX_CACHE_DIR"] = str(pathlib.Path(tmp) / "cache")
+    for run in ("cold", "warm"):
+      before = resource.getrusage(resource.RUSAGE_CHILDREN)
+      t0 = time.perf_counter()
+      done = subprocess.run([sys.executable, str(ROOT / "main.py"), "--mode=predict",
+                             f"--input={clip}", f"--output={tmp}/{run}", *predict_flags],
+                            capture_output=True, text=True, env=env, cwd=tmp)
+      wall = time.perf_counter() - t0
+      if done.returncode:
+        raise RuntimeError(f"predict failed ({done.returncode}): {done.stderr[-2000:]}")
+      after = resource.getrusage(resource.RUSAGE_CHILDREN)
+      cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+      peak = after.ru_maxrss / 1024
+      summary = json.loads((pathlib.Path(tmp) / run / "summary.json").read_text())
+      print(f"{run} compilation cache: {wall:.1f} s, {summary['frames']} frames, "
+            f"{summary['faces']} faces: {frames / wall:.2f} frames/s end to end "
+            f"(CPU time {cpu:.1f} s, {cpu / wall:.2f} cores busy; peak RSS of the runs so far "
+            f"{peak:.0f} MB)")
+
+
 def rss_mb() -> float:
   """This process's resident memory now (MB; Linux's /proc)."""
   with open("/proc/self/status") as f:
@@ -215,11 +250,18 @@ def main():
                            "times (0: skip)")
   parser.add_argument("--lecture", type=float, default=0.0,
                       help="instead: a lecture of this many minutes, memory over time")
+  parser.add_argument("--video", type=int, default=0,
+                      help="instead: main.py --mode=predict on a video of this many frames")
+  parser.add_argument("--predict_flag", action="append", default=[],
+                      help="--video: a flag for main.py, e.g. --config.predict.flip=off "
+                           "(repeatable)")
   parser.add_argument("--lecture_fps", type=float, default=5.0,
                       help="--lecture: the video's frame rate (one frame a second processed)")
   args = parser.parse_args()
   if args.startup:
     return startup(args.repeats)
+  if args.video:
+    return video(args.video, args.predict_flag)
 
   workdir = args.workdir or str(release.model_dir(args.model))
   if args.lecture:

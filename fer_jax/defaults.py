@@ -143,11 +143,15 @@ def get_config() -> ml_collections.ConfigDict:
   #   defaults, so 720p and 1080p classrooms keep 24 px (bench/detect.py --large_photo)
   pred.max_faces = 30  # per frame, largest first
   pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
-  pred.flip = "checkpoint"  # checkpoint | on | off: average each face with its mirror image as
-  #   the checkpoint's eval_flip says, or always, or never (off halves the model's cost)
+  pred.flip = "photos"  # photos | checkpoint | on | off: average each face with its mirror
+  #   image as the checkpoint's eval_flip says on photos and folders, never on video (where a
+  #   face's frames average over time; the mirror doubles the model's cost per frame); or as
+  #   the checkpoint says everywhere, always, never (bench/RESULTS.md, "A lecture in real time")
   pred.detector = "blazeface"  # face boxes: blazeface | hog | hog_up1 | hog_up2 | mmod | mmod_up1
   #   (fer_jax/predict/detectors.py; bench/RESULTS.md "Face finding": blazeface finds the most)
-  pred.detect_every = 5  # video: detect on every n-th processed frame, follow faces between
+  pred.detect_every = 10  # video: detect on every n-th processed frame, follow faces between
+  #   (a face that enters is found within 0.4 s at 25 frames/s; every 5th costs 1.25x the time
+  #   of a 720p lecture: bench/RESULTS.md, "A lecture in real time")
   pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
   pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen
   pred.annotate = True  # write <stem>_annotated.jpg / annotated.mp4

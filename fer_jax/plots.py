@@ -22,12 +22,14 @@ def _pyplot():
   return pyplot
 
 
-def _save(fig, path) -> str:
-  """Writes the figure to `path` whole or not at all (`files.atomic_path`), then closes it."""
+def _save(fig, path, tight: bool = True) -> str:
+  """Writes the figure to `path` whole or not at all (`files.atomic_path`), then closes it.
+  `tight` crops it to what is drawn (which draws it twice); without, the caller's layout."""
   path = pathlib.Path(path)
   try:
     with files.atomic_path(path) as tmp:
-      fig.savefig(tmp, dpi=110, bbox_inches="tight", format=path.suffix.lstrip(".") or "png")
+      fig.savefig(tmp, dpi=110, bbox_inches="tight" if tight else None,
+                  format=path.suffix.lstrip(".") or "png")
   finally:
     _pyplot().close(fig)
   return str(path)
@@ -164,21 +166,30 @@ def crops_grid(faces: Sequence[dict], branch_names: Sequence[str], path, title: 
   return _save(fig, path)
 
 
-def track_timeline(times: np.ndarray, probs: np.ndarray, eye_weight: np.ndarray,
+def track_timeline(times: np.ndarray, probs: np.ndarray, eye_weight: np.ndarray | None,
                    class_names: Sequence[str], path, title: str = "") -> str:
-  """One tracked face over a video: expression probabilities (stacked) and the eye weight."""
-  fig, (ax1, ax2) = _pyplot().subplots(2, 1, figsize=(8, 4.6), sharex=True,
-                                 gridspec_kw=dict(height_ratios=[2, 1]))
+  """One tracked face over a video: expression probabilities (stacked) and, for a model with
+  an `eyes` branch, its weight (no panel when `eye_weight` is None or all NaN). A video has a
+  plot per track, so the layout is fixed rather than measured (one drawing per plot)."""
+  weighted = eye_weight is not None and not np.all(np.isnan(np.asarray(eye_weight, float)))
+  if weighted:
+    fig, (ax1, ax2) = _pyplot().subplots(2, 1, figsize=(8, 4.6), sharex=True,
+                                         gridspec_kw=dict(height_ratios=[2, 1]))
+  else:
+    fig, ax1 = _pyplot().subplots(figsize=(8, 3.2))
   ax1.stackplot(times, np.asarray(probs).T, labels=class_names, alpha=0.85)
   ax1.set_ylim(0, 1)
   ax1.set_ylabel("expression probability")
   ax1.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-  ax2.plot(times, eye_weight, "k.-")
-  ax2.set_ylim(0, 1)
-  ax2.set_ylabel("eye weight (mu)")
-  ax2.set_xlabel("time (s)")
-  ax1.set_title(title)
-  return _save(fig, path)
+  if weighted:
+    ax2.plot(times, eye_weight, "k.-")
+    ax2.set_ylim(0, 1)
+    ax2.set_ylabel("eye weight (mu)")
+  (ax2 if weighted else ax1).set_xlabel("time (s)")
+  ax1.set_title(title, fontsize=10)
+  fig.subplots_adjust(left=0.09, right=0.8, top=0.91 if weighted else 0.88,
+                      bottom=0.1 if weighted else 0.15, hspace=0.08)
+  return _save(fig, path, tight=False)
 
 
 def class_timeline(starts: np.ndarray, ends: np.ndarray, shares: np.ndarray,

@@ -113,7 +113,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "optimizer.schedule": tuple(state_lib.SCHEDULES),
     "predict.landmarks": tuple(landmarks_lib.SOURCES),
     "predict.detector": tuple(detectors.DETECTORS),
-    "predict.flip": ("checkpoint", "on", "off"),
+    "predict.flip": ("photos", "checkpoint", "on", "off"),
     "occlusion.landmarks": ("refit", "oracle"),
 }
 

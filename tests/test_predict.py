@@ -9,6 +9,7 @@ import logging
 import os
 import pathlib
 import shutil
+import threading
 import types
 
 import cv2
@@ -23,6 +24,7 @@ from fer_jax.data import landmarks as landmarks_lib
 from fer_jax.modes import predict, train
 from fer_jax.predict import detectors, inputs, recorder, tracking
 from fer_jax.predict import model as predict_model
+from fer_jax import defaults
 from fer_jax import state as state_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -211,7 +213,7 @@ def video(tmp_path_factory):
 def test_video_tracks_each_face_and_summarises_the_tracks(run_dir, video, tmp_path):
   out = tmp_path / "out"
   summary = predict.predict(str(run_dir), str(video), str(out),
-                            overrides=overrides(detector="hog", window_s=1.0))
+                            overrides=overrides(detector="hog", window_s=1.0, detect_every=5))
   assert summary["kind"] == "video" and summary["frames"] == 30 and summary["faces"] == 60
   assert summary["tracks"] == 2 and not summary["stopped_early"]
   # The detector ran on frames 0, 5, ..., 25; the faces were followed on the other 24.
@@ -284,6 +286,66 @@ def test_faces_followed_between_detections_land_where_detection_puts_them(video)
   assert every.detections == 12 and followed.detections == 3
   with pytest.raises(ValueError, match="detect_every must be >= 1, got 0"):
     predict.FaceFinder(source, detect, detect_every=0)
+
+
+def test_mirror_average_by_flip_setting_checkpoint_and_input_kind():
+  """predict.flip: `photos` (the default) follows the checkpoint on images and folders and
+  skips the mirror on video; `checkpoint`, `on` and `off` ignore the input's kind."""
+  assert defaults.get_config().predict.flip == "photos"
+  expected = {  # (flip, checkpoint's eval_flip) -> (image, folder, video)
+      ("photos", True): (True, True, False), ("photos", False): (False, False, False),
+      ("checkpoint", True): (True, True, True), ("checkpoint", False): (False, False, False),
+      ("on", False): (True, True, True), ("off", True): (False, False, False)}
+  for (flip, checkpoint), kinds in expected.items():
+    assert tuple(predict.mirror_average(flip, checkpoint, kind)
+                 for kind in ("image", "folder", "video")) == kinds, (flip, checkpoint)
+  with pytest.raises(ValueError, match="config.predict.flip must be one of photos, checkpoint, "
+                                       "on, off, got 'mirror'"):
+    predict.mirror_average("mirror", True, "video")
+
+
+def test_detector_ahead_in_a_thread_finds_what_calls_one_by_one_find(video):
+  """`FaceFinder.frames` gives, frame for frame, the faces of calling the finder frame by frame,
+  while the detector runs in another thread on the next detection frame as the frames before
+  it are fitted."""
+  source = landmarks_lib.DlibSource()
+  hog = detectors.make_detector("hog")
+  log, started = [], {k: threading.Event() for k in (0, 5, 10)}
+
+  def detect(rgb):
+    log.append(("detect", int(rgb[0, 0, 0]), threading.current_thread().name))
+    started[int(rgb[0, 0, 0])].set()
+    return hog(rgb)
+
+  cap = cv2.VideoCapture(str(video))
+  frames = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(12)]
+  cap.release()
+  for k, rgb in enumerate(frames):
+    rgb[0, 0] = k  # the frame's number, for the log
+  # The finder fits dlib's landmarks on the grey frame (`fits_gray`): the same points.
+  box = hog(frames[0])[0][0]
+  np.testing.assert_array_equal(source.fit(frames[0], box),
+                                source.fit(landmarks_lib.to_gray_u8(frames[0]), box))
+  one_by_one = predict.FaceFinder(source, hog, detect_every=5)
+  expected = [one_by_one(rgb) for rgb in frames]
+  ahead = predict.FaceFinder(source, detect, detect_every=5)
+  got = []
+  for k, faces in ahead.frames((k, rgb) for k, rgb in enumerate(frames)):
+    if k in (1, 6):  # the next detection frame's detector is running before these are fitted
+      assert started[k + 4].wait(timeout=20), k
+    log.append(("fit", k))
+    got.append(faces)
+  assert [k for _, k in [e for e in log if e[0] == "fit"]] == list(range(12))
+  assert len(got) == len(expected) == 12 and ahead.detections == 3
+  for a, b in zip(expected, got):
+    assert len(a) == len(b) == 2
+    for fa, fb in zip(a, b):
+      np.testing.assert_array_equal(fa.landmarks, fb.landmarks)
+      np.testing.assert_array_equal(fa.aligned, fb.aligned)
+      assert fa.followed == fb.followed
+  detections = [e for e in log if e[0] == "detect"]
+  assert [e[1] for e in detections] == [0, 5, 10]
+  assert all(e[2].startswith("detect") for e in detections)
 
 
 def test_missing_default_detector_falls_back_to_dlib_and_says_so(run_dir, tmp_path, monkeypatch,
@@ -459,7 +521,7 @@ def test_new_options_refuse_bad_values_naming_the_key():
       ("detector", "haar", "config.predict.detector must be one of hog, hog_up1, "),
       ("iou_threshold", 0.0, "config.predict.iou_threshold must be in (0, 1], got 0.0"),
       ("detect_every", 0, "config.predict.detect_every must be >= 1, got 0"),
-      ("flip", "yes", "config.predict.flip must be one of checkpoint, on, off, got 'yes'")):
+      ("flip", "yes", "config.predict.flip must be one of photos, checkpoint, on, off, got 'yes'")):
     with pytest.raises(ValueError) as e:
       predict.options({"predict": {key: value}})
     assert str(e.value).startswith(message), str(e.value)
@@ -741,7 +803,7 @@ def test_a_cut_video_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_o
   rows, tracks, class timeline and detection count of an uninterrupted run, its annotated video
   in a second part. The same folder with other options, or another video, is refused."""
   video = write_video(tmp_path / "clip.mp4", seconds=4)  # 40 frames, two faces each
-  opts = dict(detector="hog", window_s=1.0)  # detect_every=5: frames 0, 5, ..., 25, ...
+  opts = dict(detector="hog", window_s=1.0, detect_every=5)  # frames 0, 5, ..., 25, ...
   whole = predict.predict(str(run_dir), str(video), str(tmp_path / "whole"),
                           overrides=overrides(**opts))
   out = tmp_path / "cut"
@@ -809,6 +871,10 @@ def test_a_one_branch_model_writes_no_branch_weights(tmp_path):
   assert track["mean_weights"] == {} and track["mean_eye_weight"] is None
   with open(tmp_path / "class_timeline.csv") as f:
     assert [r["mean_eye_weight"] for r in csv.DictReader(f)] == [""]
+  # Its track plot has the probabilities alone: 8 x 3.2 in at 110 dpi, no eye-weight panel
+  # (8 x 4.6 in with one).
+  plot = cv2.imread(str(tmp_path / "tracks" / f"track_{track['track']}.png"))
+  assert plot.shape[:2] == (352, 880)
 
 
 def test_one_branch_faces_are_drawn_without_a_weight_panel():

@@ -84,7 +84,8 @@ def landmark_deviation(landmarks: np.ndarray, size: int) -> float:
 # --------------------------------------------------------------------------------------------
 # Sources.
 
-def _to_gray_u8(image: np.ndarray) -> np.ndarray:
+def to_gray_u8(image: np.ndarray) -> np.ndarray:
+  """An image as grey uint8 [H, W] (floats in [0, 1] or [0, 255] scaled; RGB converted)."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
     image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
@@ -98,7 +99,7 @@ def _to_gray_u8(image: np.ndarray) -> np.ndarray:
 def _to_rgb_u8(image: np.ndarray) -> np.ndarray:
   gray_or_rgb = np.asarray(image)
   if gray_or_rgb.ndim == 2 or gray_or_rgb.shape[2] == 1:
-    g = _to_gray_u8(gray_or_rgb)
+    g = to_gray_u8(gray_or_rgb)
     return np.repeat(g[..., None], 3, axis=2)
   return gray_or_rgb.astype(np.uint8)
 
@@ -106,6 +107,7 @@ def _to_rgb_u8(image: np.ndarray) -> np.ndarray:
 class TemplateSource:
   """Aligned faces: the whole image is the face, and its landmarks are the template."""
   name = "template"
+  fits_gray = True  # `fit` gives the same landmarks on the grey image (it reads no pixels)
 
   def fit(self, image: np.ndarray, box=None) -> np.ndarray:
     h, w = np.asarray(image).shape[:2]
@@ -150,6 +152,7 @@ class DlibSource:
       faces are 48 px; the predictor is far more reliable on them at 4x).
   """
   name = "dlib"
+  fits_gray = True  # `fit` gives the same landmarks on the grey image (it converts to grey)
 
   def __init__(self, upsample: int = 1, fit_upscale: int = 4, model_dir: str | None = None):
     try:
@@ -180,7 +183,7 @@ class DlibSource:
     """
     image = np.asarray(image)
     if image.dtype != np.uint8:
-      image = _to_gray_u8(image)  # scaled by the whole image's range, as before cropping
+      image = to_gray_u8(image)  # scaled by the whole image's range, as before cropping
     h, w = image.shape[:2]
     if box is None:
       box = (0, 0, w - 1, h - 1)
@@ -192,7 +195,7 @@ class DlibSource:
     x1, y1 = min(int(math.ceil(box[2] + m)) + 1, w), min(int(math.ceil(box[3] + m)) + 1, h)
     if x1 <= x0 or y1 <= y0:  # the box lies outside the image: fit on the nearest pixels
       x0, y0, x1, y1 = 0, 0, w, h
-    region = _to_gray_u8(image[y0:y1, x0:x1])  # only the region: a 720p frame costs a face
+    region = to_gray_u8(image[y0:y1, x0:x1])  # only the region: a 720p frame costs a face
     local = [box[0] - x0, box[1] - y0, box[2] - x0, box[3] - y0]
     if s == 1:
       pts = self._predict(np.ascontiguousarray(region), local)
@@ -203,7 +206,7 @@ class DlibSource:
     return (pts + np.float32([x0, y0])).astype(np.float32)
 
   def detect(self, image: np.ndarray) -> list[Face]:
-    gray = _to_gray_u8(image)
+    gray = to_gray_u8(image)
     if self._detector is None:
       self._detector = self._dlib.get_frontal_face_detector()
     rects, scores, _ = self._detector.run(gray, self.upsample, 0.0)
@@ -374,7 +377,7 @@ def align_face(image: np.ndarray, landmarks: np.ndarray, face_size: int,
     (aligned image [F, F, C] uint8, landmarks in the aligned image [68, 2], the [2, 3] matrix).
   """
   m = similarity_to_template(landmarks, face_size)
-  img = _to_gray_u8(image)[..., None] if gray else _to_rgb_u8(image)
+  img = to_gray_u8(image)[..., None] if gray else _to_rgb_u8(image)
   warped = cv2.warpAffine(img, m, (face_size, face_size), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_REPLICATE)
   if warped.ndim == 2:

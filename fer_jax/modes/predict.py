@@ -16,7 +16,9 @@ written frame by frame by `recorder.py`.
 
 The model, the crops, the seed and eval_flip come from the checkpoint's own config
 (`checkpoint.load_checkpoint`); only `config.predict` is read from the config given on the
-command line (`predict.flip=off` skips the mirror average a checkpoint asks for, for speed).
+command line. `predict.flip` (default `photos`) keeps the checkpoint's mirror average on photos
+and folders and skips it on video, where it would double the model's cost on every frame
+(`checkpoint`: as the checkpoint says everywhere; `on`, `off`).
 
 Written to the output folder:
 - `faces.jsonl`, `faces.csv`: a row per face and frame (source, frame, time, track, box,
@@ -116,11 +118,31 @@ def options(overrides: ml_collections.ConfigDict | Mapping | None = None
   return opts
 
 
+# predict.flip -> whether each face is averaged with its mirror image, given the checkpoint's
+# eval_flip and the input's kind (image, folder, video: a file, a camera or a stream).
+FLIPS = {
+    # Photos as the checkpoint says; video without: a face's frames already average its
+    # predictions over time, and the mirror doubles the model's cost on every frame.
+    "photos": lambda checkpoint, kind: checkpoint and kind != "video",
+    "checkpoint": lambda checkpoint, kind: checkpoint,
+    "on": lambda checkpoint, kind: True,
+    "off": lambda checkpoint, kind: False,
+}
+
+
+def mirror_average(flip: str, checkpoint: bool, kind: str) -> bool:
+  """Whether predict averages each face with its mirror image (`FLIPS`)."""
+  if flip not in FLIPS:
+    raise ValueError(f"config.predict.flip must be one of {', '.join(FLIPS)}, got {flip!r}")
+  return FLIPS[flip](checkpoint, kind)
+
+
 def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
   """Constructor options of `opts.detector`: BlazeFace's finest tiles are sized for the
   smallest face kept (`min_face_size`, at least 12 px)."""
-  if opts.detector == "blazeface":  # two interpreter threads: 1.3x faster on two cores
-    return dict(min_face=float(max(int(opts.min_face_size), 12)), threads=2,
+  if opts.detector == "blazeface":  # one interpreter thread: it runs beside the fits and the
+    # model (`FaceFinder.frames`), where a second thread costs CPU (1.3x) for little time
+    return dict(min_face=float(max(int(opts.min_face_size), 12)), threads=1,
                 min_face_fraction=float(opts.min_face_fraction))
   return {}
 
@@ -205,7 +227,8 @@ def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect,
   try:
     bar = tqdm.tqdm(stop.frames(frames), total=inp.total, initial=run.counts["frames"],
                     unit="frame", desc="predict", mininterval=1.0)
-    found = ((frame, finder(cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))) for frame in bar)
+    found = finder.frames((frame, cv2.cvtColor(frame.image, cv2.COLOR_BGR2RGB))
+                          for frame in bar)
     for group in classify_frames(found, classify, int(opts.batch_size)):
       for frame, faces, probs, mu in group:
         run.record(frame, faces, probs, mu)
@@ -272,8 +295,7 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
     raise
   if source.name != opts.landmarks:
     logging.warning("landmarks: %s cannot run here; using %s", opts.landmarks, source.name)
-  if opts.flip != "checkpoint":
-    config.eval_flip = opts.flip == "on"
+  config.eval_flip = mirror_average(opts.flip, bool(config.eval_flip), inp.kind)
   classify = make_classifier(config, variables, int(opts.batch_size))
   with StopOnSignal() as stop:  # from the first file written to the last
     summary = _run(opts, out_dir, stale, inp, config, source, detect, classify, stop, workdir,

@@ -11,12 +11,19 @@ its own landmarks (kept in the landmarks' frame, centre and scale, as it was whe
 and the landmarks are fitted again inside it. A face that enters between two detections is
 found at the next one; a followed face whose box leaves the frame or shrinks below
 `min_face_size` is dropped.
+
+`FaceFinder.frames` runs the detector ahead, in a background thread, on the next detection
+frame while the fits of the frames before it go on in the caller's (the detector's interpreter
+and OpenCV release Python's lock, so the two share the cores); what it finds is the same as
+frame-by-frame calls.
 """
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
-from typing import Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from absl import logging
 import numpy as np
@@ -66,17 +73,21 @@ def _faces(source, rgb: np.ndarray, candidates, max_faces: int, face_size: int,
   """(box, score, landmarks or None, box_in_landmarks or None) -> aligned faces, largest
   first. Landmarks missing from a candidate are fitted by `source` inside its box."""
   candidates = sorted(candidates, key=lambda c: -(c[0][2] - c[0][0]) * (c[0][3] - c[0][1]))
+  if not candidates:
+    return []
+  gray = landmarks_lib.to_gray_u8(rgb)  # once for all faces (alignment is in grey)
+  fit_on = gray if getattr(source, "fits_gray", False) else rgb
   out = []
   for box, score, pts, rel in candidates[:max_faces]:
     if pts is None:
-      pts = np.asarray(source.fit(rgb, box), np.float32)
+      pts = np.asarray(source.fit(fit_on, box), np.float32)
     if pts.shape != (68, 2) or not np.all(np.isfinite(pts)):
       continue
     if rel is None:
       centre, scale = landmark_frame(pts)
       rel = (np.asarray(box, np.float64) - np.tile(centre, 2)) / max(scale, 1e-6)
     try:
-      aligned, aligned_pts, _ = landmarks_lib.align_face(rgb, pts, face_size, gray=True)
+      aligned, aligned_pts, _ = landmarks_lib.align_face(gray, pts, face_size, gray=True)
     except ValueError as e:
       logging.warning("skipped a face at %s: %s", np.round(box).tolist(), e)
       continue
@@ -87,18 +98,21 @@ def _faces(source, rgb: np.ndarray, candidates, max_faces: int, face_size: int,
 
 
 def find_faces(source, rgb: np.ndarray, min_face_size: int = 24, max_faces: int = 30,
-               face_size: int = FACE_SIZE, detect: Callable | None = None) -> list[FoundFace]:
+               face_size: int = FACE_SIZE, detect: Callable | None = None,
+               detected: list | None = None) -> list[FoundFace]:
   """Detects, fits and aligns the faces of an RGB frame, largest first.
 
   The boxes come from `detect(rgb) -> [(box, score), ...]` (a `detectors.make_detector`),
   and `source` fits the landmarks inside each; without `detect`, from the landmark source's
-  own detector (`source.detect`). Boxes whose shorter side is under `min_face_size` px are
+  own detector (`source.detect`); `detected` is `detect(rgb)` computed already. Boxes whose
+  shorter side is under `min_face_size` px are
   dropped, then all but the `max_faces` largest. A face whose landmarks are degenerate
   (alignment impossible) is skipped with a warning; one whose landmarks leave the frame is
   aligned (borders replicated) and flagged `edge`.
   """
-  if detect is not None:
-    candidates = [(np.asarray(box, np.float32), score, None, None) for box, score in detect(rgb)]
+  if detect is not None or detected is not None:
+    detected = detect(rgb) if detected is None else detected
+    candidates = [(np.asarray(box, np.float32), score, None, None) for box, score in detected]
   else:
     candidates = [(np.asarray(f.box, np.float32), f.score,
                    np.asarray(f.landmarks, np.float32), None) for f in source.detect(rgb)]
@@ -128,16 +142,49 @@ class FaceFinder:
     the frame's shorter side where that is larger (a 6000x4000 photo: 40 px at 0.01)."""
     return max(float(self.min_face_size), self.min_face_fraction * min(rgb.shape[:2]))
 
-  def __call__(self, rgb: np.ndarray) -> list[FoundFace]:
+  def __call__(self, rgb: np.ndarray, detected: list | None = None) -> list[FoundFace]:
+    """The faces of the next frame; `detected` is `detect(rgb)` when computed already (a
+    detection frame only)."""
     if self.calls % self.detect_every == 0:
       faces = find_faces(self.source, rgb, self.smallest(rgb), self.max_faces, self.face_size,
-                         self.detect)
+                         self.detect, detected)
       self.detections += 1
     else:
       faces = self._follow(rgb)
     self.calls += 1
     self._previous = faces
     return faces
+
+  def frames(self, items: Iterable[tuple[Any, np.ndarray]]
+             ) -> Iterator[tuple[Any, list[FoundFace]]]:
+    """(item, RGB frame) pairs -> (item, its faces), in order, as calls one by one would give,
+    with the detector on the next detection frame running in a background thread meanwhile
+    (up to `detect_every` frames are held back for it)."""
+    if self.detect is None:
+      for item, rgb in items:
+        yield item, self(rgb)
+      return
+    ahead: collections.deque = collections.deque()
+    position = self.calls  # of the next item taken
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect") as pool:
+      try:
+        for item, rgb in items:
+          detecting = position % self.detect_every == 0
+          position += 1
+          entry = (item, rgb, pool.submit(self.detect, rgb) if detecting else None)
+          while detecting and ahead:  # the frames before it, while its detector runs
+            yield self._next(ahead)
+          ahead.append(entry)
+        while ahead:
+          yield self._next(ahead)
+      finally:
+        for *_, future in ahead:
+          if future is not None:
+            future.cancel()
+
+  def _next(self, ahead: collections.deque) -> tuple[Any, list[FoundFace]]:
+    item, rgb, future = ahead.popleft()
+    return item, self(rgb, future.result() if future is not None else None)
 
   def _follow(self, rgb: np.ndarray) -> list[FoundFace]:
     h, w = rgb.shape[:2]

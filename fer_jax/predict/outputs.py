@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
+import queue
+import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 from absl import logging
@@ -240,21 +242,47 @@ def write_image(path: pathlib.Path, image: np.ndarray) -> str:
 
 
 class VideoOut:
-  """annotated.mp4 (mp4v; a resumed run's `RESUMED_VIDEO`), opened on the first frame."""
+  """annotated.mp4 (mp4v; a resumed run's `RESUMED_VIDEO`), opened on the first frame. Frames
+  are encoded in a background thread (OpenCV's encoder releases Python's lock), at most
+  `QUEUE` frames behind the caller; `close` waits for the last and raises an encoder error."""
+
+  QUEUE = 8
 
   def __init__(self, path: pathlib.Path, fps: float):
     self.path, self.fps, self._writer, self.frames = path, fps, None, 0
+    self._queue: queue.Queue = queue.Queue(self.QUEUE)
+    self._thread: threading.Thread | None = None
+    self._error: BaseException | None = None
 
   def write(self, image: np.ndarray) -> None:
+    if self._error is not None:
+      raise RuntimeError(f"could not write {self.path}: {self._error}") from self._error
     if self._writer is None:
       h, w = image.shape[:2]
       self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
                                      (w, h))
       if not self._writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {self.path} (mp4v)")
-    self._writer.write(image)
+      self._thread = threading.Thread(target=self._encode, name="annotated-video", daemon=True)
+      self._thread.start()
+    self._queue.put(image)
     self.frames += 1
 
+  def _encode(self) -> None:
+    while (image := self._queue.get()) is not None:
+      if self._error is None:
+        try:
+          self._writer.write(image)
+        except BaseException as e:  # pylint: disable=broad-except
+          self._error = e  # raised by the caller's next write or close
+
   def close(self) -> None:
+    if self._thread is not None:
+      self._queue.put(None)
+      self._thread.join()
+      self._thread = None
     if self._writer is not None:
       self._writer.release()
+      self._writer = None
+    if self._error is not None:
+      raise RuntimeError(f"could not write {self.path}: {self._error}") from self._error
