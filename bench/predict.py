@@ -273,7 +273,8 @@ def main():
   print(f"machine: {jax.default_backend()}, {os.cpu_count()} CPU cores")
   print(f"model: {workdir} step {step}: {m.backbone}-{m.depth} width {m.width}, "
         f"{len(config.data.crops.branches)} branches of {config.data.crops.size} px"
-        + (f" (eyes, nose, mouth at {m.part_size} px)" if m.get("part_size") else ""))
+        + (f" (eyes, nose, mouth at {m.part_size} px)"
+           if m.get("part_size") and len(config.data.crops.branches) > 1 else ""))
   print(f"landmarks: {source.name} (asked for {args.landmarks}); frames {WIDTH}x{HEIGHT} with "
         f"{ROWS * COLS} faces; model batch {opts.batch_size}")
 
