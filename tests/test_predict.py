@@ -304,6 +304,23 @@ def test_mirror_average_by_flip_setting_checkpoint_and_input_kind():
     predict.mirror_average("mirror", True, "video")
 
 
+def test_annotated_video_encoded_in_a_thread_and_a_failed_open_raises_each_time(tmp_path):
+  """VideoOut encodes in a background thread: close() leaves every written frame in the file;
+  a writer that cannot open raises on every write (none is queued for a missing encoder)."""
+  from fer_jax.predict import outputs  # pylint: disable=g-import-not-at-top
+  out = outputs.VideoOut(tmp_path / "a.mp4", 10.0)
+  for t in range(20):
+    out.write(np.full((64, 96, 3), 10 * t, np.uint8))
+  out.close()
+  out.close()  # twice: nothing left to do
+  assert cv2.VideoCapture(str(tmp_path / "a.mp4")).get(cv2.CAP_PROP_FRAME_COUNT) == 20
+  broken = outputs.VideoOut(tmp_path / "missing" / "a.mp4", 10.0)
+  for _ in range(12):  # more than the queue holds
+    with pytest.raises(RuntimeError, match="OpenCV cannot write .*missing/a.mp4"):
+      broken.write(np.zeros((64, 96, 3), np.uint8))
+  broken.close()
+
+
 def test_detector_ahead_in_a_thread_finds_what_calls_one_by_one_find(video):
   """`FaceFinder.frames` gives, frame for frame, the faces of calling the finder frame by frame,
   while the detector runs in another thread on the next detection frame as the frames before

@@ -223,7 +223,7 @@ def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect,
   finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
                       int(opts.detect_every) if inp.kind == "video" else 1,
                       min_face_fraction=float(opts.min_face_fraction))
-  frames = inp.frames(first)
+  frames, found = inp.frames(first), None
   try:
     bar = tqdm.tqdm(stop.frames(frames), total=inp.total, initial=run.counts["frames"],
                     unit="frame", desc="predict", mininterval=1.0)
@@ -235,6 +235,8 @@ def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect,
       run.flush()  # rows reach the disk group by group: a crash keeps what was processed
     run.stopped_by = stop.received
   finally:
+    if found is not None:
+      found.close()  # its detector thread ends with it
     frames.close()  # stops the decoding thread if the loop ended early
     run.close()
   # Frames the detector ran on, a resumed run's kept frames' included (it resumes on one).

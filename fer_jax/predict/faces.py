@@ -166,6 +166,7 @@ class FaceFinder:
       return
     ahead: collections.deque = collections.deque()
     position = self.calls  # of the next item taken
+    entry = None
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect") as pool:
       try:
         for item, rgb in items:
@@ -175,10 +176,11 @@ class FaceFinder:
           while detecting and ahead:  # the frames before it, while its detector runs
             yield self._next(ahead)
           ahead.append(entry)
+          entry = None
         while ahead:
           yield self._next(ahead)
-      finally:
-        for *_, future in ahead:
+      finally:  # stopped early: no detector left to run
+        for *_, future in list(ahead) + ([entry] if entry is not None else []):
           if future is not None:
             future.cancel()
 

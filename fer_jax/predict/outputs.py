@@ -262,6 +262,7 @@ class VideoOut:
       self._writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps,
                                      (w, h))
       if not self._writer.isOpened():
+        self._writer = None  # a later write tries again rather than queueing for no encoder
         raise RuntimeError(f"OpenCV cannot write {self.path} (mp4v)")
       self._thread = threading.Thread(target=self._encode, name="annotated-video", daemon=True)
       self._thread.start()
