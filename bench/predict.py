@@ -1,6 +1,6 @@
 """Prediction speed on this machine: stage costs and end-to-end frames/s of `--mode=predict`.
 
-    python bench/predict.py                                # the released model (fer_r10_cpu)
+    python bench/predict.py                                # the default released model (--model=NAME)
     python bench/predict.py --workdir=RUN [--checkpoint=best]   # a training run
     python bench/predict.py --detect_every=1,5 --detectors=blazeface,hog_up1 --flip=checkpoint,off
     python bench/predict.py --startup     # one photo: compilation cache cold, then warm
