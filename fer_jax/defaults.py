@@ -150,7 +150,7 @@ def get_config() -> ml_collections.ConfigDict:
   pred.detector = "blazeface"  # face boxes: blazeface | hog | hog_up1 | hog_up2 | mmod | mmod_up1
   #   (fer_jax/predict/detectors.py; bench/RESULTS.md "Face finding": blazeface finds the most)
   pred.detect_every = 10  # video: detect on every n-th processed frame, follow faces between
-  #   (a face that enters is found within 0.4 s at 25 frames/s; every 5th costs 1.25x the time
+  #   (a face that enters is found within 0.4 s at 25 frames/s; every 5th costs 1.26x the time
   #   of a 720p lecture: bench/RESULTS.md, "A lecture in real time")
   pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
   pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen
