@@ -137,10 +137,16 @@ def get_config() -> ml_collections.ConfigDict:
   pred.face_alignment_dir = ""  # folder holding face-alignment's weight files ("" = torch hub)
   pred.frame_stride = 1  # video: process every n-th frame
   pred.recursive = False  # an input folder: also the images of its subfolders (named sub_a)
-  pred.min_face_size = 24  # px: smaller detected boxes (shorter side) are ignored
+  pred.min_face_size = 20  # px: smaller detected boxes (shorter side) are ignored (24 until
+  #   2026-12-07; 20 finds 0.04-0.05 more of bench/classroom.py's 20-110 px faces at 0.77-0.84
+  #   false boxes a frame, 16 another 0.04 at 0.99: bench/RESULTS.md, "Small faces: the size
+  #   filter")
   pred.min_face_fraction = 0.01  # ... and boxes under this fraction of the frame's shorter
-  #   side where that is more: 40 px in a 6000x4000 photo, no change up to 2400 px at the
-  #   defaults, so 720p and 1080p classrooms keep 24 px (bench/detect.py --large_photo)
+  #   side where that is more: 40 px in a 6000x4000 photo, no change up to 2000 px at the
+  #   defaults, so 720p and 1080p classrooms keep 20 px (bench/detect.py --large_photo)
+  pred.tile_face_size = 24  # px, blazeface: its finest tiles are sized for faces this small
+  #   (and for min_face_size where that is larger); it finds smaller ones less often, and 16 px
+  #   tiles double its time for 0.015 more recall
   pred.max_faces = 30  # per frame, largest first
   pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
   pred.flip = "photos"  # photos | checkpoint | on | off: average each face with its mirror

@@ -680,7 +680,7 @@ def test_cli_exits_2_with_one_line_for_a_missing_input(run_dir, tmp_path):
 def test_a_large_photo_gets_no_false_faces_and_classroom_frames_keep_small_faces():
   """6000x4000: BlazeFace's finest tiles at 24 px found two faces in dark grain (scores 0.51,
   0.52) beside the real one; at 1% of the shorter side (40 px) only the real one. Frames up to
-  2400 px high keep the 24 px minimum."""
+  2000 px high keep the 20 px minimum, on tiles sized for 24 px faces."""
   rng = np.random.default_rng(0)
   photo = np.clip(rng.normal(0, 6, (4000, 6000, 3)) + np.linspace(28, 68, 6000)[None, :, None],
                   0, 255).astype(np.uint8)
@@ -692,7 +692,11 @@ def test_a_large_photo_gets_no_false_faces_and_classroom_frames_keep_small_faces
   finder = predict.FaceFinder(types.SimpleNamespace(), None, opts.min_face_size,
                               min_face_fraction=opts.min_face_fraction)
   assert finder.smallest(photo) == 40
-  assert finder.smallest(np.zeros((720, 1280))) == finder.smallest(np.zeros((1080, 1920))) == 24
+  assert finder.smallest(np.zeros((720, 1280))) == finder.smallest(np.zeros((1080, 1920))) == 20
+  assert predict.detector_options(opts)["min_face"] == 24
+  for tiles, kept, finest in ((16, 16, 16), (16, 30, 30), (24, 20, 24)):
+    assert predict.detector_options(predict.options(overrides(
+        detector="blazeface", tile_face_size=tiles, min_face_size=kept)))["min_face"] == finest
   detect = detectors.make_detector("blazeface", **predict.detector_options(opts))
   boxes = [b for b, _ in detect(photo[:, :, ::-1]) if min(b[2:] - b[:2]) >= finder.smallest(photo)]
   x0, y0, x1, y1 = (np.array(FACE_BOXES["grace_hopper.jpg"]) * 3 + [2500, 1500, 2500, 1500])

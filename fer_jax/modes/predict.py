@@ -138,12 +138,14 @@ def mirror_average(flip: str, checkpoint: bool, kind: str) -> bool:
 
 
 def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Constructor options of `opts.detector`: BlazeFace's finest tiles are sized for the
-  smallest face kept (`min_face_size`, at least 12 px)."""
+  """Constructor options of `opts.detector`: BlazeFace's finest tiles are sized for faces of
+  `tile_face_size` px (or of `min_face_size`, where that is larger); it also finds smaller
+  faces on them, down to the `min_face_size` predict keeps, less often than on finer tiles,
+  which would double its time (bench/RESULTS.md, "Small faces: the size filter")."""
   if opts.detector == "blazeface":  # one interpreter thread: it runs beside the fits and the
     # model (`FaceFinder.frames`), where a second thread costs CPU (1.3x) for little time
-    return dict(min_face=float(max(int(opts.min_face_size), 12)), threads=1,
-                min_face_fraction=float(opts.min_face_fraction))
+    return dict(min_face=float(max(int(opts.tile_face_size), int(opts.min_face_size))),
+                threads=1, min_face_fraction=float(opts.min_face_fraction))
   return {}
 
 
