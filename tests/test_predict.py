@@ -694,9 +694,11 @@ def test_a_large_photo_gets_no_false_faces_and_classroom_frames_keep_small_faces
   assert finder.smallest(photo) == 40
   assert finder.smallest(np.zeros((720, 1280))) == finder.smallest(np.zeros((1080, 1920))) == 20
   assert predict.detector_options(opts)["min_face"] == 24
-  for tiles, kept, finest in ((16, 16, 16), (16, 30, 30), (24, 20, 24)):
+  for name, size, kept, finest in (("blazeface", 16, 16, 16), ("blazeface", 16, 30, 30),
+                                   ("blazeface", 0, 20, 24), ("mtcnn", 0, 16, 20),
+                                   ("mtcnn", 8, 8, 12), ("mtcnn", 0, 40, 40)):
     assert predict.detector_options(predict.options(overrides(
-        detector="blazeface", tile_face_size=tiles, min_face_size=kept)))["min_face"] == finest
+        detector=name, detect_face_size=size, min_face_size=kept)))["min_face"] == finest
   detect = detectors.make_detector("blazeface", **predict.detector_options(opts))
   boxes = [b for b, _ in detect(photo[:, :, ::-1]) if min(b[2:] - b[:2]) >= finder.smallest(photo)]
   x0, y0, x1, y1 = (np.array(FACE_BOXES["grace_hopper.jpg"]) * 3 + [2500, 1500, 2500, 1500])

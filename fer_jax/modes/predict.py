@@ -138,14 +138,16 @@ def mirror_average(flip: str, checkpoint: bool, kind: str) -> bool:
 
 
 def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
-  """Constructor options of `opts.detector`: BlazeFace's finest tiles are sized for faces of
-  `tile_face_size` px (or of `min_face_size`, where that is larger); it also finds smaller
-  faces on them, down to the `min_face_size` predict keeps, less often than on finer tiles,
-  which would double its time (bench/RESULTS.md, "Small faces: the size filter")."""
-  if opts.detector == "blazeface":  # one interpreter thread: it runs beside the fits and the
-    # model (`FaceFinder.frames`), where a second thread costs CPU (1.3x) for little time
-    return dict(min_face=float(max(int(opts.tile_face_size), int(opts.min_face_size))),
-                threads=1, min_face_fraction=float(opts.min_face_fraction))
+  """Constructor options of `opts.detector`. BlazeFace's finest tiles and MTCNN's first pyramid
+  level are sized for faces of `detect_face_size` px (0: the detector's own,
+  `detectors.SEARCH_FACE`), or of `min_face_size` where that is larger, never under 12 px;
+  both also find smaller faces, down to the `min_face_size` predict keeps, less often than a
+  finer search would, which costs time (bench/RESULTS.md, "Small faces: MTCNN")."""
+  if opts.detector in detectors.SEARCH_FACE:  # one thread: the detector runs beside the fits
+    # and the model (`FaceFinder.frames`), where a second thread costs CPU for little time
+    size = float(opts.detect_face_size) or detectors.SEARCH_FACE[opts.detector]
+    return dict(min_face=max(size, float(opts.min_face_size), 12.0), threads=1,
+                min_face_fraction=float(opts.min_face_fraction))
   return {}
 
 

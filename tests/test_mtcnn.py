@@ -1,0 +1,66 @@
+"""MTCNN's pure parts against hand-computed values: the pyramid, suppression, box arithmetic and
+crops. (That the detector finds the committed photo's face: test_detectors.py.)"""
+
+import numpy as np
+import pytest
+
+from fer_jax.predict import detectors
+from fer_jax.predict import mtcnn
+
+
+def test_the_pyramid_maps_the_smallest_face_onto_the_window_and_stops_at_it():
+  s = mtcnn.scales(720, 1280, 20)
+  assert s[0] == pytest.approx(12 / 20)
+  np.testing.assert_allclose(np.array(s[1:]) / np.array(s[:-1]), 0.709)
+  assert len(s) == 11  # 720 * 0.6 * 0.709^10 = 13.9 px holds the 12 px window; ^11: 9.8 does not
+  assert mtcnn.scales(11, 1000, 12) == []
+
+
+def test_suppression_by_union_and_by_the_smaller_box():
+  boxes = np.array([[0, 0, 9, 9], [1, 1, 10, 10], [20, 20, 29, 29], [2, 2, 5, 5]], np.float64)
+  scores = np.array([0.9, 0.8, 0.7, 0.6])
+  # box 1 overlaps box 0 by 81 / 119 = 0.68; box 3 lies inside box 0: 16 / 100 by union,
+  # 16 / 16 by the smaller box
+  assert mtcnn.nms(boxes, scores, 0.5).tolist() == [0, 2, 3]
+  assert mtcnn.nms(boxes, scores, 0.5, "min").tolist() == [0, 2]
+  assert mtcnn.nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
+
+
+def test_opencvs_suppression_keeps_the_same_boxes_as_numpys():
+  rng = np.random.default_rng(0)
+  xy = rng.uniform(0, 500, (1000, 2))
+  boxes = np.floor(np.concatenate([xy, xy + rng.uniform(10, 60, (1000, 1))], 1))
+  scores = rng.uniform(0.01, 1, 1000)
+  fast = mtcnn.nms(boxes, scores, 0.5)
+  assert len(fast) == 794  # 206 suppressed: the test has overlaps to decide
+  assert fast.tolist() == mtcnn.greedy_nms(boxes, scores, 0.5).tolist()
+
+
+def test_box_arithmetic():
+  np.testing.assert_allclose(mtcnn.square(np.array([[0.0, 0, 10, 4]])), [[0, -3, 10, 7]])
+  np.testing.assert_allclose(  # offsets are fractions of the inclusive width and height (10)
+      mtcnn.regress(np.array([[0.0, 0, 9, 9]]), np.array([[0.1, 0, -0.1, 0.2]])), [[1, 0, 8, 11]])
+  np.testing.assert_allclose(
+      mtcnn.regress(np.array([[0.0, 0, 10, 10]]), np.array([[0.1, 0, -0.1, 0.2]]),
+                    inclusive=False), [[1, 0, 9, 12]])
+
+
+def test_crops_take_mtcnns_pixels_and_zero_outside_the_frame():
+  image = np.arange(100, dtype=np.float32).reshape(10, 10, 1)
+  # (1, 1, 4, 4) is columns and rows 0..3 (MTCNN's indexing); at its own size, the pixels
+  out = mtcnn.crops(image, np.array([[1.0, 1, 4, 4]]), 4)
+  np.testing.assert_array_equal(out[0, :, :, 0], image[:4, :4, 0])
+  # half outside on the left and top: zeros there, the frame's corner at the bottom right
+  out = mtcnn.crops(image, np.array([[-1.0, -1, 2, 2]]), 4)
+  np.testing.assert_array_equal(out[0, :2, :, 0], 0)
+  np.testing.assert_array_equal(out[0, :, :2, 0], 0)
+  np.testing.assert_array_equal(out[0, 2:, 2:, 0], image[:2, :2, 0])
+
+
+def test_missing_weights_are_named(tmp_path):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    pytest.skip("torch is not installed")
+  with pytest.raises(detectors.DetectorUnavailable, match="pnet.pt, rnet.pt, onet.pt missing"):
+    detectors.make_detector("mtcnn", weights_dir=str(tmp_path))
