@@ -138,9 +138,9 @@ def get_config() -> ml_collections.ConfigDict:
   pred.frame_stride = 1  # video: process every n-th frame
   pred.recursive = False  # an input folder: also the images of its subfolders (named sub_a)
   pred.min_face_size = 20  # px: smaller detected boxes (shorter side) are ignored (24 until
-  #   2026-12-07; 20 finds 0.04-0.05 more of bench/classroom.py's 20-110 px faces at 0.77-0.84
-  #   false boxes a frame, 16 another 0.04 at 0.99: bench/RESULTS.md, "Small faces: the size
-  #   filter")
+  #   2026-12-07; 20 finds about 0.04 more of bench/classroom.py's 20-110 px faces at 0.77-0.84
+  #   false boxes a frame, 16 another 0.03-0.04 at 0.89-0.99: bench/RESULTS.md, "Small faces:
+  #   the size filter")
   pred.min_face_fraction = 0.01  # ... and boxes under this fraction of the frame's shorter
   #   side where that is more: 40 px in a 6000x4000 photo, no change up to 2000 px at the
   #   defaults, so 720p and 1080p classrooms keep 20 px (bench/detect.py --large_photo)

@@ -1,11 +1,16 @@
 """MTCNN's pure parts against hand-computed values: the pyramid, suppression, box arithmetic and
 crops. (That the detector finds the committed photo's face: test_detectors.py.)"""
 
+import pathlib
+
 import numpy as np
 import pytest
 
 from fer_jax.predict import detectors
 from fer_jax.predict import mtcnn
+
+# MTCNN's box (its own convention) of the astronaut's face in the 200 px crop below, 2026-12-07.
+GOLDEN = [74.94, 27.83, 139.70, 110.18]
 
 
 def test_the_pyramid_maps_the_smallest_face_onto_the_window_and_stops_at_it():
@@ -26,14 +31,20 @@ def test_suppression_by_union_and_by_the_smaller_box():
   assert mtcnn.nms(np.zeros((0, 4)), np.zeros(0), 0.5).tolist() == []
 
 
-def test_opencvs_suppression_keeps_the_same_boxes_as_numpys():
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+@pytest.mark.parametrize("whole", [True, False])
+def test_opencvs_suppression_keeps_the_same_boxes_as_numpys(threshold, whole):
   rng = np.random.default_rng(0)
   xy = rng.uniform(0, 500, (1000, 2))
-  boxes = np.floor(np.concatenate([xy, xy + rng.uniform(10, 60, (1000, 1))], 1))
+  boxes = np.concatenate([xy, xy + rng.uniform(10, 60, (1000, 1))], 1)
+  boxes = np.floor(boxes) if whole else boxes
   scores = rng.uniform(0.01, 1, 1000)
-  fast = mtcnn.nms(boxes, scores, 0.5)
-  assert len(fast) == 794  # 206 suppressed: the test has overlaps to decide
-  assert fast.tolist() == mtcnn.greedy_nms(boxes, scores, 0.5).tolist()
+  fast = mtcnn.nms(boxes, scores, threshold)
+  assert 600 < len(fast) < 1000  # overlaps to decide
+  assert fast.tolist() == mtcnn.greedy_nms(boxes, scores, threshold).tolist()
+  scores[:70] = 0.0  # OpenCV would drop these: NumPy's suppression takes them
+  assert mtcnn.nms(boxes, scores, threshold).tolist() == mtcnn.greedy_nms(
+      boxes, scores, threshold).tolist()
 
 
 def test_box_arithmetic():
@@ -64,3 +75,34 @@ def test_missing_weights_are_named(tmp_path):
     pytest.skip("torch is not installed")
   with pytest.raises(detectors.DetectorUnavailable, match="pnet.pt, rnet.pt, onet.pt missing"):
     detectors.make_detector("mtcnn", weights_dir=str(tmp_path))
+
+
+@pytest.fixture(scope="module")
+def cascade():
+  try:
+    detectors.make_detector("mtcnn")
+  except detectors.DetectorUnavailable as e:
+    pytest.skip(str(e))
+  module, _, folder = detectors.MTCNN_WEIGHTS
+  return mtcnn.Cascade(detectors._package_dir(module, "", "mtcnn") / folder,  # pylint: disable=protected-access
+                       thresholds=detectors.MTCNN_THRESHOLDS)
+
+
+def test_the_cascade_gives_the_same_box_on_the_committed_photo(cascade):
+  """A golden box: a change to the resizing, the suppression or the regressions moves it."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  path = pathlib.Path(__file__).resolve().parent / "data" / "photos" / "astronaut.png"
+  rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)[20:220, 60:260]
+  boxes, scores = cascade(rgb)
+  assert len(boxes) == 1 and scores[0] > 0.99
+  np.testing.assert_allclose(boxes[0], GOLDEN, atol=0.05)
+
+
+def test_the_cascade_on_frames_without_room_for_a_face(cascade):
+  for shape in ((0, 0, 3), (11, 11, 3), (11, 400, 3)):
+    boxes, scores = cascade(np.zeros(shape, np.uint8))
+    assert boxes.shape == (0, 4) and scores.shape == (0,)
+  with pytest.raises(ValueError, match=r"H x W x 3 RGB frame, got an array of shape \(50, 50\)"):
+    cascade(np.zeros((50, 50), np.uint8))
+  with pytest.raises(ValueError, match="min_face must be > 0 px, got 0.0"):
+    cascade(np.zeros((50, 50, 3), np.uint8), min_face=0)

@@ -19,8 +19,10 @@ across detectors.
   bench/detect.py), so the landmark fit sees the box it expects.
 - `mtcnn`: MTCNN's cascade of three small networks over a pyramid of the whole frame
   (`fer_jax/predict/mtcnn.py`), facenet-pytorch's weights run by torch. On bench/classroom.py's
-  frames it finds more of the small faces than BlazeFace with fewer false boxes, at more CPU a
-  detection; its boxes are mapped onto dlib's by `MTCNN_TO_DLIB` (its own are taller than wide).
+  frames it finds more of the small faces than BlazeFace with fewer false boxes, in less time
+  a detection, but a 720p lecture runs at about 0.9x the frames/s end to end (torch's start-up,
+  contention with the fits); its boxes are mapped onto dlib's by `MTCNN_TO_DLIB` (its own are
+  taller than wide).
 
 `DEFAULT` is the detector that bench/detect.py measured best (recall first, then speed).
 """
@@ -59,7 +61,8 @@ MTCNN_TO_DLIB = dict(dx=0.0, dy=0.034, sw=1.074, sh=0.822)
 MTCNN_WEIGHTS = ("facenet_pytorch", "--no-deps facenet-pytorch==2.6.0", "data")
 # The face (px) a detector's search is sized for unless predict says otherwise
 # (`predict.detect_face_size`): BlazeFace's finest tiles, MTCNN's first pyramid level. Finer
-# costs time (BlazeFace at 16 px: 2x for 0.015 more recall; MTCNN at 16 px: 1.5x).
+# costs time (BlazeFace at 16 px: 2x for 0.015 more recall; MTCNN at 16 px: 1.6x on
+# bench/predict.py's frame, 362 against 226 ms, for about 0.015).
 SEARCH_FACE = {"blazeface": 24.0, "mtcnn": 20.0}
 # MTCNN's face probabilities to keep a box after P-Net, R-Net and O-Net: the published 0.6 for
 # P-Net passes about 1,000 candidates to R-Net in a 720p classroom frame; 0.8 cuts its time by a

@@ -7,6 +7,11 @@ stages. The weights are the ones facenet-pytorch ships (`pnet.pt`, `rnet.pt`, `o
 package is read as files, never imported: its code imports torchvision), run here by torch on
 the CPU (torch is already face-alignment's requirement).
 
+Two choices follow the original MTCNN and its TensorFlow port rather than facenet-pytorch's
+code: the pyramid and the crops are resized by OpenCV's pixel-area interpolation (facenet-pytorch
+uses torch's, which moves a box by a few percent of its side), and every suppression counts
+pixels inclusively (+1). Crops that reach beyond the frame are zero-padded, not stretched.
+
 The functions are pure: `pnet`, `rnet`, `onet` (weights, NCHW input -> outputs), the pyramid's
 scales, the box arithmetic and the suppression; `Cascade` holds the weights and runs a frame.
 Boxes are (x0, y0, x1, y1) in MTCNN's own convention (`detectors.MTCNN_TO_DLIB` maps them onto
@@ -105,9 +110,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, by: str = "unio
   """Indices kept by greedy non-maximum suppression, highest score first: a box is dropped
   when its overlap with a kept one exceeds `threshold`, the overlap being the intersection over
   the union (`union`) or over the smaller box (`min`). Areas count pixels inclusively. Many
-  boxes under `union` go through OpenCV's suppression (C++; the same indices, tested)."""
+  boxes with positive scores under `union` go through OpenCV's suppression (C++; the same
+  indices, tested)."""
   boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-  if by == "union" and len(boxes) > 64:
+  scores = np.asarray(scores, np.float64)
+  if by == "union" and len(boxes) > 64 and (scores > 0).all():  # OpenCV drops scores <= 0
     keep = cv2.dnn.NMSBoxes(np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2] + 1], 1),
                             np.asarray(scores, np.float32), 0.0, float(threshold))
     return np.asarray(keep, np.int64).reshape(-1)
@@ -189,6 +196,8 @@ class Cascade:
                thresholds=THRESHOLDS, factor: float = FACTOR, threads: int = 1,
                batch: int = 256):
     import torch  # pylint: disable=g-import-not-at-top
+    if not min_face > 0:
+      raise ValueError(f"MTCNN's min_face must be > 0 px, got {min_face}")
     self.weights = load(weights_dir)
     self.min_face, self.thresholds, self.factor = float(min_face), tuple(thresholds), factor
     self.threads, self.batch = int(threads), int(batch)
@@ -205,12 +214,18 @@ class Cascade:
   def __call__(self, rgb: np.ndarray, min_face: float | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
     """`min_face`: this frame's smallest face (px), instead of the constructor's."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+      raise ValueError(f"MTCNN takes an H x W x 3 RGB frame, got an array of shape {rgb.shape}")
+    min_face = self.min_face if min_face is None else float(min_face)
+    if not min_face > 0:
+      raise ValueError(f"MTCNN's min_face must be > 0 px, got {min_face}")
     torch = self._torch
     previous = torch.get_num_threads()
     torch.set_num_threads(self.threads)
     try:
       with torch.inference_mode():
-        return self._run(np.asarray(rgb), self.min_face if min_face is None else min_face)
+        return self._run(rgb, min_face)
     finally:
       torch.set_num_threads(previous)
 
