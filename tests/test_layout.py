@@ -82,8 +82,9 @@ def layer(name: str) -> str:
 
 def test_imports_point_down():
   """core <- predict helpers <- modes <- cli. A core module may read a registry from
-  fer_jax/predict/ only if that module imports nothing of fer_jax (validation's table of
-  detector names)."""
+  fer_jax/predict/ only if that module imports nothing of fer_jax but fer_jax/predict/ modules
+  that import nothing of fer_jax (validation's table of detector names: detectors.py, which
+  imports mtcnn.py)."""
   edges = graph()
   allowed = {"core": {"core"}, "predict": {"core", "predict"},
              "mode": {"core", "predict", "mode"}, "cli": {"core", "mode"}}
@@ -92,8 +93,9 @@ def test_imports_point_down():
     for dep in deps:
       if dep == "fer_jax.modes":  # the table and Args: imports no mode
         continue
+      leaf = lambda m: layer(m) == "predict" and not edges[m]  # pylint: disable=cell-var-from-loop
       if layer(dep) not in allowed[layer(name)] and not (
-          layer(name) == "core" and layer(dep) == "predict" and not edges[dep]):
+          layer(name) == "core" and layer(dep) == "predict" and all(map(leaf, edges[dep]))):
         wrong.append(f"{name} ({layer(name)}) imports {dep} ({layer(dep)})")
   assert not wrong, wrong
   assert not edges["fer_jax.modes"] - {"fer_jax.errors"}, edges["fer_jax.modes"]

@@ -37,6 +37,8 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from fer_jax.predict import mtcnn as mtcnn_lib  # torch is imported when an MTCNN is made
+
 Detection = tuple[np.ndarray, float]
 Detector = Callable[[np.ndarray], list[Detection]]
 
@@ -281,7 +283,6 @@ def mtcnn(min_face: float = 20.0, threads: int = 1, weights_dir: str | None = No
   missing = [n for n in ("pnet.pt", "rnet.pt", "onet.pt") if not (weights / n).is_file()]
   if missing:
     raise DetectorUnavailable(f"detector 'mtcnn': {', '.join(missing)} missing from {weights}")
-  from fer_jax.predict import mtcnn as mtcnn_lib  # pylint: disable=g-import-not-at-top
   cascade = mtcnn_lib.Cascade(weights, min_face=min_face, threads=threads,
                               thresholds=tuple(thresholds or MTCNN_THRESHOLDS))
   m = MTCNN_TO_DLIB
