@@ -83,9 +83,7 @@ def cascade():
     detectors.make_detector("mtcnn")
   except detectors.DetectorUnavailable as e:
     pytest.skip(str(e))
-  module, _, folder = detectors.MTCNN_WEIGHTS
-  return mtcnn.Cascade(detectors._package_dir(module, "", "mtcnn") / folder,  # pylint: disable=protected-access
-                       thresholds=detectors.MTCNN_THRESHOLDS)
+  return mtcnn.Cascade(detectors.mtcnn_weights_dir(), thresholds=detectors.MTCNN_THRESHOLDS)
 
 
 def test_the_cascade_gives_the_same_box_on_the_committed_photo(cascade):

@@ -262,6 +262,18 @@ def blazeface(min_face: float = 24.0, min_score: float = 0.5, threads: int = 1,
   return detect
 
 
+def mtcnn_weights_dir(weights_dir: str | None = None) -> pathlib.Path:
+  """The folder holding MTCNN's pnet.pt, rnet.pt and onet.pt: `weights_dir`, or the
+  facenet-pytorch package's (found without importing it)."""
+  module, install, folder = MTCNN_WEIGHTS
+  weights = (pathlib.Path(weights_dir) if weights_dir else
+             _package_dir(module, install, "mtcnn") / folder)
+  missing = [f"{n}.pt" for n in mtcnn_lib.STAGES if not (weights / f"{n}.pt").is_file()]
+  if missing:
+    raise DetectorUnavailable(f"detector 'mtcnn': {', '.join(missing)} missing from {weights}")
+  return weights
+
+
 def mtcnn(min_face: float = 20.0, threads: int = 1, weights_dir: str | None = None,
           min_face_fraction: float = 0.0, thresholds=None) -> Detector:
   """MTCNN (`fer_jax/predict/mtcnn.py`) on the whole frame, its pyramid starting at faces of
@@ -275,15 +287,9 @@ def mtcnn(min_face: float = 20.0, threads: int = 1, weights_dir: str | None = No
     thresholds: P-Net's, R-Net's and O-Net's face probabilities to keep a box (default
       `MTCNN_THRESHOLDS`; `mtcnn.THRESHOLDS` are the published ones).
   """
-  module, pip_name, folder = MTCNN_WEIGHTS
-  weights = (pathlib.Path(weights_dir) if weights_dir else
-             _package_dir(module, pip_name, "mtcnn") / folder)
   if importlib.util.find_spec("torch") is None:
     raise DetectorUnavailable("detector 'mtcnn' needs torch (pip install torch)")
-  missing = [n for n in ("pnet.pt", "rnet.pt", "onet.pt") if not (weights / n).is_file()]
-  if missing:
-    raise DetectorUnavailable(f"detector 'mtcnn': {', '.join(missing)} missing from {weights}")
-  cascade = mtcnn_lib.Cascade(weights, min_face=min_face, threads=threads,
+  cascade = mtcnn_lib.Cascade(mtcnn_weights_dir(weights_dir), min_face=min_face, threads=threads,
                               thresholds=tuple(thresholds or MTCNN_THRESHOLDS))
   m = MTCNN_TO_DLIB
 

@@ -33,7 +33,7 @@ WINDOW = 12  # P-Net's window (px at its input); stride 2
 
 def load(weights_dir: pathlib.Path) -> dict[str, dict]:
   """{stage: its state dict (torch tensors)} from `weights_dir`/<stage>.pt."""
-  import torch  # pylint: disable=g-import-not-at-top
+  torch = _torch()
   out = {}
   for stage in STAGES:
     path = pathlib.Path(weights_dir) / f"{stage}.pt"
@@ -43,15 +43,21 @@ def load(weights_dir: pathlib.Path) -> dict[str, dict]:
   return out
 
 
-def _conv(x, p, name):
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-  return F.prelu(F.conv2d(x, p[f"{name}.weight"], p[f"{name}.bias"]),
-                 p[name.replace("conv", "prelu") + ".weight"])
+def _torch():
+  """torch, imported on first use: importing this module (as detectors.py does for every
+  command) must not cost torch's 1.4 s."""
+  import torch  # pylint: disable=g-import-not-at-top
+  return torch
+
+
+def _conv(x, p, name, prelu: bool = True):
+  F = _torch().nn.functional  # pylint: disable=invalid-name
+  y = F.conv2d(x, p[f"{name}.weight"], p[f"{name}.bias"])
+  return F.prelu(y, p[name.replace("conv", "prelu") + ".weight"]) if prelu else y
 
 
 def _pool(x, k, s):
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-  return F.max_pool2d(x, k, s, ceil_mode=True)
+  return _torch().nn.functional.max_pool2d(x, k, s, ceil_mode=True)
 
 
 def _flat(x):
@@ -60,39 +66,37 @@ def _flat(x):
 
 
 def _dense(x, p, name, prelu: str | None = None):
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
+  F = _torch().nn.functional  # pylint: disable=invalid-name
   y = F.linear(x, p[f"{name}.weight"], p[f"{name}.bias"])
   return F.prelu(y, p[f"{prelu}.weight"]) if prelu else y
 
 
+def _face(logits):
+  return _torch().softmax(logits, 1)[:, 1]
+
+
 def pnet(p, x):
   """x [N, 3, H, W] -> (face probability [N, H', W'], box offsets [N, 4, H', W'])."""
-  import torch  # pylint: disable=g-import-not-at-top
   x = _pool(_conv(x, p, "conv1"), 2, 2)
   x = _conv(_conv(x, p, "conv2"), p, "conv3")
-  import torch.nn.functional as F  # pylint: disable=g-import-not-at-top
-  logits = F.conv2d(x, p["conv4_1.weight"], p["conv4_1.bias"])
-  reg = F.conv2d(x, p["conv4_2.weight"], p["conv4_2.bias"])
-  return torch.softmax(logits, 1)[:, 1], reg
+  return _face(_conv(x, p, "conv4_1", prelu=False)), _conv(x, p, "conv4_2", prelu=False)
 
 
 def rnet(p, x):
   """x [N, 3, 24, 24] -> (face probability [N], box offsets [N, 4])."""
-  import torch  # pylint: disable=g-import-not-at-top
   x = _pool(_conv(x, p, "conv1"), 3, 2)
   x = _pool(_conv(x, p, "conv2"), 3, 2)
   x = _dense(_flat(_conv(x, p, "conv3")), p, "dense4", "prelu4")
-  return torch.softmax(_dense(x, p, "dense5_1"), 1)[:, 1], _dense(x, p, "dense5_2")
+  return _face(_dense(x, p, "dense5_1")), _dense(x, p, "dense5_2")
 
 
 def onet(p, x):
   """x [N, 3, 48, 48] -> (face probability [N], box offsets [N, 4])."""
-  import torch  # pylint: disable=g-import-not-at-top
   x = _pool(_conv(x, p, "conv1"), 3, 2)
   x = _pool(_conv(x, p, "conv2"), 3, 2)
   x = _pool(_conv(x, p, "conv3"), 2, 2)
   x = _dense(_flat(_conv(x, p, "conv4")), p, "dense5", "prelu5")
-  return torch.softmax(_dense(x, p, "dense6_1"), 1)[:, 1], _dense(x, p, "dense6_2")
+  return _face(_dense(x, p, "dense6_1")), _dense(x, p, "dense6_2")
 
 
 def scales(h: int, w: int, min_face: float, factor: float = FACTOR) -> list[float]:
@@ -184,8 +188,7 @@ def crops(image: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
 def _tensor(x: np.ndarray):
   """[N, H, W, C] pixels -> MTCNN's input: NCHW in channels-last memory (torch's CPU
   convolutions run these small networks 2x faster so), (x - 127.5) / 128."""
-  import torch  # pylint: disable=g-import-not-at-top
-  return torch.from_numpy((np.asarray(x, np.float32) - 127.5) / 128.0).permute(0, 3, 1, 2)
+  return _torch().from_numpy((np.asarray(x, np.float32) - 127.5) / 128.0).permute(0, 3, 1, 2)
 
 
 class Cascade:
@@ -195,13 +198,12 @@ class Cascade:
   def __init__(self, weights_dir: pathlib.Path, min_face: float = 20.0,
                thresholds=THRESHOLDS, factor: float = FACTOR, threads: int = 1,
                batch: int = 256):
-    import torch  # pylint: disable=g-import-not-at-top
     if not min_face > 0:
       raise ValueError(f"MTCNN's min_face must be > 0 px, got {min_face}")
     self.weights = load(weights_dir)
     self.min_face, self.thresholds, self.factor = float(min_face), tuple(thresholds), factor
     self.threads, self.batch = int(threads), int(batch)
-    self._torch = torch
+    self._torch = _torch()
 
   def _stage(self, net, p, x: np.ndarray):
     probs, regs = [], []
