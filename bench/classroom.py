@@ -38,10 +38,10 @@ convention (the box predict's boxes follow) and is set by `--truth`:
   its side 0.89 of the crop's, the medians of dlib HOG's boxes on pasted faces).
 
 Prediction. Each frame goes through predict's own pieces at their defaults
-(`fer_jax.defaults.get_config().predict`): the detector `predict.detector` with
-`predict.detector_options` (BlazeFace on tiles), `FaceFinder` (boxes under `min_face_size`
-dropped, the `max_faces` largest kept, 68 landmarks fitted by the best landmark source
-available here, faces aligned), and the released model (`release.DEFAULT_MODEL`) through
+(`fer_jax.defaults.get_config().predict`): the detector `predict.detector` made as for a
+photo (`predict.make_detector`: `auto` is MTCNN, brightened, keeping 16 px boxes), `FaceFinder`
+(boxes under `min_face_size` dropped, the `max_faces` largest kept, 68 landmarks fitted by the
+best landmark source available here, faces aligned), and the released model (`release.DEFAULT_MODEL`) through
 `make_classifier` and `classify_frames` in batches of `predict.batch_size`. Frames are
 independent pictures, so detection runs on every frame (`detect_every=1`, as for a folder of
 photos).
@@ -527,7 +527,6 @@ def predictor(opts=None, extra=None):
   from fer_jax import cli, release  # pylint: disable=g-import-not-at-top
   from fer_jax.data import landmarks as landmarks_lib  # pylint: disable=g-import-not-at-top
   from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
-  from fer_jax.predict import detectors  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)
   cli.setup_compile_cache()  # as main.py does
   opts = predict.options() if opts is None else opts
@@ -535,15 +534,8 @@ def predictor(opts=None, extra=None):
       str(release.model_dir(release.DEFAULT_MODEL)), "latest")
   source = landmarks_lib.best_available(opts.landmarks,
                                         weights_dir=opts.face_alignment_dir or None)
-  try:
-    detector = detectors.make_detector(opts.detector, **{**predict.detector_options(opts),
-                                                         **(extra or {})})
-    name = opts.detector
-  except detectors.DetectorUnavailable as e:
-    print(f"{e}; finding faces with {detectors.FALLBACK} instead (as predict does)",
-          file=sys.stderr)
-    name = detectors.FALLBACK
-    detector = detectors.make_detector(name)
+  detector = predict.make_detector(opts, "image", extra)  # a class photo per frame
+  name = opts.detector
   config.eval_flip = predict.mirror_average(opts.flip, bool(config.eval_flip), "image")
   classify = predict.make_classifier(config, variables, int(opts.batch_size))
   return detector, name, source, opts, classify, release.DEFAULT_MODEL, step

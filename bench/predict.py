@@ -284,14 +284,16 @@ def main():
   print("\nstage (per frame)                        ms   faces")
   boxes = {}
   for name in args.detectors.split(","):
-    detect = detectors.make_detector(name, **predict.detector_options(
-        ml_collections.ConfigDict(dict(opts.to_dict(), detector=name))))
+    chosen = ml_collections.ConfigDict(dict(opts.to_dict(), detector=name))
+    detect = predict.make_detector(chosen, "video")
     sec, found = timed(lambda d=detect: d(rgb), args.repeats)
-    boxes[name] = [b for b, _ in found if min(b[2] - b[0], b[3] - b[1]) >= opts.min_face_size]
+    boxes[name] = [b for b, _ in found
+                   if min(b[2] - b[0], b[3] - b[1]) >= chosen.min_face_size]
     print(f"detect {name:<33} {1000 * sec:6.1f}   {len(boxes[name])} of {ROWS * COLS}")
   some = boxes.get(args.detector) or next(b for b in boxes.values() if b)
   fake = lambda _: [(b, 1.0) for b in some]
-  sec, faces = timed(lambda: predict.find_faces(source, rgb, int(opts.min_face_size),
+  kept = detectors.keep_face(args.detector, opts.min_face_size)
+  sec, faces = timed(lambda: predict.find_faces(source, rgb, kept,
                                                 int(opts.max_faces), detect=fake), args.repeats)
   print(f"fit {source.name} + align, {len(faces)} faces{'':<12} {1000 * sec:6.1f}   "
         f"({1000 * sec / len(faces):.2f} ms/face)")

@@ -137,28 +137,33 @@ def get_config() -> ml_collections.ConfigDict:
   pred.face_alignment_dir = ""  # folder holding face-alignment's weight files ("" = torch hub)
   pred.frame_stride = 1  # video: process every n-th frame
   pred.recursive = False  # an input folder: also the images of its subfolders (named sub_a)
-  pred.min_face_size = 20  # px: smaller detected boxes (shorter side) are ignored (24 until
-  #   2026-12-07; 20 finds about 0.04 more of bench/classroom.py's 20-110 px faces at 0.77-0.84
-  #   false boxes a frame, 16 another 0.03-0.04 at 0.89-0.99: bench/RESULTS.md, "Small faces:
-  #   the size filter")
+  pred.min_face_size = 0  # px: smaller detected boxes (shorter side) are ignored; 0 = the
+  #   detector's own (detectors.KEEP_FACE: mtcnn 16, the others 20). 20 finds about 0.04 more of
+  #   bench/classroom.py's 20-110 px faces than 24 with BlazeFace (0.77-0.84 false boxes a
+  #   frame), 16 another 0.03-0.04 at 0.89-0.99; MTCNN's boxes of 20 px faces are 16-18 px
+  #   (bench/RESULTS.md, "Small faces: the size filter" and "Small faces: MTCNN")
   pred.min_face_fraction = 0.01  # ... and boxes under this fraction of the frame's shorter
   #   side where that is more: 40 px in a 6000x4000 photo, no change up to 2000 px at the
-  #   defaults, so 720p and 1080p classrooms keep 20 px (bench/detect.py --large_photo)
+  #   defaults, so 720p and 1080p classrooms keep 16-20 px (bench/detect.py --large_photo)
   pred.detect_face_size = 0  # px: the detector's search is sized for faces this small
   #   (blazeface: its finest tiles; mtcnn: its first pyramid level), or for min_face_size where
   #   that is larger; 0 = the detector's own (detectors.SEARCH_FACE: blazeface 24, mtcnn 20).
   #   Smaller faces are still found, less often; a finer search costs time
-  pred.max_faces = 30  # per frame, largest first
+  pred.max_faces = 64  # per frame, largest first (30 until 2026-12-08: with 20-40 faces a
+  #   class frame often has more boxes; MTCNN found 0.015 more of bench/classroom.py's faces at
+  #   64, at the same false boxes: bench/RESULTS.md, "Small faces: dim frames and the face limit")
   pred.batch_size = 32  # faces per jitted forward pass (the last batch is padded)
   pred.flip = "photos"  # photos | checkpoint | on | off: average each face with its mirror
   #   image as the checkpoint's eval_flip says on photos and folders, never on video (where a
   #   face's frames average over time; the mirror doubles the model's cost per frame); or as
   #   the checkpoint says everywhere, always, never (bench/RESULTS.md, "A lecture in real time")
-  pred.detector = "blazeface"  # face boxes: blazeface | mtcnn | hog | hog_up1 | hog_up2 | mmod |
-  #   mmod_up1 (fer_jax/predict/detectors.py). mtcnn with min_face_size=16 finds more small
-  #   faces (bench/classroom.py: 0.69-0.71 against 0.55-0.56, half the false boxes) at about
-  #   0.9x blazeface's frames/s on a 720p lecture (under 15) and 1.2 s more start-up (torch):
-  #   bench/RESULTS.md, "Small faces: MTCNN"
+  pred.detector = "auto"  # face boxes: auto | mtcnn | blazeface | hog | hog_up1 | hog_up2 |
+  #   mmod | mmod_up1 (fer_jax/predict/detectors.py). auto (detectors.AUTO): mtcnn on photos
+  #   and folders (bench/classroom.py: 0.76-0.77 of the 20-110 px faces against blazeface's
+  #   0.55, fewer false boxes; 1.2 s more start-up: torch), blazeface on video and streams
+  #   (mtcnn: 0.85-0.97x its frames/s on a 720p lecture, under 15 in some sittings), each
+  #   falling back to the next that can run here: bench/RESULTS.md, "Small faces: MTCNN" and
+  #   "... dim frames and the face limit"
   pred.detect_every = 10  # video: detect on every n-th processed frame, follow faces between
   #   (a face that enters is found within 0.4 s at 25 frames/s; every 5th costs 1.26x the time
   #   of a 720p lecture: bench/RESULTS.md, "A lecture in real time")

@@ -113,7 +113,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.classification": ("auto",) + tuple(losses.CLASSIFICATION),
     "optimizer.schedule": tuple(state_lib.SCHEDULES),
     "predict.landmarks": tuple(landmarks_lib.SOURCES),
-    "predict.detector": tuple(detectors.DETECTORS),
+    "predict.detector": ("auto",) + tuple(detectors.DETECTORS),
     "predict.flip": ("photos", "checkpoint", "on", "off"),
     "occlusion.landmarks": ("refit", "oracle"),
 }

@@ -86,12 +86,46 @@ def cascade():
   return mtcnn.Cascade(detectors.mtcnn_weights_dir(), thresholds=detectors.MTCNN_THRESHOLDS)
 
 
-def test_the_cascade_gives_the_same_box_on_the_committed_photo(cascade):
-  """A golden box: a change to the resizing, the suppression or the regressions moves it."""
+def _astronaut():
   import cv2  # pylint: disable=g-import-not-at-top
   path = pathlib.Path(__file__).resolve().parent / "data" / "photos" / "astronaut.png"
-  rgb = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)[20:220, 60:260]
-  boxes, scores = cascade(rgb)
+  return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_brighten_scales_a_dim_frame_up_to_its_cap_and_leaves_a_bright_one():
+  ramp = np.broadcast_to(np.arange(100, dtype=np.uint8)[:, None, None], (100, 40, 3))
+  # the grey 99th percentile of rows 0, 4, ..., 96, 10 columns each (250 values; the top 10 are
+  # 96): 96, so the gain is 255 / 96 = 2.656, saturating at 255 from row 96 on
+  out = detectors.brighten(ramp, max_gain=3.0)
+  np.testing.assert_array_equal(out[:, 0, 0],
+                                np.minimum(np.round(np.arange(100) * 255 / 96), 255))
+  assert out[50, 0, 0] == 133 and out[95, 0, 0] == 252 and out[96, 0, 0] == 255
+  dark = ramp // 4  # percentile 24: the gain 10.6 is capped at 3
+  np.testing.assert_array_equal(detectors.brighten(dark, 3.0)[:, 0, 0], dark[:, 0, 0] * 3)
+  bright = (ramp.astype(np.int32) * 2 + 45).astype(np.uint8)  # percentile 237: gain 1.076 < 1.1
+  assert detectors.brighten(bright, 3.0) is bright
+  brighter = bright - np.uint8(6)  # percentile 231: gain 1.104
+  assert detectors.brighten(brighter, 3.0).max() == 255
+  assert detectors.brighten(dark, 1.0) is dark
+  empty = np.zeros((0, 0, 3), np.uint8)
+  assert detectors.brighten(empty, 3.0) is empty
+
+
+def test_mtcnn_finds_a_dim_face_only_brightened(cascade):
+  """The astronaut at a tenth of its light, 96 px: the cascade alone finds nothing."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  small = cv2.resize(_astronaut(), (96, 96), interpolation=cv2.INTER_AREA)
+  dim = (small * 0.1).astype(np.uint8)
+  assert detectors.make_detector("mtcnn", min_face=12, max_gain=1.0)(dim) == []
+  (box, score), = detectors.make_detector("mtcnn", min_face=12)(dim)
+  (bright_box, _), = detectors.make_detector("mtcnn", min_face=12)(small)
+  assert score > 0.9
+  np.testing.assert_allclose(box, bright_box, atol=2.0)
+
+
+def test_the_cascade_gives_the_same_box_on_the_committed_photo(cascade):
+  """A golden box: a change to the resizing, the suppression or the regressions moves it."""
+  boxes, scores = cascade(_astronaut()[20:220, 60:260])
   assert len(boxes) == 1 and scores[0] > 0.99
   np.testing.assert_allclose(boxes[0], GOLDEN, atol=0.05)
 

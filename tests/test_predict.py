@@ -365,26 +365,45 @@ def test_detector_ahead_in_a_thread_finds_what_calls_one_by_one_find(video):
   assert all(e[2].startswith("detect") for e in detections)
 
 
-def test_missing_default_detector_falls_back_to_dlib_and_says_so(run_dir, tmp_path, monkeypatch,
-                                                                 caplog):
+def test_auto_chooses_by_the_input_and_falls_back_to_what_runs_here(run_dir, tmp_path,
+                                                                    monkeypatch, caplog):
+  made = []
   real = detectors.make_detector
 
-  def no_blazeface(name=detectors.DEFAULT, **kw):
-    if name == "blazeface":
-      raise detectors.DetectorUnavailable("detector 'blazeface' needs ai-edge-litert")
-    return real(name, **kw)
+  def only(*runnable):
+    def make(name=detectors.DEFAULT, **kw):
+      made.append((name, kw.get("min_face")))
+      if name not in runnable:
+        raise detectors.DetectorUnavailable(f"detector {name!r} needs its package")
+      return real(name, **kw) if name.startswith("hog") else (lambda rgb: [])
+    monkeypatch.setattr(detectors, "make_detector", make)
 
-  monkeypatch.setattr(detectors, "make_detector", no_blazeface)
+  only("mtcnn", "blazeface", "hog_up1")
+  for kind, name, kept, finest in (("image", "mtcnn", 16, 20), ("folder", "mtcnn", 16, 20),
+                                   ("video", "blazeface", 20, 24)):
+    opts = predict.options(overrides(detector="auto"))
+    predict.make_detector(opts, kind)
+    assert (opts.detector, opts.min_face_size, made[-1]) == (name, kept, (name, finest))
+  opts = predict.options(overrides(detector="auto", min_face_size=30))
+  predict.make_detector(opts, "video")
+  assert (opts.detector, opts.min_face_size, made[-1]) == ("blazeface", 30, ("blazeface", 30))
+
+  only("hog_up1")  # a photo run where neither MTCNN nor BlazeFace can run
+  made.clear()
   with caplog.at_level(logging.WARNING):
     summary = predict.predict(str(run_dir), str(PHOTOS), str(tmp_path / "out"),
-                              overrides=overrides(detector="blazeface", annotate=False))
-  assert summary["detector"] == "hog_up1" and summary["faces"] == 2
-  assert any("needs ai-edge-litert; finding faces with hog_up1" in r.getMessage()
-             for r in caplog.records)
-  with pytest.raises(detectors.DetectorUnavailable):  # one asked for by name is not replaced
-    monkeypatch.setattr(detectors, "make_detector", lambda name, **kw: no_blazeface("blazeface"))
-    predict.predict(str(run_dir), str(PHOTOS), str(tmp_path / "out2"),
-                    overrides=overrides(detector="mmod"))
+                              overrides=overrides(detector="auto", annotate=False))
+  assert [n for n, _ in made] == ["mtcnn", "blazeface", "hog_up1"]
+  assert (summary["detector"], summary["min_face_size"], summary["faces"]) == ("hog_up1", 20, 2)
+  messages = [r.getMessage() for r in caplog.records]
+  assert any("'mtcnn' needs its package; finding faces with blazeface" in m for m in messages)
+  assert any("'blazeface' needs its package; finding faces with hog_up1" in m for m in messages)
+  only()
+  with pytest.raises(detectors.DetectorUnavailable, match="'hog_up1' needs"):
+    predict.make_detector(predict.options(overrides(detector="auto")), "video")
+  with pytest.raises(detectors.DetectorUnavailable, match="'blazeface' needs"):
+    predict.make_detector(predict.options(overrides(detector="blazeface")), "video")
+  assert made[-1][0] == "blazeface"  # one asked for by name is not replaced
 
 
 def test_batches_pad_to_a_few_shapes_and_the_model_runs_while_the_next_faces_are_found():
@@ -535,7 +554,7 @@ def test_new_options_refuse_bad_values_naming_the_key():
       ("min_group", 0, "config.predict.min_group must be >= 1, got 0"),
       ("blur_faces", "yes", "config.predict.blur_faces must be True or False, got 'yes'"),
       ("aggregate_only", 1, "config.predict.aggregate_only must be True or False, got 1"),
-      ("detector", "haar", "config.predict.detector must be one of hog, hog_up1, "),
+      ("detector", "haar", "config.predict.detector must be one of auto, hog, hog_up1, "),
       ("iou_threshold", 0.0, "config.predict.iou_threshold must be in (0, 1], got 0.0"),
       ("detect_every", 0, "config.predict.detect_every must be >= 1, got 0"),
       ("flip", "yes", "config.predict.flip must be one of photos, checkpoint, on, off, got 'yes'")):
@@ -689,17 +708,21 @@ def test_a_large_photo_gets_no_false_faces_and_classroom_frames_keep_small_faces
   photo[1500:1500 + 3 * grace.shape[0], 2500:2500 + 3 * grace.shape[1]] = cv2.resize(
       grace, (3 * grace.shape[1], 3 * grace.shape[0]))
   opts = predict.options(overrides(detector="blazeface"))
+  assert opts.min_face_size == 0  # the detector's own: made, opts holds what it keeps
+  assert predict.detector_options(opts)["min_face"] == 24
+  detect = predict.make_detector(opts, "image")
+  assert opts.detector == "blazeface" and opts.min_face_size == 20
   finder = predict.FaceFinder(types.SimpleNamespace(), None, opts.min_face_size,
                               min_face_fraction=opts.min_face_fraction)
   assert finder.smallest(photo) == 40
   assert finder.smallest(np.zeros((720, 1280))) == finder.smallest(np.zeros((1080, 1920))) == 20
-  assert predict.detector_options(opts)["min_face"] == 24
+  # detect_face_size, min_face_size -> the face the finest search is sized for
   for name, size, kept, finest in (("blazeface", 16, 16, 16), ("blazeface", 16, 30, 30),
-                                   ("blazeface", 0, 20, 24), ("mtcnn", 0, 16, 20),
+                                   ("blazeface", 0, 20, 24), ("blazeface", 16, 0, 20),
+                                   ("mtcnn", 0, 16, 20), ("mtcnn", 0, 0, 20), ("mtcnn", 12, 0, 16),
                                    ("mtcnn", 8, 8, 12), ("mtcnn", 0, 40, 40)):
     assert predict.detector_options(predict.options(overrides(
         detector=name, detect_face_size=size, min_face_size=kept)))["min_face"] == finest
-  detect = detectors.make_detector("blazeface", **predict.detector_options(opts))
   boxes = [b for b, _ in detect(photo[:, :, ::-1]) if min(b[2:] - b[:2]) >= finder.smallest(photo)]
   x0, y0, x1, y1 = (np.array(FACE_BOXES["grace_hopper.jpg"]) * 3 + [2500, 1500, 2500, 1500])
   assert len(boxes) == 1 and abs((boxes[0][0] + boxes[0][2]) / 2 - (x0 + x1) / 2) < 0.1 * (

@@ -5,8 +5,8 @@
 
 One face's way through the package: `inputs.py` (an image, a folder of images sorted by name,
 or a video that OpenCV reads, decoded in a background thread; time = frame index / fps) ->
-`faces.py` (detected by `predict.detector`, BlazeFace by default, on every
-`predict.detect_every`-th frame of a video and followed between; 68 landmarks fitted by
+`faces.py` (detected by `predict.detector`: by default MTCNN on photos, BlazeFace on video,
+on every `predict.detect_every`-th frame of a video and followed between; 68 landmarks fitted by
 face-alignment when its weights are on this machine, else dlib; aligned onto the FERPlus
 template at 48 px in grey, as the training faces are) -> `model.py` (the five evaluation
 crops, the occluder of each face drawn from `fold_in(key(data.eval_occluder_seed),
@@ -84,8 +84,8 @@ from fer_jax.predict import outputs
 from fer_jax.predict import recorder
 from fer_jax import validation
 
-__all__ = ["options", "predict", "detector_options", "load_checkpoint", "make_classifier",
-           "find_faces", "FaceFinder",
+__all__ = ["options", "predict", "make_detector", "detector_options", "load_checkpoint",
+           "make_classifier", "find_faces", "FaceFinder",
            "FoundFace", "outside_frame", "Frame", "Input", "output_stems"]
 
 BOOLEAN_KEYS = ("overwrite", "annotate", "blur_faces", "aggregate_only", "recursive")
@@ -137,6 +137,35 @@ def mirror_average(flip: str, checkpoint: bool, kind: str) -> bool:
   return FLIPS[flip](checkpoint, kind)
 
 
+def make_detector(opts: ml_collections.ConfigDict, kind: str,
+                  extra: Mapping[str, Any] | None = None) -> detectors.Detector:
+  """The detector `opts.detector` names for an input of `kind` (image, folder, video), made
+  with `detector_options` (and `extra` constructor options on top). `auto` tries
+  `detectors.AUTO[kind]` in order, with a warning for each that cannot run here; a detector
+  named otherwise that cannot run raises. Sets `opts.detector` to the detector made and
+  `opts.min_face_size` to the size kept with it (`detectors.keep_face`): summary.json records
+  both.
+
+  Raises:
+    DetectorUnavailable: no detector asked for can run here (the message says what to install).
+  """
+  names = detectors.AUTO[kind] if opts.detector == "auto" else (opts.detector,)
+  for i, name in enumerate(names):
+    chosen = ml_collections.ConfigDict(dict(
+        opts.to_dict(), detector=name,
+        min_face_size=detectors.keep_face(name, opts.min_face_size)))
+    try:
+      detect = detectors.make_detector(name, **{**detector_options(chosen), **(extra or {})})
+    except detectors.DetectorUnavailable as e:
+      if i + 1 == len(names):
+        raise
+      logging.warning("%s; finding faces with %s instead", e, names[i + 1])
+      continue
+    opts.detector, opts.min_face_size = name, chosen.min_face_size
+    return detect
+  raise AssertionError("unreachable")
+
+
 def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
   """Constructor options of `opts.detector`. BlazeFace's finest tiles and MTCNN's first pyramid
   level are sized for faces of `detect_face_size` px (0: the detector's own,
@@ -146,7 +175,8 @@ def detector_options(opts: ml_collections.ConfigDict) -> dict[str, Any]:
   if opts.detector in detectors.SEARCH_FACE:  # one thread: the detector runs beside the fits
     # and the model (`FaceFinder.frames`), where a second thread costs CPU for little time
     size = float(opts.detect_face_size) or detectors.SEARCH_FACE[opts.detector]
-    return dict(min_face=max(size, float(opts.min_face_size), 12.0), threads=1,
+    kept = detectors.keep_face(opts.detector, opts.min_face_size)
+    return dict(min_face=max(size, kept, 12.0), threads=1,
                 min_face_fraction=float(opts.min_face_fraction))
   return {}
 
@@ -288,14 +318,7 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
     config, variables, step = load_checkpoint(workdir, checkpoint)
     source = landmarks_lib.best_available(opts.landmarks,
                                           weights_dir=opts.face_alignment_dir or None)
-    try:
-      detect = detectors.make_detector(opts.detector, **detector_options(opts))
-    except detectors.DetectorUnavailable as e:
-      if opts.detector != detectors.DEFAULT:
-        raise
-      logging.warning("%s; finding faces with %s instead", e, detectors.FALLBACK)
-      opts.detector = detectors.FALLBACK  # summary.json says which ran
-      detect = detectors.make_detector(opts.detector)
+    detect = make_detector(opts, inp.kind)  # summary.json says which ran
   except BaseException:
     inp.close()
     raise

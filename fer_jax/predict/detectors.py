@@ -24,7 +24,8 @@ across detectors.
   contention with the fits); its boxes are mapped onto dlib's by `MTCNN_TO_DLIB` (its own are
   taller than wide).
 
-`DEFAULT` is the detector that bench/detect.py measured best (recall first, then speed).
+`DEFAULT` is the detector that bench/detect.py measured best (recall first, then speed) on
+video frames; predict's default, `auto`, chooses by the input's kind (`AUTO`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ SEARCH_FACE = {"blazeface": 24.0, "mtcnn": 20.0}
 # P-Net passes about 1,000 candidates to R-Net in a 720p classroom frame; 0.8 cuts its time by a
 # quarter for 0.01 of recall (bench/RESULTS.md, "Small faces: MTCNN").
 MTCNN_THRESHOLDS = (0.8, 0.7, 0.7)
+# The most MTCNN's input is brightened (`brighten`): a dim frame's faces leave its input range
+# (x - 127.5) / 128 near -1; on bench/classroom.py's frames a gain of up to 3 raised its recall
+# by 0.08 (bench/RESULTS.md, "Small faces: dim frames"). BlazeFace lost 0.02 with it: not used.
+MTCNN_MAX_GAIN = 3.0
 
 
 class DetectorUnavailable(RuntimeError):
@@ -99,6 +104,17 @@ def _sorted(dets: list[Detection]) -> list[Detection]:
 
 def _gray(rgb: np.ndarray) -> np.ndarray:
   return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+
+
+def brighten(rgb: np.ndarray, max_gain: float, percentile: float = 99.0) -> np.ndarray:
+  """`rgb` scaled so that its grey `percentile` reaches 255, by a gain of at most `max_gain`;
+  `rgb` itself where the gain would be under 1.1 (a frame already bright). Pure, uint8 in and
+  out (saturated); the percentile is read on every fourth pixel and row."""
+  if max_gain <= 1.0 or rgb.ndim != 3 or not rgb.size:  # the detector says what is wrong
+    return rgb
+  level = float(np.percentile(_gray(rgb[::4, ::4]), percentile))
+  gain = min(255.0 / max(level, 1.0), float(max_gain))
+  return rgb if gain < 1.1 else cv2.convertScaleAbs(rgb, alpha=gain)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,10 +291,12 @@ def mtcnn_weights_dir(weights_dir: str | None = None) -> pathlib.Path:
 
 
 def mtcnn(min_face: float = 20.0, threads: int = 1, weights_dir: str | None = None,
-          min_face_fraction: float = 0.0, thresholds=None) -> Detector:
-  """MTCNN (`fer_jax/predict/mtcnn.py`) on the whole frame, its pyramid starting at faces of
-  `min_face` px (or `min_face_fraction` of the frame's shorter side, where larger); its boxes
-  mapped onto dlib's convention (`MTCNN_TO_DLIB`).
+          min_face_fraction: float = 0.0, thresholds=None,
+          max_gain: float = MTCNN_MAX_GAIN) -> Detector:
+  """MTCNN (`fer_jax/predict/mtcnn.py`) on the whole frame, brightened (`brighten`, by at most
+  `max_gain`; 1 = as it is), its pyramid starting at faces of `min_face` px (or
+  `min_face_fraction` of the frame's shorter side, where larger); its boxes mapped onto
+  dlib's convention (`MTCNN_TO_DLIB`).
 
   Args:
     weights_dir: a folder holding pnet.pt, rnet.pt and onet.pt (default: the facenet-pytorch
@@ -294,7 +312,8 @@ def mtcnn(min_face: float = 20.0, threads: int = 1, weights_dir: str | None = No
   m = MTCNN_TO_DLIB
 
   def detect(rgb: np.ndarray) -> list[Detection]:
-    boxes, scores = cascade(rgb, max(min_face, min_face_fraction * min(rgb.shape[:2])))
+    boxes, scores = cascade(brighten(rgb, max_gain),
+                            max(min_face, min_face_fraction * min(rgb.shape[:2])))
     dets = []
     for b, score in zip(boxes.astype(np.float64), scores):
       w, h = b[2] - b[0], b[3] - b[1]
@@ -317,6 +336,27 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
     "blazeface": blazeface,
     "mtcnn": mtcnn,
 }
+
+
+# `predict.detector=auto`: for each kind of predict's input, the detectors to try in order (the
+# first that can run here is used). Photos and folders get MTCNN: on bench/classroom.py's class
+# frames it finds 0.76-0.77 of the 20-110 px faces against BlazeFace's 0.55, with fewer false
+# boxes, for 1.2 s of start-up. Video and streams get BlazeFace: MTCNN's frames/s on a 720p
+# lecture fell under 15 in some sittings (bench/RESULTS.md, "Small faces: MTCNN" and "... dim
+# frames and the face limit").
+AUTO = {"image": ("mtcnn", "blazeface", FALLBACK), "folder": ("mtcnn", "blazeface", FALLBACK),
+        "video": ("blazeface", FALLBACK)}
+# The smallest box side (px) predict keeps where `predict.min_face_size` is 0: MTCNN's boxes of
+# 20 px faces (a 48 px crop's side) are 16-18 px, and the 16 px filter finds 0.07 more of them;
+# BlazeFace at 16 px finds 0.03-0.04 more at 0.1-0.2 more false boxes a frame: 20 for the rest.
+KEEP_FACE = {"mtcnn": 16}
+KEEP_FACE_OTHERS = 20
+
+
+def keep_face(name: str, min_face_size: int = 0) -> int:
+  """The smallest box side (px) predict keeps with detector `name`: `min_face_size`, or where
+  it is 0 the detector's own (`KEEP_FACE`)."""
+  return int(min_face_size) or KEEP_FACE.get(name, KEEP_FACE_OTHERS)
 
 
 def make_detector(name: str = DEFAULT, **opts) -> Detector:

@@ -187,7 +187,7 @@ class Recorder:
     summary = dict(
         input=inp.name, kind=inp.kind, output=str(self.out_dir), workdir=str(workdir),
         checkpoint_step=int(step), landmark_source=self.landmark_source,
-        detector=str(opts.detector),
+        detector=str(opts.detector), min_face_size=int(opts.min_face_size),
         detect_every=int(opts.detect_every) if self.is_video else 1, eval_flip=self.eval_flip,
         aggregate_only=self.aggregate, blur_faces=bool(opts.blur_faces), **self.counts,
         label_counts=self.label_counts, fps=inp.fps, frame_stride=int(opts.frame_stride),
