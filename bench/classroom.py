@@ -8,7 +8,8 @@ Settings. Prediction runs at predict's defaults unless `--config.predict.KEY=VAL
 (main.py's syntax, parsed by `fer_jax.overrides.apply_flags` onto `defaults.get_config()`) set
 other `predict.*` values, e.g. `--config.predict.min_face_size=16`; `--detector_option=KEY=VALUE`
 (repeatable; the value a Python literal) passes a constructor option of the detector that
-predict does not expose (e.g. `min_score=0.4` for blazeface) on top of
+runs (frames are photos: `auto` is MTCNN, e.g. `thresholds=(0.8,0.6,0.6)`; `min_score=0.4` with
+`--config.predict.detector=blazeface`) that predict does not expose, on top of
 `predict.detector_options`. The header names every setting that differs from the defaults.
 
 Scenes. Each frame (one per scene size and index) is built by `make_scene` from FERPlus
@@ -41,7 +42,8 @@ Prediction. Each frame goes through predict's own pieces at their defaults
 (`fer_jax.defaults.get_config().predict`): the detector `predict.detector` made as for a
 photo (`predict.make_detector`: `auto` is MTCNN, brightened, keeping 16 px boxes), `FaceFinder`
 (boxes under `min_face_size` dropped, the `max_faces` largest kept, 68 landmarks fitted by the
-best landmark source available here, faces aligned), and the released model (`release.DEFAULT_MODEL`) through
+best landmark source available here, faces aligned), and the released model
+(`release.DEFAULT_MODEL`) through
 `make_classifier` and `classify_frames` in batches of `predict.batch_size`. Frames are
 independent pictures, so detection runs on every frame (`detect_every=1`, as for a folder of
 photos).
@@ -683,13 +685,16 @@ def main(argv=None):
 
   truth = DlibTruth() if args.truth == "dlib" else None
   start = time.perf_counter()
-  parts = predictor(opts, extra)
+  try:
+    parts = predictor(opts, extra)
+  except TypeError as e:  # an option the detector that runs does not take
+    fail(f"--detector_option: {e}")
   detector, name, source, opts, classify, model, step = parts
   load_s = time.perf_counter() - start
   compile_s = warm_up(classify, int(opts.batch_size))
   names = [f"{w}x{h}" for w, h in sizes]
   from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
-  used = {**predict.detector_options(opts), **extra} if name == opts.detector else {}
+  used = {**predict.detector_options(opts), **extra}
   truth_text = ("truth dlib (each face's dlib HOG box; the fixed rule where none)"
                 if truth is not None else "truth fixed (0.89 of the crop's side)")
   header = (f"{len(pool.images)} labelled FERPlus validation faces; {truth_text}; "

@@ -138,7 +138,8 @@ def get_config() -> ml_collections.ConfigDict:
   pred.frame_stride = 1  # video: process every n-th frame
   pred.recursive = False  # an input folder: also the images of its subfolders (named sub_a)
   pred.min_face_size = 0  # px: smaller detected boxes (shorter side) are ignored; 0 = the
-  #   detector's own (detectors.KEEP_FACE: mtcnn 16, the others 20). 20 finds about 0.04 more of
+  #   detector's own (detectors.KEEP_FACE: mtcnn 16, the others 20; 0 kept every box until
+  #   2026-12-08, 1 does now). 20 finds about 0.04 more of
   #   bench/classroom.py's 20-110 px faces than 24 with BlazeFace (0.77-0.84 false boxes a
   #   frame), 16 another 0.03-0.04 at 0.89-0.99; MTCNN's boxes of 20 px faces are 16-18 px
   #   (bench/RESULTS.md, "Small faces: the size filter" and "Small faces: MTCNN")
@@ -160,8 +161,8 @@ def get_config() -> ml_collections.ConfigDict:
   pred.detector = "auto"  # face boxes: auto | mtcnn | blazeface | hog | hog_up1 | hog_up2 |
   #   mmod | mmod_up1 (fer_jax/predict/detectors.py). auto (detectors.AUTO): mtcnn on photos
   #   and folders (bench/classroom.py: 0.76-0.77 of the 20-110 px faces against blazeface's
-  #   0.55, fewer false boxes; 1.2 s more start-up: torch), blazeface on video and streams
-  #   (mtcnn: 0.85-0.97x its frames/s on a 720p lecture, under 15 in some sittings), each
+  #   0.55-0.56, fewer false boxes overall; 1.2 s more start-up: torch), blazeface on video
+  #   and streams (mtcnn: 0.85-0.97x its frames/s on a 720p lecture, under 15 in some sittings), each
   #   falling back to the next that can run here: bench/RESULTS.md, "Small faces: MTCNN" and
   #   "... dim frames and the face limit"
   pred.detect_every = 10  # video: detect on every n-th processed frame, follow faces between

@@ -123,6 +123,21 @@ def test_mtcnn_finds_a_dim_face_only_brightened(cascade):
   np.testing.assert_allclose(box, bright_box, atol=2.0)
 
 
+def test_a_torch_that_cannot_run_makes_mtcnn_unavailable_and_auto_falls_back(cascade,
+                                                                             monkeypatch):
+  from fer_jax.modes import predict  # pylint: disable=g-import-not-at-top
+
+  def broken(*args, **kwargs):
+    raise ImportError("numpy.core.multiarray failed to import")
+  monkeypatch.setattr(mtcnn, "Cascade", broken)
+  with pytest.raises(detectors.DetectorUnavailable,
+                     match=r"'mtcnn': torch cannot run here \(numpy.core.multiarray failed"):
+    detectors.make_detector("mtcnn")
+  opts = predict.options({"predict": {"detector": "auto"}})
+  predict.make_detector(opts, "image")  # BlazeFace, or dlib's HOG where it cannot run either
+  assert opts.detector in ("blazeface", "hog_up1") and opts.min_face_size == 20
+
+
 def test_the_cascade_gives_the_same_box_on_the_committed_photo(cascade):
   """A golden box: a change to the resizing, the suppression or the regressions moves it."""
   boxes, scores = cascade(_astronaut()[20:220, 60:260])

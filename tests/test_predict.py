@@ -852,6 +852,8 @@ def test_a_cut_video_run_resumes_where_it_stopped_and_ends_as_an_uninterrupted_o
   opts = dict(detector="hog", window_s=1.0, detect_every=5)  # frames 0, 5, ..., 25, ...
   whole = predict.predict(str(run_dir), str(video), str(tmp_path / "whole"),
                           overrides=overrides(**opts))
+  record = json.loads((tmp_path / "whole" / "predict_run.json").read_text())["options"]
+  assert (record["predict.detector"], record["predict.min_face_size"]) == ("hog", 20)  # as run
   out = tmp_path / "cut"
   shutil.copytree(tmp_path / "whole", out)
   lines = (out / "faces.jsonl").read_text().splitlines(keepends=True)

@@ -308,6 +308,8 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
   inp = Input(input_path, opts.frame_stride, recursive=bool(opts.recursive),
               exclude=str(out_dir))  # bad input fails before the model loads
   try:
+    # The detector first: the run record holds the detector and the face size that run.
+    detect = make_detector(opts, inp.kind)  # summary.json says which ran
     # A cut run of this video in --output continues (the same command resumes it); any other
     # results there are refused unless predict.overwrite, as bad output fails before the model.
     record = (outputs.run_record(inp, workdir, checkpoint, opts)
@@ -318,7 +320,6 @@ def predict(workdir: str, input_path: str, output_dir: str, checkpoint: str | in
     config, variables, step = load_checkpoint(workdir, checkpoint)
     source = landmarks_lib.best_available(opts.landmarks,
                                           weights_dir=opts.face_alignment_dir or None)
-    detect = make_detector(opts, inp.kind)  # summary.json says which ran
   except BaseException:
     inp.close()
     raise

@@ -71,9 +71,10 @@ SEARCH_FACE = {"blazeface": 24.0, "mtcnn": 20.0}
 # P-Net passes about 1,000 candidates to R-Net in a 720p classroom frame; 0.8 cuts its time by a
 # quarter for 0.01 of recall (bench/RESULTS.md, "Small faces: MTCNN").
 MTCNN_THRESHOLDS = (0.8, 0.7, 0.7)
-# The most MTCNN's input is brightened (`brighten`): a dim frame's faces leave its input range
-# (x - 127.5) / 128 near -1; on bench/classroom.py's frames a gain of up to 3 raised its recall
-# by 0.08 (bench/RESULTS.md, "Small faces: dim frames"). BlazeFace lost 0.02 with it: not used.
+# The most MTCNN's input is brightened (`brighten`): a dim frame's faces sit near -1 of its input
+# range (x - 127.5) / 128; on bench/classroom.py's frames a gain of up to 3 raised its recall by
+# 0.04-0.05 (two seeds, 80 frames a size) for 0.16-0.21 more false boxes a frame (bench/RESULTS.md,
+# "Small faces: dim frames and the face limit"). BlazeFace lost 0.02 with it: not used.
 MTCNN_MAX_GAIN = 3.0
 
 
@@ -110,8 +111,8 @@ def brighten(rgb: np.ndarray, max_gain: float, percentile: float = 99.0) -> np.n
   """`rgb` scaled so that its grey `percentile` reaches 255, by a gain of at most `max_gain`;
   `rgb` itself where the gain would be under 1.1 (a frame already bright). Pure, uint8 in and
   out (saturated); the percentile is read on every fourth pixel and row."""
-  if max_gain <= 1.0 or rgb.ndim != 3 or not rgb.size:  # the detector says what is wrong
-    return rgb
+  if max_gain <= 1.0 or rgb.ndim != 3 or rgb.dtype != np.uint8 or not rgb.size:
+    return rgb  # (the detector says what is wrong with a frame that is not H x W x 3 uint8)
   level = float(np.percentile(_gray(rgb[::4, ::4]), percentile))
   gain = min(255.0 / max(level, 1.0), float(max_gain))
   return rgb if gain < 1.1 else cv2.convertScaleAbs(rgb, alpha=gain)
@@ -307,8 +308,12 @@ def mtcnn(min_face: float = 20.0, threads: int = 1, weights_dir: str | None = No
   """
   if importlib.util.find_spec("torch") is None:
     raise DetectorUnavailable("detector 'mtcnn' needs torch (pip install torch)")
-  cascade = mtcnn_lib.Cascade(mtcnn_weights_dir(weights_dir), min_face=min_face, threads=threads,
-                              thresholds=tuple(thresholds or MTCNN_THRESHOLDS))
+  weights = mtcnn_weights_dir(weights_dir)
+  try:
+    cascade = mtcnn_lib.Cascade(weights, min_face=min_face, threads=threads,
+                                thresholds=tuple(thresholds or MTCNN_THRESHOLDS))
+  except (ImportError, OSError) as e:  # torch installed but broken (a binary, a numpy pin)
+    raise DetectorUnavailable(f"detector 'mtcnn': torch cannot run here ({e})") from e
   m = MTCNN_TO_DLIB
 
   def detect(rgb: np.ndarray) -> list[Detection]:
@@ -340,10 +345,10 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
 
 # `predict.detector=auto`: for each kind of predict's input, the detectors to try in order (the
 # first that can run here is used). Photos and folders get MTCNN: on bench/classroom.py's class
-# frames it finds 0.76-0.77 of the 20-110 px faces against BlazeFace's 0.55, with fewer false
-# boxes, for 1.2 s of start-up. Video and streams get BlazeFace: MTCNN's frames/s on a 720p
-# lecture fell under 15 in some sittings (bench/RESULTS.md, "Small faces: MTCNN" and "... dim
-# frames and the face limit").
+# frames it finds 0.76-0.77 of the 20-110 px faces against BlazeFace's 0.55-0.56, with fewer
+# false boxes overall (0.56-0.66 a frame against 0.77-0.84), for 1.2 s of start-up. Video and
+# streams get BlazeFace: MTCNN's frames/s on a 720p lecture fell under 15 in some sittings
+# (bench/RESULTS.md, "Small faces: MTCNN" and "... dim frames and the face limit").
 AUTO = {"image": ("mtcnn", "blazeface", FALLBACK), "folder": ("mtcnn", "blazeface", FALLBACK),
         "video": ("blazeface", FALLBACK)}
 # The smallest box side (px) predict keeps where `predict.min_face_size` is 0: MTCNN's boxes of
