@@ -141,7 +141,7 @@ def get_config() -> ml_collections.ConfigDict:
   #   detector's own (detectors.KEEP_FACE: mtcnn 16, the others 20; 0 kept every box until
   #   2026-12-08, 1 does now). 20 finds about 0.04 more of
   #   bench/classroom.py's 20-110 px faces than 24 with BlazeFace (0.77-0.84 false boxes a
-  #   frame), 16 another 0.03-0.04 at 0.89-0.99; MTCNN's boxes of 20 px faces are 16-18 px
+  #   frame), 16 another 0.03-0.04 at 0.89-0.99; with MTCNN, 16 finds 0.05 more than 20
   #   (bench/RESULTS.md, "Small faces: the size filter" and "Small faces: MTCNN")
   pred.min_face_fraction = 0.01  # ... and boxes under this fraction of the frame's shorter
   #   side where that is more: 40 px in a 6000x4000 photo, no change up to 2000 px at the

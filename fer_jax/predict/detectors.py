@@ -74,7 +74,8 @@ MTCNN_THRESHOLDS = (0.8, 0.7, 0.7)
 # The most MTCNN's input is brightened (`brighten`): a dim frame's faces sit near -1 of its input
 # range (x - 127.5) / 128; on bench/classroom.py's frames a gain of up to 3 raised its recall by
 # 0.04-0.05 (two seeds, 80 frames a size) for 0.16-0.21 more false boxes a frame (bench/RESULTS.md,
-# "Small faces: dim frames and the face limit"). BlazeFace lost 0.02 with it: not used.
+# "Small faces: dim frames and the face limit"). BlazeFace lost 0.02 with it (gain at most 4)
+# and 0.07 with CLAHE: not used.
 MTCNN_MAX_GAIN = 3.0
 
 
@@ -351,8 +352,9 @@ DETECTORS: dict[str, Callable[..., Detector]] = {
 # (bench/RESULTS.md, "Small faces: MTCNN" and "... dim frames and the face limit").
 AUTO = {"image": ("mtcnn", "blazeface", FALLBACK), "folder": ("mtcnn", "blazeface", FALLBACK),
         "video": ("blazeface", FALLBACK)}
-# The smallest box side (px) predict keeps where `predict.min_face_size` is 0: MTCNN's boxes of
-# 20 px faces (a 48 px crop's side) are 16-18 px, and the 16 px filter finds 0.07 more of them;
+# The smallest box side (px) predict keeps where `predict.min_face_size` is 0. A 20 px face's
+# dlib box is about 18 px (0.89 of a pasted crop's side, bench/classroom.py) and MTCNN's boxes
+# scatter around it: its 16 px filter found 0.05 more of the faces than 20 px (0.644 -> 0.696);
 # BlazeFace at 16 px finds 0.03-0.04 more at 0.1-0.2 more false boxes a frame: 20 for the rest.
 KEEP_FACE = {"mtcnn": 16}
 KEEP_FACE_OTHERS = 20
