@@ -139,10 +139,10 @@ def get_config() -> ml_collections.ConfigDict:
   pred.recursive = False  # an input folder: also the images of its subfolders (named sub_a)
   pred.min_face_size = 0  # px: smaller detected boxes (shorter side) are ignored; 0 = the
   #   detector's own (detectors.KEEP_FACE: mtcnn 16, the others 20; 0 kept every box until
-  #   2026-12-08, 1 does now). 20 finds about 0.04 more of
-  #   bench/classroom.py's 20-110 px faces than 24 with BlazeFace (0.77-0.84 false boxes a
-  #   frame), 16 another 0.03-0.04 at 0.89-0.99; with MTCNN, 16 finds 0.05 more than 20
-  #   (bench/RESULTS.md, "Small faces: the size filter" and "Small faces: MTCNN")
+  #   2026-12-08, 1 does now). With BlazeFace 20 finds about 0.04 more of bench/classroom.py's
+  #   20-110 px faces than 24 (0.77-0.84 false boxes a frame), 16 another 0.03-0.04 at
+  #   0.89-0.99; with MTCNN 16 finds 0.05 more than 20 (bench/RESULTS.md, "Small faces: the
+  #   size filter" and "Small faces: MTCNN")
   pred.min_face_fraction = 0.01  # ... and boxes under this fraction of the frame's shorter
   #   side where that is more: 40 px in a 6000x4000 photo, no change up to 2000 px at the
   #   defaults, so 720p and 1080p classrooms keep 16-20 px (bench/detect.py --large_photo)
@@ -162,9 +162,9 @@ def get_config() -> ml_collections.ConfigDict:
   #   mmod | mmod_up1 (fer_jax/predict/detectors.py). auto (detectors.AUTO): mtcnn on photos
   #   and folders (bench/classroom.py: 0.76-0.77 of the 20-110 px faces against blazeface's
   #   0.55-0.56, fewer false boxes overall; 1.2 s more start-up: torch), blazeface on video
-  #   and streams (mtcnn: 0.85-0.97x its frames/s on a 720p lecture, under 15 in some sittings), each
-  #   falling back to the next that can run here: bench/RESULTS.md, "Small faces: MTCNN" and
-  #   "... dim frames and the face limit"
+  #   and streams (mtcnn: 0.85-0.97x its frames/s end to end on a 400-frame 720p lecture, under
+  #   15 in some sittings; about level in steady state), each falling back to the next that can
+  #   run here: bench/RESULTS.md, "Small faces: MTCNN" and "... dim frames and the face limit"
   pred.detect_every = 10  # video: detect on every n-th processed frame, follow faces between
   #   (a face that enters is found within 0.4 s at 25 frames/s; every 5th costs 1.26x the time
   #   of a 720p lecture: bench/RESULTS.md, "A lecture in real time")
