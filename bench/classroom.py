@@ -100,6 +100,10 @@ DEFAULT_FERPLUS = ROOT.parent / "shared" / "data" / "ferplus"
 TRUTHS = ("dlib", "fixed")
 DLIB_PAD = 0.25  # DlibTruth: the face's border replicated by this times its side, each side
 DLIB_SCALES = tuple(4 * 1.2 ** (j / 3) for j in range(3))  # ... then upscaled by each of these
+DRIFT = 0.2  # video: the most a face sways from its place, per axis, times its width
+PERIOD = (40.0, 160.0)  # video: frames per sway (1.6-6.4 s at 25 frames/s)
+CLIP_FRAMES = 40  # video: frames per clip (one held shot; predict.detect_every is 10)
+CLIPS = 10  # video: clips per scene size by default
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,15 +189,17 @@ def draw_widths(rng: np.random.Generator, n: int) -> np.ndarray:
   return np.array(out, np.int64)
 
 
-def place(rng: np.random.Generator, widths, width: int, height: int, tries: int = 100
-          ) -> list[tuple[int, int, int] | None]:
+def place(rng: np.random.Generator, widths, width: int, height: int, tries: int = 100,
+          reach=None) -> list[tuple[int, int, int] | None]:
   """(x, y, face width) of each face's crop, or None where no free place was found in `tries`:
-  each face's pasted square (its crop with detect.MARGIN and 2 px around) meets no other's and
-  lies inside the frame."""
+  each face's pasted square (its crop with detect.MARGIN and 2 px around, and `reach[i]` px
+  more on every side where given: how far the face sways in a clip) meets no other's and lies
+  inside the frame."""
   taken, out = [], []
-  for w in widths:
+  reach = np.zeros(len(widths), np.int64) if reach is None else np.asarray(reach, np.int64)
+  for w, r in zip(widths, reach):
     w = int(w)
-    o = int(np.ceil(w * detect.MARGIN)) + 2
+    o = int(np.ceil(w * detect.MARGIN)) + 2 + int(r)
     spot = None
     for _ in range(tries):
       x = int(rng.integers(o, width - w - o))
@@ -298,6 +304,84 @@ def make_scene(pool: Pool, seed: int, index: int, width: int = 1280, height: int
   boxes = detect.face_boxes(crops) if truth is None else truth.boxes(pool, faces, crops)
   return Scene(frame, crops, boxes, pool.labels[faces], faces,
                np.array(occluded, np.float32), float(gain), float(noise), float(sigma))
+
+
+@dataclasses.dataclass
+class Clip:
+  """A held classroom shot (`--video`): the scene of `make_clip`, fixed but for each face's
+  sway and the sensor noise, which `clip_frame` adds per frame."""
+  seed: int
+  index: int
+  width: int
+  height: int
+  background: np.ndarray  # RGB uint8 [height, width, 3]: the room before the faces
+  faces: np.ndarray  # int64 [n]: indices into the pool
+  places: np.ndarray  # int64 [n, 3]: each crop's x, y and side at rest
+  sway: np.ndarray  # float64 [n, 2, 3]: per face and axis (x, y), amplitude px, period, phase
+  occluded: np.ndarray  # bool [n]: whether the face has an occluder (it moves with the face)
+  gain: float
+  noise: float
+  blur: float
+
+  def key(self, *more: int) -> list[int]:
+    """The seed sequence of one of the clip's random streams."""
+    return [self.seed, self.width, self.height, self.index, *more]
+
+
+def make_clip(pool: Pool, seed: int, index: int, width: int = 1280, height: int = 720
+              ) -> Clip:
+  """Clip `index` of seed `seed` at width x height: a scene drawn as `make_scene` draws one
+  (20-40 faces, widths by band, `OCCLUDED` of them occluded, one blur, gain and noise level),
+  each face's place leaving room for its sway: per axis a sine of amplitude up to `DRIFT`
+  times its width, a period in `PERIOD` frames and a random phase (a student shifting in a
+  seat). Its random choices come from `np.random.default_rng([seed, width, height, index, 1])`
+  (a scene's are 4 numbers long, so no clip repeats a scene)."""
+  rng = np.random.default_rng([seed, width, height, index, 1])
+  background = scene_background(rng, width, height)
+  n = int(rng.integers(FACES[0], FACES[1] + 1))
+  chosen = rng.choice(len(pool.images), min(n, len(pool.images)), replace=False)
+  widths = draw_widths(rng, len(chosen))
+  amplitude = rng.uniform(0, DRIFT, (len(chosen), 2)) * widths[:, None]
+  spots = place(rng, widths, width, height, reach=np.ceil(amplitude.max(1)))
+  period = rng.uniform(*PERIOD, (len(chosen), 2))
+  phase = rng.uniform(0, 2 * np.pi, (len(chosen), 2))
+  occluded = rng.random(len(chosen)) < OCCLUDED
+  keep = np.array([spot is not None for spot in spots], bool)
+  places = np.array([spot for spot in spots if spot is not None], np.int64).reshape(-1, 3)
+  sway = np.stack([amplitude, period, phase], -1)[keep]
+  sigma, gain, noise = rng.uniform(*BLUR), rng.uniform(*GAIN), rng.uniform(*NOISE)
+  return Clip(seed, index, width, height, background, chosen[keep].astype(np.int64), places,
+              sway, occluded[keep], float(gain), float(noise), float(sigma))
+
+
+def clip_crops(clip: Clip, t: int) -> np.ndarray:
+  """float32 [n, 4]: the crops of frame `t` of `clip` (x0, y0, x1, y1), each face moved by its
+  sway rounded to whole pixels."""
+  amplitude, period, phase = np.moveaxis(clip.sway, -1, 0)  # each [n, 2]
+  shift = np.rint(amplitude * np.sin(2 * np.pi * t / period + phase)).astype(np.int64)
+  x0y0 = clip.places[:, :2] + shift
+  return np.concatenate([x0y0, x0y0 + clip.places[:, 2:]], 1).astype(np.float32)
+
+
+def clip_frame(pool: Pool, clip: Clip, t: int, truth=None) -> Scene:
+  """Frame `t` of `clip`: its faces pasted where their sway puts them (each face's skin tone
+  and occluder drawn from its own stream, `clip.key(2, i)`, so they stay the same from frame to
+  frame), the clip's blur and dimming, and sensor noise drawn for this frame
+  (`clip.key(3, t)`). `truth` as for `make_scene`."""
+  frame = clip.background.copy()
+  crops = clip_crops(clip, t)
+  streams = [np.random.default_rng(clip.key(2, i)) for i in range(len(crops))]
+  for crop, face, rng in zip(crops.astype(np.int64), clip.faces, streams):
+    detect.paste(frame, pool.images[face], int(crop[0]), int(crop[1]),
+                 int(crop[2] - crop[0]), rng)
+  occluded = np.zeros(len(crops), np.float32)
+  for i in np.flatnonzero(clip.occluded):  # after all faces, as in make_scene
+    frame, occluded[i] = occlude(frame, crops[i], streams[i])
+  frame = add_noise(dim(blur(frame, clip.blur), clip.gain), clip.noise,
+                    np.random.default_rng(clip.key(3, t)))
+  boxes = detect.face_boxes(crops) if truth is None else truth.boxes(pool, clip.faces, crops)
+  return Scene(frame, crops, boxes, pool.labels[clip.faces], clip.faces, occluded, clip.gain,
+               clip.noise, clip.blur)
 
 
 class DlibTruth:
@@ -449,17 +533,27 @@ def ratio(a: float, b: float) -> float:
 
 
 def table(results: dict, sizes: list[str]) -> str:
-  """The markdown table of `results` (per scene size: summed counts and frames)."""
-  lines = ["| scene | face width px | faces | detector recall | recall | accuracy (found) | "
-           "FP/frame (on background) |", "|---|---|---|---|---|---|---|"]
+  """The markdown table of `results` (per scene size: summed counts and frames). Video counts
+  (with `detect_faces`) add recall on the detection frames and on the followed frames, and
+  their detector recall is on the detection frames."""
+  video = "detect_faces" in results[sizes[0]]["counts"]
+  extra = " recall, detection frames | recall, followed frames |" if video else ""
+  lines = ["| scene | face width px | faces | detector recall | recall |" + extra +
+           " accuracy (found) | FP/frame (on background) |",
+           "|---|---|---|---|---|" + "---|---|" * video + "---|---|"]
 
   def row(scene, band, c, i, frames):
     pick = (lambda key: c[key][i]) if i is not None else (lambda key: c[key].sum())
     faces = pick("faces")
-    lines.append(f"| {scene} | {band} | {faces} | {ratio(pick('detector_hits'), faces):.3f} | "
-                 f"{ratio(pick('hits'), faces):.3f} | "
-                 f"{ratio(pick('correct'), pick('hits')):.3f} | "
-                 f"{ratio(pick('false'), frames):.2f} ({ratio(pick('false_bg'), frames):.2f}) |")
+    cells = [scene, band, f"{faces}",
+             f"{ratio(pick('detector_hits'), pick('detect_faces') if video else faces):.3f}",
+             f"{ratio(pick('hits'), faces):.3f}"]
+    if video:
+      cells += [f"{ratio(pick('detect_hits'), pick('detect_faces')):.3f}",
+                f"{ratio(pick('hits') - pick('detect_hits'), faces - pick('detect_faces')):.3f}"]
+    cells += [f"{ratio(pick('correct'), pick('hits')):.3f}",
+              f"{ratio(pick('false'), frames):.2f} ({ratio(pick('false_bg'), frames):.2f})"]
+    lines.append("| " + " | ".join(cells) + " |")
 
   total = None
   for size in sizes:
@@ -520,11 +614,12 @@ def settings(config_flags=(), detector_flags=()):
   return opts, extra, ", ".join(changed) if changed else "predict's defaults"
 
 
-def predictor(opts=None, extra=None):
+def predictor(opts=None, extra=None, kind: str = "image"):
   """(detect, its name, the landmark source, the options, classify, model name, step): predict's
   pieces (at `opts`, default: predict's defaults; the detector with `extra` constructor options
   on top of `predict.detector_options`) and the released model, as
-  `fer_jax.modes.predict.predict` makes them."""
+  `fer_jax.modes.predict.predict` makes them for an input of `kind` (image: a class photo per
+  frame; video)."""
   from absl import logging  # pylint: disable=g-import-not-at-top
   from fer_jax import cli, release  # pylint: disable=g-import-not-at-top
   from fer_jax.data import landmarks as landmarks_lib  # pylint: disable=g-import-not-at-top
@@ -536,9 +631,9 @@ def predictor(opts=None, extra=None):
       str(release.model_dir(release.DEFAULT_MODEL)), "latest")
   source = landmarks_lib.best_available(opts.landmarks,
                                         weights_dir=opts.face_alignment_dir or None)
-  detector = predict.make_detector(opts, "image", extra)  # a class photo per frame
+  detector = predict.make_detector(opts, kind, extra)
   name = opts.detector
-  config.eval_flip = predict.mirror_average(opts.flip, bool(config.eval_flip), "image")
+  config.eval_flip = predict.mirror_average(opts.flip, bool(config.eval_flip), kind)
   classify = predict.make_classifier(config, variables, int(opts.batch_size))
   return detector, name, source, opts, classify, release.DEFAULT_MODEL, step
 
@@ -570,29 +665,54 @@ def run_size(pool: Pool, args, width: int, height: int, parts, truth=None) -> di
     t = time.perf_counter()
     dets = detector(rgb)
     timing["detector"] += time.perf_counter() - t
-    last["dets"] = dets
+    last[id(rgb)] = dets  # by frame: in video the detector runs ahead, in a thread
     return dets
 
-  finder = predict.FaceFinder(source, timed_detector, int(opts.min_face_size),
-                              int(opts.max_faces), 1,
-                              min_face_fraction=float(opts.min_face_fraction))
+  def finder(detect_every):
+    return predict.FaceFinder(source, timed_detector, int(opts.min_face_size),
+                              int(opts.max_faces), detect_every,
+                              min_face_fraction=float(opts.min_face_fraction),
+                              follow_weight=float(opts.follow_weight))
 
-  def found():
+  def found():  # photos: each frame a scene of its own, the detector on every one
+    find = finder(1)
     for k in range(args.frames):
       t = time.perf_counter()
       scene = make_scene(pool, args.seed, k, width, height, truth)
       timing["synth"] += time.perf_counter() - t
       t = time.perf_counter()
-      faces = finder(scene.image)
+      faces = find(scene.image)
       timing["find"] += time.perf_counter() - t
-      yield (k, scene, last.pop("dets")), faces
+      yield (k, scene, last.pop(id(scene.image))), faces
+
+  def followed():  # video: clips, each rendered first, then through predict's video finder
+    for c in range(-(-args.frames // args.clip_frames)):
+      t = time.perf_counter()
+      clip = make_clip(pool, args.seed, c, width, height)
+      first = c * args.clip_frames
+      scenes = [clip_frame(pool, clip, k - first, truth)
+                for k in range(first, min(first + args.clip_frames, args.frames))]
+      timing["synth"] += time.perf_counter() - t
+      t = time.perf_counter()
+      for (k, scene), faces in finder(int(opts.detect_every)).frames(
+          ((first + i, scene), scene.image) for i, scene in enumerate(scenes)):
+        timing["find"] += time.perf_counter() - t
+        yield (k, scene, last.pop(id(scene.image), None)), faces
+        t = time.perf_counter()
 
   counts = {key: np.zeros(len(BANDS), np.int64) for key in
             ("faces", "hits", "correct", "false", "false_bg", "detector_hits")}
+  if args.video:  # the same counts on the frames the detector ran on
+    counts.update({key: np.zeros(len(BANDS), np.int64) for key in
+                   ("detect_faces", "detect_hits", "detect_false")})
   frames, start = [], time.perf_counter()
   used, fell = set(), 0  # the pool faces pasted; pasted faces whose truth fell back
-  for group in predict.classify_frames(found(), classify, int(opts.batch_size)):
+  frames_in = followed() if args.video else found()
+  smallest = finder(1).smallest
+  for group in predict.classify_frames(frames_in, classify, int(opts.batch_size)):
     for (k, scene, dets), faces, probs, _ in group:
+      detected = dets is not None  # video: whether the detector ran on this frame
+      dets = dets or []
       boxes = np.array([f.box for f in faces], np.float32).reshape(-1, 4)
       scores = [f.score for f in faces]
       matched = assign(boxes, scores, scene.boxes)
@@ -601,8 +721,12 @@ def run_size(pool: Pool, args, width: int, height: int, parts, truth=None) -> di
       sides = np.sqrt(np.prod(boxes[:, 2:] - boxes[:, :2], -1))
       c = count(scene.widths, scene.labels, matched, predicted, sides, raw,
                 on_background(boxes, scene.boxes))
+      if args.video:
+        c["detect_faces"] = c["faces"] * detected
+        c["detect_hits"] = c["hits"] * detected
+        c["detect_false"] = c["false"] * detected
       raw_sides = np.array([min(d[0][2] - d[0][0], d[0][3] - d[0][1]) for d in dets])
-      small = (raw >= 0) & (raw_sides < finder.smallest(scene.image)) if len(dets) else raw >= 0
+      small = (raw >= 0) & (raw_sides < smallest(scene.image)) if len(dets) else raw >= 0
       for key in counts:
         counts[key] += c[key]
       used.update(scene.faces.tolist())
@@ -615,7 +739,8 @@ def run_size(pool: Pool, args, width: int, height: int, parts, truth=None) -> di
       if len(scene.boxes) and (matched < 0).any():
         nearest = detect.iou_matrix(boxes[matched < 0], scene.boxes).argmax(1)
         false_occ = int(occ[nearest].sum())
-      frames.append(dict(index=k, faces=int(len(scene.boxes)), found=int(c["hits"].sum()),
+      frames.append(dict(index=k, detected=detected, faces=int(len(scene.boxes)),
+                         found=int(c["hits"].sum()),
                          detector_found=int(c["detector_hits"].sum()),
                          correct=int(c["correct"].sum()), false=int(c["false"].sum()),
                          kept=len(faces), raw=len(dets),
@@ -630,10 +755,15 @@ def run_size(pool: Pool, args, width: int, height: int, parts, truth=None) -> di
             file=sys.stderr, flush=True)
   wall = time.perf_counter() - start - timing["synth"]
   n = max(len(frames), 1)
-  return dict(frames=len(frames), counts={k: v.tolist() for k, v in counts.items()},
+  detections = sum(f["detected"] for f in frames)
+  return dict(frames=len(frames), detections=detections,
+              counts={k: v.tolist() for k, v in counts.items()},
               seconds=round(wall, 2), frames_per_s=round(len(frames) / wall, 3),
-              detector_ms=round(1000 * timing["detector"] / n, 1),
-              landmarks_ms=round(1000 * (timing["find"] - timing["detector"]) / n, 1),
+              detector_ms=round(1000 * timing["detector"] / max(detections, 1), 1),
+              # photos: the fits and alignment; video: the finder's time in the caller (the
+              # fits, the alignment, and waiting for the detector, which runs in a thread)
+              landmarks_ms=round(1000 * (timing["find"] - timing["detector"] * (
+                  not args.video)) / n, 1),
               synth_ms=round(1000 * timing["synth"] / n, 1),
               detector_found_under_min=sum(f["detector_found_under_min"] for f in frames),
               occluded=sum(f["occluded"] for f in frames),
@@ -645,8 +775,15 @@ def run_size(pool: Pool, args, width: int, height: int, parts, truth=None) -> di
 
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--frames", type=int, default=80,
-                      help="frames per scene size (80: about 2.5 minutes on two busy cores)")
+  parser.add_argument("--frames", type=int, default=None,
+                      help="frames per scene size (default 80 photos: about 2.5 minutes on "
+                      f"two busy cores; with --video, {CLIPS * CLIP_FRAMES}: {CLIPS} clips)")
+  parser.add_argument("--video", action="store_true",
+                      help="clips instead of photos: held shots whose faces sway, run as "
+                      "predict runs a video (its detector, detection every "
+                      "predict.detect_every frames, faces followed between)")
+  parser.add_argument("--clip_frames", type=int, default=CLIP_FRAMES,
+                      help="with --video: frames per clip")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--sizes", default=SIZES, help="scene sizes, WIDTHxHEIGHT,...")
   parser.add_argument("--ferplus_dir", default=str(DEFAULT_FERPLUS),
@@ -670,8 +807,12 @@ def main(argv=None):
     opts, extra, changed = settings(config_flags, args.detector_option)
   except ValueError as e:
     fail(str(e))
+  if args.frames is None:
+    args.frames = CLIPS * CLIP_FRAMES if args.video else 80
   if args.frames < 1:
     fail(f"--frames must be at least 1, got {args.frames}")
+  if args.clip_frames < 1:
+    fail(f"--clip_frames must be at least 1, got {args.clip_frames}")
   if args.seed < 0:
     fail(f"--seed must be >= 0, got {args.seed}")
   try:
@@ -686,7 +827,7 @@ def main(argv=None):
   truth = DlibTruth() if args.truth == "dlib" else None
   start = time.perf_counter()
   try:
-    parts = predictor(opts, extra)
+    parts = predictor(opts, extra, "video" if args.video else "image")
   except TypeError as e:  # an option the detector that runs does not take
     fail(f"--detector_option: {e}")
   detector, name, source, opts, classify, model, step = parts
@@ -699,6 +840,8 @@ def main(argv=None):
                 if truth is not None else "truth fixed (0.89 of the crop's side)")
   header = (f"{len(pool.images)} labelled FERPlus validation faces; {truth_text}; "
             f"seed {args.seed}, "
+            + (f"video: clips of {args.clip_frames} frames, detection every "
+               f"{opts.detect_every}, " if args.video else "photos, ") +
             f"{args.frames} frames per size; settings: {changed}; "
             f"model {model} (step {step}); detector {name} {used}, "
             f"landmarks {source.name}, min_face_size {opts.min_face_size}, max_faces "
@@ -733,18 +876,28 @@ def main(argv=None):
   print()
   for size in names:
     r = results[size]
+    finder = ("finder in the caller (fits, alignment, waiting for the detector's thread)"
+              if args.video else "landmarks and alignment")
     print(f"{size}: {r['frames']} frames in {r['seconds']:.1f}s = {r['frames_per_s']:.2f} "
-          f"frames/s (detector {r['detector_ms']:.0f} ms/frame, landmarks and alignment "
+          f"frames/s (detector {r['detector_ms']:.0f} ms a detection on "
+          f"{r['detections']} frames, {finder} "
           f"{r['landmarks_ms']:.0f} ms/frame; scene synthesis {r['synth_ms']:.0f} ms/frame, "
           f"not counted); occluded faces found {r['occluded_found']}/{r['occluded']}, false "
           f"boxes nearest an occluded face {r['false_near_occluded']}; faces the detector found "
           f"with a box under min_face_size {r['detector_found_under_min']}")
+    if args.video:
+      c = r["counts"]
+      print(f"{size}: false boxes a frame on the detection frames "
+            f"{ratio(sum(c['detect_false']), r['detections']):.2f}, on the followed frames "
+            f"{ratio(sum(c['false']) - sum(c['detect_false']), r['frames'] - r['detections']):.2f}")
   if args.json:
     out = dict(command=" ".join(["python3", "bench/classroom.py"] + list(
         argv if argv is not None else sys.argv[1:])), date=datetime.date.today().isoformat(),
                machine=dict(processor=platform.processor(), cpus=os.cpu_count(),
                             niceness=os.nice(0)),
-               seed=args.seed, frames=args.frames, sizes=names, bands=band_names(),
+               seed=args.seed, frames=args.frames, video=args.video,
+               clip_frames=args.clip_frames if args.video else None, sizes=names,
+               bands=band_names(),
                faces_in_pool=len(pool.images), model=model, step=int(step), detector=name,
                landmarks=source.name, options=opts.to_dict(), detector_options=extra,
                settings=changed, truth=args.truth, truth_fallbacks=fallback,

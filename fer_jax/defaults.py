@@ -168,6 +168,8 @@ def get_config() -> ml_collections.ConfigDict:
   pred.detect_every = 10  # video: detect on every n-th processed frame, follow faces between
   #   (a face that enters is found within 0.4 s at 25 frames/s; every 5th costs 1.26x the time
   #   of a 720p lecture: bench/RESULTS.md, "A lecture in real time")
+  pred.follow_weight = 1.0  # video: between detections a face's box moves this share of the way
+  #   to where its landmarks put it each frame (0: it stays where it was detected)
   pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
   pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen
   pred.annotate = True  # write <stem>_annotated.jpg / annotated.mp4

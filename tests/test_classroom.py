@@ -143,6 +143,65 @@ def test_scenes_are_determined_by_the_seed_and_index(pool):
     assert len(other.crops) != len(a.crops) or np.any(other.crops != a.crops)
 
 
+def test_clips_hold_the_scene_and_sway_its_faces(pool):
+  clip = classroom.make_clip(pool, 0, 0, 1280, 720)
+  n = len(clip.faces)
+  assert 15 <= n <= 40 and clip.places.shape == (n, 3) and clip.sway.shape == (n, 2, 3)
+  amplitude, period, _ = np.moveaxis(clip.sway, -1, 0)
+  assert (amplitude >= 0).all() and (amplitude <= classroom.DRIFT * clip.places[:, 2:]).all()
+  assert (period >= classroom.PERIOD[0]).all() and (period <= classroom.PERIOD[1]).all()
+  frames = [classroom.clip_frame(pool, clip, t) for t in range(0, 60, 3)]
+  crops = np.stack([f.crops for f in frames])  # [t, n, 4]
+  rest = np.concatenate([clip.places[:, :2], clip.places[:, :2] + clip.places[:, 2:]], 1)
+  shift = crops - rest
+  # Each face keeps its width, moves as a whole, within its amplitude (rounded to a pixel) ...
+  np.testing.assert_array_equal(shift[..., :2], shift[..., 2:])
+  assert (np.abs(shift[..., :2]) <= np.round(amplitude) + 1e-6).all()
+  # ... and most move: over 60 frames at least 3 px for over half of them.
+  span = shift[..., :2].max(0) - shift[..., :2].min(0)
+  assert np.mean(span.max(-1) >= 3) > 0.5
+  # At every frame the faces stay inside the frame and no two pasted faces meet.
+  for f in frames:
+    assert f.crops[:, :2].min() >= 0 and (f.crops[:, 2] <= 1280).all()
+    assert (f.crops[:, 3] <= 720).all()
+    np.testing.assert_array_equal(detect.iou_matrix(f.crops, f.crops) > 0, np.eye(n, dtype=bool))
+    np.testing.assert_array_equal(f.faces, clip.faces)
+    np.testing.assert_allclose(f.boxes, detect.face_boxes(f.crops))
+  # Occluders stay with their faces and cover the same share in every frame.
+  np.testing.assert_array_equal(frames[0].occluded > 0, clip.occluded)
+  np.testing.assert_allclose(frames[0].occluded, frames[-1].occluded)
+  # The same frame twice is the same picture; the next differs by noise (and sway) only: a
+  # face that has not moved shows the same face under fresh noise.
+  again = classroom.clip_frame(pool, clip, 3)
+  np.testing.assert_array_equal(again.image, frames[1].image)
+  a, b = classroom.clip_frame(pool, clip, 0), classroom.clip_frame(pool, clip, 1)
+  still = np.flatnonzero(np.all(a.crops == b.crops, -1) & ~clip.occluded
+                         & (clip.places[:, 2] >= 45))
+  assert len(still) >= 1
+  x0, y0, x1, y1 = a.crops[still[0]].astype(int)
+  pa = a.image[y0:y1, x0:x1].astype(float)
+  pb = b.image[y0:y1, x0:x1].astype(float)
+  assert np.corrcoef(pa.ravel(), pb.ravel())[0, 1] > 0.8
+  assert 0 < np.abs(pa - pb).mean() < 3 * clip.noise
+  # Another clip index or seed is another scene; a clip is not a photo scene.
+  other = classroom.make_clip(pool, 0, 1, 1280, 720)
+  assert len(other.faces) != n or np.any(other.places != clip.places)
+  assert np.mean(classroom.make_scene(pool, 0, 0, 1280, 720).image != a.image) > 0.5
+
+
+def test_video_table_splits_detection_and_followed_frames():
+  zero = [0, 0, 0, 0]
+  counts = dict(faces=[10, 0, 0, 0], hits=[7, 0, 0, 0], correct=[7, 0, 0, 0],
+                false=[1, 0, 0, 0], false_bg=zero, detector_hits=[2, 0, 0, 0],
+                detect_faces=[2, 0, 0, 0], detect_hits=[2, 0, 0, 0])
+  lines = classroom.table({"1280x720": dict(frames=4, counts=counts)}, ["1280x720"])
+  lines = lines.splitlines()
+  assert "recall, detection frames | recall, followed frames" in lines[0]
+  # 2 of 2 on the detection frame, 5 of 8 on the followed ones, 7 of 10 in all
+  assert lines[2] == ("| 1280x720 | 20-30 | 10 | 1.000 | 0.700 | 1.000 | 0.625 | 1.000 | "
+                      "0.25 (0.00) |")
+
+
 def test_matching_and_counting_on_a_hand_made_example():
   truth = np.array([[0, 0, 10, 10], [100, 100, 120, 120]], np.float32)
   widths, labels = [25, 80], [1, 3]  # bands 20-30 and 70-110

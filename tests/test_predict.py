@@ -288,6 +288,41 @@ def test_faces_followed_between_detections_land_where_detection_puts_them(video)
     predict.FaceFinder(source, detect, detect_every=0)
 
 
+def test_follow_weight_moves_a_followed_box_part_of_the_way():
+  """Between detections a followed box moves `follow_weight` of the way to where the face's
+  landmarks put it: a face that jumps 8 px right once is reached at once at weight 1, in
+  halves at 0.5 (4, 6, 7 px), and never at 0 (the box stays where it was detected)."""
+  pts = landmarks_lib.template_landmarks(60).astype(np.float32) + 100  # a 60 px face
+  where = {"shift": 0.0}
+
+  class Source:  # the face's landmarks wherever the box is: a perfect fitter
+    name, fits_gray = "fake", True
+
+    def fit(self, image, box):
+      del image, box
+      return pts + np.float32([where["shift"], 0])
+
+  box = np.float32([95, 95, 165, 165])
+  rgb = np.zeros((300, 300, 3), np.uint8)
+  for weight, expected in ((1.0, [0, 0, 8, 8, 8]), (0.5, [0, 0, 4, 6, 7]),
+                           (0.0, [0, 0, 0, 0, 0])):
+    where["shift"] = 0.0
+    finder = predict.FaceFinder(Source(), lambda rgb: [(box, 0.9)], min_face_size=20,
+                                detect_every=10, follow_weight=weight)
+    moved = []
+    for k in range(5):
+      if k == 1:
+        where["shift"] = 8.0  # the face moves between frames 0 and 1
+      (face,) = finder(rgb)
+      assert face.followed == (k > 0)
+      moved.append(float(face.box[0] - box[0]))
+      # The landmarks are fitted anew in every frame whatever the box does.
+      np.testing.assert_allclose(face.landmarks[:, 0] - pts[:, 0], where["shift"], atol=1e-4)
+    np.testing.assert_allclose(moved, expected, atol=1e-4)
+  with pytest.raises(ValueError, match=r"follow_weight must be in \[0, 1\], got 1.5"):
+    predict.FaceFinder(Source(), None, follow_weight=1.5)
+
+
 def test_mirror_average_by_flip_setting_checkpoint_and_input_kind():
   """predict.flip: `photos` (the default) follows the checkpoint on images and folders and
   skips the mirror on video; `checkpoint`, `on` and `off` ignore the input's kind."""

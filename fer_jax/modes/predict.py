@@ -256,7 +256,8 @@ def _run(opts, out_dir: pathlib.Path, stale, inp: Input, config, source, detect,
   run.eval_flip = bool(config.eval_flip)
   finder = FaceFinder(source, detect, int(opts.min_face_size), int(opts.max_faces),
                       int(opts.detect_every) if inp.kind == "video" else 1,
-                      min_face_fraction=float(opts.min_face_fraction))
+                      min_face_fraction=float(opts.min_face_fraction),
+                      follow_weight=float(opts.follow_weight))
   frames, found = inp.frames(first), None
   try:
     bar = tqdm.tqdm(stop.frames(frames), total=inp.total, initial=run.counts["frames"],

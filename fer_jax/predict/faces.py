@@ -8,7 +8,10 @@ later, inside the jitted model (`model.py`), exactly as evaluation cuts them.
 In a video, `FaceFinder` runs the detector only on every `detect_every`-th processed frame. On
 the frames between, each face of the previous frame is followed: its box is carried along by
 its own landmarks (kept in the landmarks' frame, centre and scale, as it was when detected)
-and the landmarks are fitted again inside it. A face that enters between two detections is
+and the landmarks are fitted again inside it. The box moves `follow_weight` of the way to where
+the landmarks put it (1: all the way; 0: it stays where it was detected): a small face's
+landmarks are noisy, and a box that follows them fully wanders off the face over the frames
+between detections (bench/RESULTS.md, "Faces followed in video"). A face that enters between two detections is
 found at the next one; a followed face whose box leaves the frame or shrinks below
 `min_face_size` is dropped.
 
@@ -127,9 +130,12 @@ class FaceFinder:
 
   def __init__(self, source, detect: Callable | None, min_face_size: int = 24,
                max_faces: int = 30, detect_every: int = 1, face_size: int = FACE_SIZE,
-               min_face_fraction: float = 0.0):
+               min_face_fraction: float = 0.0, follow_weight: float = 1.0):
     if detect_every < 1:
       raise ValueError(f"detect_every must be >= 1, got {detect_every}")
+    if not 0.0 <= follow_weight <= 1.0:
+      raise ValueError(f"follow_weight must be in [0, 1], got {follow_weight}")
+    self.follow_weight = float(follow_weight)
     self.source, self.detect = source, detect
     self.min_face_size, self.max_faces = min_face_size, max_faces
     self.min_face_fraction = min_face_fraction
@@ -193,7 +199,8 @@ class FaceFinder:
     candidates = []
     for face in self._previous:
       centre, scale = landmark_frame(face.landmarks)
-      box = (np.tile(centre, 2) + face.box_in_landmarks * scale).astype(np.float32)
+      box = np.tile(centre, 2) + face.box_in_landmarks * scale
+      box = (self.follow_weight * box + (1 - self.follow_weight) * face.box).astype(np.float32)
       inside = box[0] < w and box[1] < h and box[2] > 0 and box[3] > 0
       if inside and _side(box) >= self.smallest(rgb):
         candidates.append((box, face.score, None, face.box_in_landmarks))
