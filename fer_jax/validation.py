@@ -87,7 +87,7 @@ RANGES: dict[str, tuple[float, float, bool, bool]] = {
     "predict.batch_size": (1, INF, True, False),
     "predict.detect_every": (1, INF, True, False),
     "predict.iou_threshold": (0, 1, False, True),
-    "predict.follow_weight": (0, 1, False, False),
+    "predict.follow_weight": (0, 1, True, True),
     "predict.max_track_gap": (0, INF, True, False),
     "predict.window_s": (0, INF, False, False),
     "predict.min_group": (1, INF, True, False),

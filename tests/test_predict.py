@@ -25,6 +25,7 @@ from fer_jax.modes import predict, train
 from fer_jax.predict import detectors, inputs, recorder, tracking
 from fer_jax.predict import model as predict_model
 from fer_jax import defaults
+from fer_jax import errors
 from fer_jax import state as state_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -321,6 +322,10 @@ def test_follow_weight_moves_a_followed_box_part_of_the_way():
     np.testing.assert_allclose(moved, expected, atol=1e-4)
   with pytest.raises(ValueError, match=r"follow_weight must be in \[0, 1\], got 1.5"):
     predict.FaceFinder(Source(), None, follow_weight=1.5)
+  for weight in (0.0, 1.0):  # both ends are settings
+    assert predict.options(overrides(follow_weight=weight)).follow_weight == weight
+  with pytest.raises(errors.ConfigError, match=r"predict.follow_weight must be in \[0, 1\]"):
+    predict.options(overrides(follow_weight=-0.1))
 
 
 def test_mirror_average_by_flip_setting_checkpoint_and_input_kind():
