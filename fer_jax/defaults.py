@@ -168,8 +168,12 @@ def get_config() -> ml_collections.ConfigDict:
   pred.detect_every = 10  # video: detect on every n-th processed frame, follow faces between
   #   (a face that enters is found within 0.4 s at 25 frames/s; every 5th costs 1.26x the time
   #   of a 720p lecture: bench/RESULTS.md, "A lecture in real time")
-  pred.follow_weight = 1.0  # video: between detections a face's box moves this share of the way
-  #   to where its landmarks put it each frame (0: it stays where it was detected)
+  pred.follow_weight = 0.5  # video: between detections a face's box moves this share of the way
+  #   to where its landmarks put it each frame (1: all the way, as until 2026-12-08; 0: it
+  #   stays where it was detected). bench/classroom.py --video: 0.5 has fewer false boxes than
+  #   1 (1.21 against 1.49 a frame with mtcnn, 0.89 against 0.99 with blazeface) and finds as
+  #   many faces or more; 0 does better still on slow sway and worse on fast (bench/RESULTS.md,
+  #   "Faces followed in video")
   pred.iou_threshold = 0.3  # video tracker: a face continues a track at IoU >= this
   pred.max_track_gap = 10  # video tracker: a track ends after this many processed frames unseen
   pred.annotate = True  # write <stem>_annotated.jpg / annotated.mp4
