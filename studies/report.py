@@ -196,6 +196,26 @@ def detectable(sd_x: float, sd_y: float, n: int, alpha: float, power: float = PO
   return float(scipy.optimize.brentq(shortfall, 0.0, hi, xtol=1e-10 * hi))
 
 
+def anova_detectable(sd: float, k: int, n: int, alpha: float = ALPHA, power: float = POWER
+                     ) -> float:
+  """The smallest spread of true means a one-way analysis of variance (k groups of n, the
+  within-group sd `sd`) detects at level `alpha` with probability `power`, as the difference
+  between two groups with the others midway (the least favourable arrangement of a given
+  largest difference: noncentrality n * d^2 / (2 sd^2))."""
+  if sd == 0:
+    return 0.0
+  df1, df2 = k - 1, k * (n - 1)
+  crit = scipy.stats.f.ppf(1 - alpha, df1, df2)
+
+  def shortfall(d):
+    return scipy.stats.ncf.sf(crit, df1, df2, n * d ** 2 / (2 * sd ** 2)) - power
+
+  hi = sd
+  while shortfall(hi) < 0:
+    hi *= 2
+  return float(scipy.optimize.brentq(shortfall, 0.0, hi, xtol=1e-10 * hi))
+
+
 def measure(rows: list[dict], cell: str, column: str, prefix: str = "occlusion/") -> list[float]:
   """One value per finished run of `cell`: its clean accuracy, one occluder's (under the
   protocol of `prefix`) or the mean over the 13 occluders."""
@@ -285,8 +305,12 @@ def anova_text(groups: list[list[float]]) -> tuple[str, str]:
   fewest = min(len(g) for g in groups)
   if fewest < MIN_SEEDS:
     judged = f"provisional (n = {fewest})"
-  else:
-    judged = "supported" if p < 0.05 else "not distinguishable"
+  elif p < 0.05:
+    judged = "supported"
+  else:  # a null: the spread of means the design would have found (80% power, level 0.05)
+    sd = math.sqrt(sum(((np.asarray(g) - np.mean(g)) ** 2).sum() for g in groups) / df2)
+    judged = (f"not distinguishable (detectable: {anova_detectable(sd, len(groups), fewest):.2f} "
+              "points between two margins)")
   return f"F({df1}, {df2}) = {f:.2f}, p = {p:.3f}", judged
 
 

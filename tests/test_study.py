@@ -507,6 +507,16 @@ def test_report_holm_welch_and_the_detectable_difference_by_hand(tmp_path):
   assert abs(np.mean(np.abs(t) > 2.7764) - 0.8) < 0.01  # t(0.975, 4) = 2.7764
   assert d == pytest.approx(3.0, abs=0.3)  # the normal approximation's 2.29 sd, widened by df 4
   assert report.detectable(1.0, 1.0, 3, 0.05 / 20) > d  # Holm's strictest level: larger
+  # The margin study's F test (5 margins, 3 seeds, within sd 1): the difference between two
+  # margins, the other three midway, that it finds 80% of the time (simulated, 20,000 draws;
+  # F(0.95; 4, 10) = 3.478).
+  spread = report.anova_detectable(1.0, 5, 3)
+  means = np.array([-spread / 2, 0, 0, 0, spread / 2])
+  g = rng.normal(means[None, :, None], 1.0, (20000, 5, 3))
+  within = ((g - g.mean(2, keepdims=True)) ** 2).sum((1, 2)) / 10
+  between = 3 * ((g.mean(2) - g.mean((1, 2))[:, None]) ** 2).sum(1) / 4
+  assert abs(np.mean(between / within > 3.478) - 0.8) < 0.01
+  assert 3.2 < spread < 4.0 and report.anova_detectable(2.0, 5, 3) == pytest.approx(2 * spread)
   # A family on hand-made runs: every test has three seeds a side, so Holm applies.
   cols = {"final_accuracy": 0.0, **{f"occlusion/{o}": -0.3 for o in report.OCCLUDERS_13}}
   rows = [dict(run=f"{cell}/seed={s}", status="finished",
