@@ -674,14 +674,15 @@ def run_size(pool: Pool, args, width: int, height: int, parts, truth=None) -> di
                               min_face_fraction=float(opts.min_face_fraction),
                               follow_weight=float(opts.follow_weight))
 
+  every_frame = finder(1)  # photos; its `smallest` is the size kept in either mode
+
   def found():  # photos: each frame a scene of its own, the detector on every one
-    find = finder(1)
     for k in range(args.frames):
       t = time.perf_counter()
       scene = make_scene(pool, args.seed, k, width, height, truth)
       timing["synth"] += time.perf_counter() - t
       t = time.perf_counter()
-      faces = find(scene.image)
+      faces = every_frame(scene.image)
       timing["find"] += time.perf_counter() - t
       yield (k, scene, last.pop(id(scene.image))), faces
 
@@ -708,7 +709,7 @@ def run_size(pool: Pool, args, width: int, height: int, parts, truth=None) -> di
   frames, start = [], time.perf_counter()
   used, fell = set(), 0  # the pool faces pasted; pasted faces whose truth fell back
   frames_in = followed() if args.video else found()
-  smallest = finder(1).smallest
+  smallest = every_frame.smallest
   for group in predict.classify_frames(frames_in, classify, int(opts.batch_size)):
     for (k, scene, dets), faces, probs, _ in group:
       detected = dets is not None  # video: whether the detector ran on this frame

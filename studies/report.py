@@ -117,6 +117,12 @@ def verdict(d: tuple[float, float, int] | None) -> str:
   return "supported" if diff > 0 else "contradicted"
 
 
+def within_variance(groups: list[list[float]]) -> float:
+  """The pooled variance within the groups (the ANOVA's mean square within)."""
+  n, k = sum(map(len, groups)), len(groups)
+  return float(sum(((np.asarray(g) - np.mean(g)) ** 2).sum() for g in groups) / (n - k))
+
+
 def anova(groups: list[list[float]]) -> tuple[float, int, int, float] | None:
   """One-way analysis of variance: (F, df between, df within, p) of the hypothesis that every
   group has the same mean; None with fewer than two groups or no spread within them."""
@@ -126,7 +132,7 @@ def anova(groups: list[list[float]]) -> tuple[float, int, int, float] | None:
     return None
   grand = np.mean([a for g in groups for a in g])
   between = sum(len(g) * (np.mean(g) - grand) ** 2 for g in groups) / (k - 1)
-  within = sum(((np.asarray(g) - np.mean(g)) ** 2).sum() for g in groups) / (n - k)
+  within = within_variance(groups)
   if within == 0:
     return None
   f = float(between / within)
@@ -190,7 +196,13 @@ def detectable(sd_x: float, sd_y: float, n: int, alpha: float, power: float = PO
     # and free of the NaN scipy's far left tail gives).
     return (scipy.stats.nct.sf(crit, df, ncp) + scipy.stats.nct.sf(crit, df, -ncp)) - power
 
-  hi = scale
+  return power_root(shortfall, scale)
+
+
+def power_root(shortfall, start: float) -> float:
+  """The effect at which `shortfall` (power at that effect less the power asked for, rising
+  with the effect) is 0: bracketed by doubling from `start`, then Brent's method."""
+  hi = start
   while shortfall(hi) < 0:
     hi *= 2
   return float(scipy.optimize.brentq(shortfall, 0.0, hi, xtol=1e-10 * hi))
@@ -210,10 +222,7 @@ def anova_detectable(sd: float, k: int, n: int, alpha: float = ALPHA, power: flo
   def shortfall(d):
     return scipy.stats.ncf.sf(crit, df1, df2, n * d ** 2 / (2 * sd ** 2)) - power
 
-  hi = sd
-  while shortfall(hi) < 0:
-    hi *= 2
-  return float(scipy.optimize.brentq(shortfall, 0.0, hi, xtol=1e-10 * hi))
+  return power_root(shortfall, sd)
 
 
 def measure(rows: list[dict], cell: str, column: str, prefix: str = "occlusion/") -> list[float]:
@@ -309,7 +318,7 @@ def anova_text(groups: list[list[float]]) -> tuple[str, str]:
   elif p < 0.05:
     judged = "supported"
   else:  # a null: the spread of means the design would have found (80% power, level 0.05)
-    sd = math.sqrt(sum(((np.asarray(g) - np.mean(g)) ** 2).sum() for g in groups) / df2)
+    sd = math.sqrt(within_variance([g for g in groups if g]))
     spread = 100 * anova_detectable(sd, len(groups), fewest)  # accuracies are fractions
     judged = f"not distinguishable (detectable: {spread:.2f} points between two margins)"
   return f"F({df1}, {df2}) = {f:.2f}, p = {p:.3f}", judged
